@@ -1,0 +1,26 @@
+// Per-task passes over the stacked data: the fused gradient/loss pass and the curvature pass.
+// Tasks are independent, so the result does not depend on the thread count.
+#pragma once
+
+#include "metasp/types.hpp"
+
+namespace metasp {
+
+// For every task t, with r_t = y_t - X_t theta_t and m_t its number of samples:
+//   G[t] = X_t^T r_t / m_t  (the negative gradient of ||r_t||^2 / (2 m_t)),
+//   task_loss[t] = ||r_t||^2 / m_t.
+// Reads each row of X once. Theta and G are (T, d); task_loss is (T,).
+void task_gradient(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& Theta,
+                   Eigen::Ref<RowMatrix> G, Eigen::Ref<Vector> task_loss, int n_threads);
+
+// task_loss[t] = ||y_t - X_t theta_t||^2 / m_t, without the gradient.
+void task_loss(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& Theta,
+               Eigen::Ref<Vector> task_loss, int n_threads);
+
+// Curvature of the loss along the direction D = C B^T, row t: d_t = B c_t with C (T, r) and
+// B (d, r), never formed as a T x d matrix: task_curvature[t] = ||X_t d_t||^2 / m_t.
+void task_curvature(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& C,
+                    const Eigen::Ref<const Matrix>& B, Eigen::Ref<Vector> task_curvature,
+                    int n_threads);
+
+}  // namespace metasp

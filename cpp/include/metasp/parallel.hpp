@@ -1,0 +1,71 @@
+// OpenMP policy of the core, and products whose result does not depend on the thread count.
+#pragma once
+
+#include "metasp/types.hpp"
+
+#include <algorithm>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace metasp {
+
+// Threads OpenMP would use by default (honours OMP_NUM_THREADS and the CPU affinity mask).
+inline int max_threads() {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+// On a busy 2-core machine a parallel region over little work can be 100x slower than serial
+// (threads spin waiting for a core), so work below this many multiply-adds runs serially.
+constexpr double kMinParallelWork = 1 << 20;
+
+inline bool run_parallel(int n_threads, double work) {
+    return n_threads > 1 && work >= kMinParallelWork;
+}
+
+// Row chunks of reductions over T: a fixed count, independent of the thread count, summed in
+// order, so that 1 and n threads give bit-identical results.
+inline Index n_row_chunks(Index rows) {
+    constexpr Index kMaxChunks = 64, kMinChunkRows = 256;
+    return std::max<Index>(1, std::min(kMaxChunks, rows / kMinChunkRows));
+}
+
+inline Index chunk_begin(Index chunk, Index n_chunks, Index rows) {
+    return rows * chunk / n_chunks;
+}
+
+// A^T U for tall A (rows x p) and U (rows x q): deterministic chunked reduction over rows.
+template <class Left, class Right>
+Matrix transposed_product(const Left& A, const Right& U, int n_threads) {
+    const Index rows = A.rows(), n_chunks = n_row_chunks(rows);
+    std::vector<Matrix> partial(static_cast<size_t>(n_chunks));
+    const bool parallel = run_parallel(n_threads, double(rows) * A.cols() * U.cols());
+#pragma omp parallel for num_threads(n_threads) if (parallel) schedule(static)
+    for (Index c = 0; c < n_chunks; ++c) {
+        const Index r0 = chunk_begin(c, n_chunks, rows), r1 = chunk_begin(c + 1, n_chunks, rows);
+        partial[c].noalias() = A.middleRows(r0, r1 - r0).transpose() * U.middleRows(r0, r1 - r0);
+    }
+    Matrix sum = std::move(partial[0]);
+    for (Index c = 1; c < n_chunks; ++c) sum += partial[c];
+    return sum;
+}
+
+// out = A R for tall A (rows x p) and small R (p x q); rows are independent.
+template <class Left, class Right, class Out>
+void tall_product(const Left& A, const Right& R, Out& out, int n_threads) {
+    const Index rows = A.rows(), n_chunks = n_row_chunks(rows);
+    const bool parallel = run_parallel(n_threads, double(rows) * A.cols() * R.cols());
+#pragma omp parallel for num_threads(n_threads) if (parallel) schedule(static)
+    for (Index c = 0; c < n_chunks; ++c) {
+        const Index r0 = chunk_begin(c, n_chunks, rows), r1 = chunk_begin(c + 1, n_chunks, rows);
+        out.middleRows(r0, r1 - r0).noalias() = A.middleRows(r0, r1 - r0) * R;
+    }
+}
+
+}  // namespace metasp

@@ -1,0 +1,37 @@
+// Top-s singular triplets of a tall or wide T x d matrix without a full SVD.
+#pragma once
+
+#include "metasp/types.hpp"
+
+#include <cstdint>
+
+namespace metasp {
+
+struct SVDOptions {
+    // Stop when every top-s Ritz pair satisfies ||A^T A v_i - lambda_i v_i|| <= tol * lambda_1.
+    double tol = 1e-12;
+    int max_steps = 300;
+};
+
+struct TruncatedSVD {
+    Matrix V;                // (d, s) top right singular vectors, as columns
+    Vector singular_values;  // (s,), descending
+    Matrix W;                // (T, s) = A V = U diag(singular_values)
+    Matrix basis;            // (d, b) orthonormal Ritz basis: the warm start of the next call
+    int n_steps = 0;         // subspace-iteration steps taken
+    bool converged = false;
+};
+
+// Columns of the search block: s plus oversampling, at most min(T, d).
+Index svd_block_size(Index s, Index n_rows, Index n_cols);
+
+// Block subspace iteration with Rayleigh-Ritz on A^T A, started from `warm_start` (d x k,
+// any k >= 1; completed with random columns) or, when it is empty, from a random block:
+// a randomized range finder. When d is at most the block size the block is the identity and
+// one step is exact. Deterministic for a given seed, whatever the thread count.
+TruncatedSVD truncated_svd(const Eigen::Ref<const RowMatrix>& A, Index s,
+                           const Eigen::Ref<const Matrix>& warm_start, std::uint64_t seed,
+                           int n_threads, const SVDOptions& options = {},
+                           const StopRequested& stop_requested = {});
+
+}  // namespace metasp

@@ -1,0 +1,23 @@
+#include "metasp/types.hpp"
+
+#include <stdexcept>
+#include <string>
+
+namespace metasp {
+
+void check_tasks(const TasksView& tasks) {
+    const Index T = tasks.n_tasks();
+    if (T < 1) throw std::invalid_argument("offsets must have at least 2 entries (one task)");
+    if (tasks.y.size() != tasks.n_samples())
+        throw std::invalid_argument("X has " + std::to_string(tasks.n_samples()) +
+                                    " rows but y has " + std::to_string(tasks.y.size()));
+    if (tasks.offsets[0] != 0) throw std::invalid_argument("offsets[0] must be 0");
+    if (tasks.offsets[T] != tasks.n_samples())
+        throw std::invalid_argument("offsets[-1] must equal the number of rows of X");
+    for (Index t = 0; t < T; ++t)
+        if (tasks.offsets[t + 1] <= tasks.offsets[t])
+            throw std::invalid_argument("offsets must increase strictly (task " +
+                                        std::to_string(t) + " is empty or reversed)");
+}
+
+}  // namespace metasp

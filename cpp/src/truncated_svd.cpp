@@ -1,0 +1,95 @@
+#include "metasp/truncated_svd.hpp"
+
+#include "metasp/parallel.hpp"
+
+#include <Eigen/Eigenvalues>
+#include <Eigen/QR>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <stdexcept>
+
+namespace metasp {
+namespace {
+
+Matrix orthonormal_columns(const Matrix& Y) {
+    const Eigen::HouseholderQR<Matrix> qr(Y);
+    return qr.householderQ() * Matrix::Identity(Y.rows(), Y.cols());
+}
+
+Matrix gaussian_matrix(Index rows, Index cols, std::uint64_t seed) {
+    std::mt19937_64 engine(seed);
+    std::normal_distribution<double> normal;
+    Matrix G(rows, cols);
+    for (Index j = 0; j < cols; ++j)
+        for (Index i = 0; i < rows; ++i) G(i, j) = normal(engine);
+    return G;
+}
+
+}  // namespace
+
+Index svd_block_size(Index s, Index n_rows, Index n_cols) {
+    // Oversampling makes the convergence rate (sigma_{b+1} / sigma_s)^2 per step instead of
+    // (sigma_{s+1} / sigma_s)^2, which matters when the gap after sigma_s is small.
+    const Index oversampling = std::max<Index>(s, 5);
+    return std::min(std::min(n_rows, n_cols), s + oversampling);
+}
+
+TruncatedSVD truncated_svd(const Eigen::Ref<const RowMatrix>& A, Index s,
+                           const Eigen::Ref<const Matrix>& warm_start, std::uint64_t seed,
+                           int n_threads, const SVDOptions& options,
+                           const StopRequested& stop_requested) {
+    const Index T = A.rows(), d = A.cols();
+    if (s < 1 || s > std::min(T, d))
+        throw std::invalid_argument("rank s must satisfy 1 <= s <= min(T, d)");
+    if (warm_start.size() > 0 && warm_start.rows() != d)
+        throw std::invalid_argument("warm_start must have one row per column of A");
+    if (!(options.tol >= 0) || options.max_steps < 1)
+        throw std::invalid_argument("SVD options need tol >= 0 and max_steps >= 1");
+
+    const Index b = svd_block_size(s, T, d);
+    Matrix Q;
+    if (b == d) {
+        Q = Matrix::Identity(d, d);  // the block spans R^d: one step is an exact eigensolve
+    } else {
+        Q = gaussian_matrix(d, b, seed);
+        const Index k = std::min(b, warm_start.cols());
+        Q.leftCols(k) = warm_start.leftCols(k);
+        Q = orthonormal_columns(Q);
+    }
+    // Below this the residual is rounding error in forming A^T A v.
+    const double tol = std::max(options.tol, 32 * std::numeric_limits<double>::epsilon() *
+                                                 std::sqrt(double(std::max(T, d))));
+
+    TruncatedSVD out;
+    Matrix Z(T, b), W(T, b);
+    for (int step = 1;; ++step) {
+        tall_product(A, Q, Z, n_threads);  // Z = A Q
+        // Rayleigh-Ritz: eigenpairs of Q^T A^T A Q, largest first.
+        const Eigen::SelfAdjointEigenSolver<Matrix> eig(transposed_product(Z, Z, n_threads));
+        const Matrix ritz = eig.eigenvectors().rowwise().reverse();
+        const Vector lambda = eig.eigenvalues().reverse();
+        Matrix V = Q * ritz;
+        tall_product(Z, ritz, W, n_threads);  // W = A V
+        const Matrix Y = transposed_product(A, W, n_threads);  // A^T A V
+
+        double residual = 0;
+        for (Index i = 0; i < s; ++i)
+            residual = std::max(residual, (Y.col(i) - lambda(i) * V.col(i)).norm());
+        out.converged = residual <= tol * std::max(lambda(0), 0.0);
+        const bool stop = out.converged || step >= options.max_steps ||
+                          (stop_requested && stop_requested());
+        if (stop) {
+            out.n_steps = step;
+            out.V = V.leftCols(s);
+            out.W = W.leftCols(s);
+            out.singular_values = out.W.colwise().norm().transpose();
+            out.basis = std::move(V);
+            return out;
+        }
+        Q = orthonormal_columns(Y);
+    }
+}
+
+}  // namespace metasp

@@ -1,0 +1,161 @@
+"""Checks shared by the C++ solver and the NumPy reference: bad input fails here, in Python."""
+
+from __future__ import annotations
+
+import numbers
+from typing import NamedTuple
+
+import numpy as np
+
+from ._tasks import Tasks, as_tasks
+
+# A loss this many times the loss at Theta = 0 means the iteration is diverging.
+DIVERGENCE_FACTOR = 1e8
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_rank(s, tasks: Tasks) -> int:
+    if s is None:
+        raise TypeError("the rank s is missing: call fit(Xs, ys, s) with an integer s >= 1")
+    if not _is_integer(s):
+        raise TypeError(f"the rank s must be an integer; got {s!r} of type {type(s).__name__}")
+    upper = min(tasks.n_tasks, tasks.n_features)
+    if not 1 <= s <= upper:
+        raise ValueError(
+            f"the rank s must satisfy 1 <= s <= min(T, d) = {upper} "
+            f"(T = {tasks.n_tasks} tasks, d = {tasks.n_features} features); got s = {s}"
+        )
+    return int(s)
+
+
+def check_step(step) -> tuple[bool, float]:
+    """Return (adaptive, gamma)."""
+    if isinstance(step, str):
+        if step != "auto":
+            raise ValueError(f"step must be 'auto' or a positive number; got {step!r}")
+        return True, 1.0
+    if not _is_real(step):
+        raise TypeError(f"step must be 'auto' or a positive number; got {type(step).__name__}")
+    if not (np.isfinite(step) and step > 0):
+        raise ValueError(f"a fixed step must be positive and finite; got {step!r}")
+    return False, float(step)
+
+
+def check_init(init) -> None:
+    if init != "zero":
+        raise ValueError(f"init must be 'zero' (Theta^0 = 0, as in the paper); got {init!r}")
+
+
+def check_max_iter(max_iter) -> int:
+    if not _is_integer(max_iter):
+        raise TypeError(f"max_iter must be an integer; got {type(max_iter).__name__}")
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be at least 1; got {max_iter}")
+    return int(max_iter)
+
+
+def check_tol(tol) -> float:
+    if not _is_real(tol):
+        raise TypeError(f"tol must be a real number; got {type(tol).__name__}")
+    if not (np.isfinite(tol) and tol >= 0):
+        raise ValueError(f"tol must be non-negative and finite; got {tol!r}")
+    return float(tol)
+
+
+def resolve_n_jobs(n_jobs, available: int) -> int:
+    """Thread count with scikit-learn's meaning of n_jobs."""
+    if n_jobs is None:
+        return available
+    if not _is_integer(n_jobs):
+        raise TypeError(f"n_jobs must be an integer or None; got {type(n_jobs).__name__}")
+    if n_jobs == 0:
+        raise ValueError("n_jobs=0 is not allowed: use None or -1 for all threads, 1 for one")
+    if n_jobs < 0:
+        return max(1, available + 1 + int(n_jobs))
+    return int(n_jobs)
+
+
+def seed_from(random_state) -> int:
+    """A 63-bit seed from None, an int, a SeedSequence, a Generator or a RandomState."""
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(np.iinfo(np.int64).max))
+    if isinstance(random_state, bool):
+        raise TypeError("random_state must be None, an int or a numpy random generator")
+    try:
+        rng = np.random.default_rng(random_state)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"random_state must be None, a non-negative int or a numpy random generator; "
+            f"got {random_state!r} ({error})"
+        ) from None
+    return int(rng.integers(np.iinfo(np.int64).max))
+
+
+def orthonormal_rows(B, name: str, n_features: int | None = None) -> np.ndarray:
+    """Orthonormal basis (as rows) of the row space of a full-rank (s, d) matrix."""
+    B = np.asarray(B)
+    if B.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be a real numeric array; got dtype {B.dtype}")
+    if B.ndim != 2 or B.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D array (s, d); got shape {B.shape}")
+    if n_features is not None and B.shape[1] != n_features:
+        raise ValueError(f"{name} must have d = {n_features} columns; got shape {B.shape}")
+    if B.shape[0] > B.shape[1]:
+        raise ValueError(f"{name} has more rows than columns ({B.shape}); it cannot be full rank")
+    B = B.astype(np.float64)
+    if not np.isfinite(B).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    Q, R = np.linalg.qr(B.T)
+    diagonal = np.abs(np.diag(R))
+    if diagonal.min() <= 1e-12 * max(diagonal.max(), np.finfo(float).tiny):
+        raise ValueError(f"{name} does not have full row rank")
+    return np.ascontiguousarray(Q.T)
+
+
+def check_reference_B(reference_B, s: int, d: int) -> np.ndarray | None:
+    if reference_B is None:
+        return None
+    B = orthonormal_rows(reference_B, "reference_B", d)
+    if B.shape[0] != s:
+        raise ValueError(f"reference_B must have shape (s, d) = ({s}, {d}); got {np.shape(reference_B)}")
+    return B
+
+
+class FitArguments(NamedTuple):
+    tasks: Tasks
+    s: int
+    adaptive: bool
+    step: float
+    max_iter: int
+    tol: float
+    n_threads: int
+    seed: int
+    reference_B: np.ndarray | None
+
+
+def check_fit_arguments(
+    Xs, ys, s, step, init, max_iter, tol, n_jobs, random_state, reference_B, available_threads
+) -> FitArguments:
+    """Validate everything :func:`metasp.fit` and :func:`metasp.reference.fit` accept."""
+    tasks = as_tasks(Xs, ys)
+    s = check_rank(s, tasks)
+    adaptive, step = check_step(step)
+    check_init(init)
+    return FitArguments(
+        tasks=tasks,
+        s=s,
+        adaptive=adaptive,
+        step=step,
+        max_iter=check_max_iter(max_iter),
+        tol=check_tol(tol),
+        n_threads=resolve_n_jobs(n_jobs, available_threads),
+        seed=seed_from(random_state),
+        reference_B=check_reference_B(reference_B, s, tasks.n_features),
+    )

@@ -1,0 +1,134 @@
+"""The compiled building blocks of Meta-SP, for benchmarks and for running on shards of tasks.
+
+Each function validates its input and runs one C++ kernel with the GIL released.
+:mod:`metasp.reference` has NumPy versions with the same signatures.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _core
+from ._tasks import Tasks, _check_finite, _float64, _numeric_array
+from ._validation import check_max_iter, check_tol, resolve_n_jobs, seed_from
+
+__all__ = ["TruncatedSVD", "curvature", "gradient", "truncated_svd"]
+
+
+class TruncatedSVD(NamedTuple):
+    """Top-s singular triplets of a T x d matrix ``A``."""
+
+    V: np.ndarray  #: (d, s) right singular vectors, as columns
+    singular_values: np.ndarray  #: (s,), descending
+    W: np.ndarray  #: (T, s), ``A @ V`` = left singular vectors times singular values
+    basis: np.ndarray  #: (d, b) orthonormal search block, a warm start for the next call
+    n_steps: int  #: subspace-iteration steps taken
+    converged: bool  #: whether the Ritz residuals reached the tolerance
+
+
+def _matrix(values, name: str, shape: tuple) -> np.ndarray:
+    array = _float64(_numeric_array(values, name))
+    if array.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}; got {array.shape}")
+    _check_finite(array, name)
+    return array
+
+
+def gradient(tasks: Tasks, Theta, n_jobs=None) -> tuple[np.ndarray, np.ndarray]:
+    """Fused per-task gradient and loss pass.
+
+    For every task, with :math:`r_t = y_t - X_t \\theta_t`, returns ``G[t] = X_t^T r_t / m_t``
+    (the negative gradient of ``||r_t||^2 / (2 m_t)``) and ``task_loss[t] = ||r_t||^2 / m_t``.
+    Reads each row of ``X`` once.
+
+    Parameters
+    ----------
+    tasks : Tasks
+    Theta : array_like of shape (T, d)
+    n_jobs : int or None
+        Threads, as in :func:`metasp.fit`.
+
+    Returns
+    -------
+    G : ndarray of shape (T, d)
+    task_loss : ndarray of shape (T,)
+    """
+    if not isinstance(tasks, Tasks):
+        raise TypeError("tasks must be a metasp.Tasks")
+    Theta = _matrix(Theta, "Theta", (tasks.n_tasks, tasks.n_features))
+    threads = resolve_n_jobs(n_jobs, _core.max_threads())
+    return _core.task_gradient(tasks.X, tasks.y, tasks.offsets, Theta, threads)
+
+
+def curvature(tasks: Tasks, C, B, n_jobs=None) -> np.ndarray:
+    """Per-task curvature ``||X_t d_t||^2 / m_t`` along ``D = C B^T`` (row t: ``d_t = B c_t``).
+
+    This is the denominator of the adaptive step; ``D`` is never formed.
+
+    Parameters
+    ----------
+    tasks : Tasks
+    C : array_like of shape (T, r)
+    B : array_like of shape (d, r)
+    n_jobs : int or None
+
+    Returns
+    -------
+    ndarray of shape (T,)
+    """
+    if not isinstance(tasks, Tasks):
+        raise TypeError("tasks must be a metasp.Tasks")
+    B = _float64(_numeric_array(B, "B"))
+    if B.ndim != 2 or B.shape[0] != tasks.n_features:
+        raise ValueError(f"B must have shape (d, r) with d = {tasks.n_features}; got {B.shape}")
+    _check_finite(B, "B")
+    C = _matrix(C, "C", (tasks.n_tasks, B.shape[1]))
+    threads = resolve_n_jobs(n_jobs, _core.max_threads())
+    return _core.task_curvature(tasks.X, tasks.y, tasks.offsets, C, B, threads)
+
+
+def truncated_svd(
+    A, s, *, warm_start=None, tol=1e-12, max_steps=300, random_state=None, n_jobs=None
+) -> TruncatedSVD:
+    """Top-s singular triplets of ``A`` by block subspace iteration (no full SVD).
+
+    The search block has ``s`` plus oversampling columns. It starts from ``warm_start`` (for
+    example the ``basis`` of a previous call) or at random (a randomized range finder); when
+    ``d`` is at most the block size, one exact step is taken. Iteration stops when every top-s
+    Ritz pair has ``||A^T A v - lambda v|| <= tol * lambda_1``.
+
+    Parameters
+    ----------
+    A : array_like of shape (T, d)
+    s : int
+        ``1 <= s <= min(T, d)``.
+    warm_start : array_like of shape (d, k), optional
+    tol : float, default 1e-12
+    max_steps : int, default 300
+    random_state : None, int or numpy.random.Generator
+    n_jobs : int or None
+
+    Returns
+    -------
+    TruncatedSVD
+    """
+    A = _float64(_numeric_array(A, "A"))
+    if A.ndim != 2 or A.size == 0:
+        raise ValueError(f"A must be a non-empty 2-D array; got shape {A.shape}")
+    _check_finite(A, "A")
+    if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+        raise TypeError(f"s must be an integer; got {type(s).__name__}")
+    if not 1 <= s <= min(A.shape):
+        raise ValueError(f"s must satisfy 1 <= s <= min(A.shape) = {min(A.shape)}; got {s}")
+    if warm_start is not None:
+        warm_start = np.asfortranarray(_numeric_array(warm_start, "warm_start"), dtype=np.float64)
+        if warm_start.ndim != 2 or warm_start.shape[0] != A.shape[1] or warm_start.shape[1] == 0:
+            raise ValueError(f"warm_start must have shape (d, k) with d = {A.shape[1]}")
+        _check_finite(warm_start, "warm_start")
+    out = _core.truncated_svd(
+        A, int(s), warm_start, seed_from(random_state),
+        resolve_n_jobs(n_jobs, _core.max_threads()), check_tol(tol), check_max_iter(max_steps),
+    )
+    return TruncatedSVD(**out)
