@@ -49,20 +49,38 @@ TruncatedSVD truncated_svd(const Eigen::Ref<const RowMatrix>& A, Index s,
         throw std::invalid_argument("SVD options need tol >= 0 and max_steps >= 1");
 
     const Index b = svd_block_size(s, T, d);
-    Matrix Q;
-    if (b == d) {
-        Q = Matrix::Identity(d, d);  // the block spans R^d: one step is an exact eigensolve
-    } else {
-        Q = gaussian_matrix(d, b, seed);
-        const Index k = std::min(b, warm_start.cols());
-        Q.leftCols(k) = warm_start.leftCols(k);
-        Q = orthonormal_columns(Q);
-    }
+    TruncatedSVD out;
+    const auto finish = [&](Matrix V, const Matrix& W, int n_steps, bool converged) {
+        out.n_steps = n_steps;
+        out.converged = converged;
+        out.V = V.leftCols(s);
+        out.W = W.leftCols(s);
+        out.singular_values = out.W.colwise().norm().transpose();
+        out.basis = std::move(V);
+        return out;
+    };
+    // Exact top eigenvectors of the d x d Gram matrix A^T A: T d^2 work, about d / (4 b)
+    // subspace-iteration steps' worth. Used for tiny d, and when iteration is slow (small
+    // gaps) and d is moderate.
+    const auto exact = [&](int n_steps) {
+        const Eigen::SelfAdjointEigenSolver<Matrix> eig(transposed_product(A, A, n_threads));
+        Matrix V = eig.eigenvectors().rowwise().reverse().leftCols(b);
+        Matrix W(T, b);
+        tall_product(A, V, W, n_threads);
+        return finish(std::move(V), W, n_steps, true);
+    };
+    if (d <= 2 * b) return exact(1);
+    constexpr Index kMaxGramSize = 2048;
+    const int exact_after = d <= kMaxGramSize ? int(std::max<Index>(1, d / (4 * b)))
+                                              : std::numeric_limits<int>::max();
+
+    Matrix Q = gaussian_matrix(d, b, seed);
+    const Index k = std::min(b, warm_start.cols());
+    Q.leftCols(k) = warm_start.leftCols(k);
+    Q = orthonormal_columns(Q);
     // Below this the residual is rounding error in forming A^T A v.
     const double tol = std::max(options.tol, 32 * std::numeric_limits<double>::epsilon() *
                                                  std::sqrt(double(std::max(T, d))));
-
-    TruncatedSVD out;
     Matrix Z(T, b), W(T, b);
     for (int step = 1;; ++step) {
         tall_product(A, Q, Z, n_threads);  // Z = A Q
@@ -77,17 +95,10 @@ TruncatedSVD truncated_svd(const Eigen::Ref<const RowMatrix>& A, Index s,
         double residual = 0;
         for (Index i = 0; i < s; ++i)
             residual = std::max(residual, (Y.col(i) - lambda(i) * V.col(i)).norm());
-        out.converged = residual <= tol * std::max(lambda(0), 0.0);
-        const bool stop = out.converged || step >= options.max_steps ||
-                          (stop_requested && stop_requested());
-        if (stop) {
-            out.n_steps = step;
-            out.V = V.leftCols(s);
-            out.W = W.leftCols(s);
-            out.singular_values = out.W.colwise().norm().transpose();
-            out.basis = std::move(V);
-            return out;
-        }
+        const bool converged = residual <= tol * std::max(lambda(0), 0.0);
+        if (converged || step >= options.max_steps || (stop_requested && stop_requested()))
+            return finish(std::move(V), W, step, converged);
+        if (step >= exact_after) return exact(step + 1);
         Q = orthonormal_columns(Y);
     }
 }

@@ -142,7 +142,9 @@ def warn_about_status(result: MetaSPResult, adaptive: bool, step: float, tol: fl
     """Turn a bad stop into a warning that says what to change."""
     if result.status == "diverged":
         loss = result.history["loss"]
-        if adaptive:
+        if not len(loss):
+            advice = "The loss overflowed at the first step: rescale X and y (standardise them)."
+        elif adaptive:
             advice = (
                 "The adaptive step should not diverge: check that the features are on comparable "
                 "scales (standardise them) and that the rank s is not larger than the data support."
@@ -152,10 +154,10 @@ def warn_about_status(result: MetaSPResult, adaptive: bool, step: float, tol: fl
                 f"The fixed step {step:g} is too large for these tasks: use step='auto' (no "
                 f"tuning needed) or a smaller step such as {step / 4:g}."
             )
+        last = f" (loss {loss[-1]:.3g} at the last iterate)" if len(loss) else ""
         warnings.warn(
-            f"Meta-SP diverged after {result.n_iter} iterations (loss {loss[-1]:.3g} at the "
-            f"last iterate). {advice} The returned result is the last finite iterate; do not "
-            "use it.",
+            f"Meta-SP diverged after {result.n_iter} iterations{last}. {advice} The returned "
+            "result is the last finite iterate; do not use it.",
             DivergenceWarning,
             stacklevel=3,
         )

@@ -27,8 +27,10 @@ Index svd_block_size(Index s, Index n_rows, Index n_cols);
 
 // Block subspace iteration with Rayleigh-Ritz on A^T A, started from `warm_start` (d x k,
 // any k >= 1; completed with random columns) or, when it is empty, from a random block:
-// a randomized range finder. When d is at most the block size the block is the identity and
-// one step is exact. Deterministic for a given seed, whatever the thread count.
+// a randomized range finder. Tiny d (at most twice the block size) takes the exact path, an
+// eigensolve of the d x d Gram matrix; so does moderate d (<= 2048) once iterating has cost
+// as much as that eigensolve without converging. Deterministic for a given seed, whatever the
+// thread count.
 TruncatedSVD truncated_svd(const Eigen::Ref<const RowMatrix>& A, Index s,
                            const Eigen::Ref<const Matrix>& warm_start, std::uint64_t seed,
                            int n_threads, const SVDOptions& options = {},

@@ -1,0 +1,23 @@
+import numpy as np
+import pytest
+
+import metasp
+
+
+@pytest.fixture
+def noiseless():
+    """Well-posed noiseless problem: m = 15 is about 4 times the information limit."""
+    return metasp.datasets.make_hps(T=200, m=15, d=50, s=3, random_state=0)
+
+
+def ragged_tasks(T=60, d=20, s=3, sigma=0.05, seed=1, sizes=(4, 30)):
+    """Tasks of sizes[0] to sizes[1] samples each from the hard-parameter-sharing model."""
+    rng = np.random.default_rng(seed)
+    B = np.linalg.qr(rng.standard_normal((d, s)))[0].T
+    W = rng.standard_normal((T, s))
+    Xs, ys = [], []
+    for t in range(T):
+        X = rng.standard_normal((int(rng.integers(sizes[0], sizes[1] + 1)), d))
+        Xs.append(X)
+        ys.append(X @ (W[t] @ B) + sigma * rng.standard_normal(X.shape[0]))
+    return Xs, ys, B, W

@@ -1,0 +1,88 @@
+"""The stacked task layout: conversions, and no copies where none are needed."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import metasp
+from metasp import Tasks
+
+
+def test_stacked_float64_is_never_copied():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((100, 4)), rng.standard_normal(100)
+    tasks = Tasks(X, y, np.arange(0, 101, 10))
+    assert tasks.X is X and tasks.y is y
+    assert Tasks.from_groups(X, y, np.repeat(np.arange(10), 10)).X is X
+
+
+def test_contiguous_3d_input_is_a_view():
+    X, y, _, _ = metasp.datasets.make_hps(T=10, m=5, d=3, s=1, random_state=0)
+    tasks = Tasks.from_array(X, y)
+    assert np.shares_memory(tasks.X, X) and np.shares_memory(tasks.y, y)
+    assert tasks.n_tasks == 10 and tasks.n_features == 3 and tasks.task_sizes.tolist() == [5] * 10
+
+
+def test_fit_reads_x_in_place():
+    X, y, _, _ = metasp.datasets.make_hps(T=2000, m=20, d=50, s=3, random_state=0)  # 16 MB
+    tasks = Tasks.from_array(X, y)
+    tracemalloc.start()
+    try:
+        metasp.fit(tasks, s=3, max_iter=3, tol=0, n_jobs=1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < X.nbytes / 20
+    # The binding refuses layouts it would have to copy, rather than copying silently.
+    with pytest.raises(TypeError):
+        metasp._core.task_gradient(np.asfortranarray(tasks.X), tasks.y, tasks.offsets,
+                                   np.zeros((2000, 50)), 1)
+
+
+def test_conversion_happens_once_and_on_purpose():
+    X = np.arange(24, dtype=np.int32).reshape(6, 4)
+    tasks = Tasks(X, np.ones(6, dtype=np.float32), [0, 2, 6])
+    assert tasks.X.dtype == np.float64 and tasks.X.flags.c_contiguous
+    assert tasks.y.dtype == np.float64
+    np.testing.assert_array_equal(tasks.X, X)
+
+
+def test_from_list_and_indexing():
+    rng = np.random.default_rng(1)
+    Xs = [rng.standard_normal((m, 3)) for m in (2, 5, 1)]
+    ys = [rng.standard_normal(m) for m in (2, 5, 1)]
+    tasks = Tasks.from_list(Xs, ys)
+    assert len(tasks) == 3 and tasks.n_samples == 8
+    assert tasks.offsets.tolist() == [0, 2, 7, 8]
+    for t in range(3):
+        np.testing.assert_array_equal(tasks[t][0], Xs[t])
+        np.testing.assert_array_equal(tasks[t][1], ys[t])
+    np.testing.assert_array_equal(tasks[-1][1], ys[2])
+    assert "n_tasks=3" in repr(tasks)
+
+
+def test_from_groups_sorts_rows_by_label():
+    X = np.arange(12.0).reshape(6, 2)
+    y = np.arange(6.0)
+    groups = np.array(["b", "a", "b", "c", "a", "b"])
+    tasks = Tasks.from_groups(X, y, groups)
+    assert tasks.labels.tolist() == ["a", "b", "c"]
+    assert tasks.task_sizes.tolist() == [2, 3, 1]
+    np.testing.assert_array_equal(tasks[0][1], [1.0, 4.0])  # stable: original order kept
+    np.testing.assert_array_equal(tasks[1][1], [0.0, 2.0, 5.0])
+    np.testing.assert_array_equal(tasks[1][0], X[[0, 2, 5]])
+
+
+def test_all_input_forms_give_the_same_fit():
+    X, y, _, _ = metasp.datasets.make_hps(T=30, m=6, d=8, s=2, random_state=0)
+    options = dict(step=0.1, tol=0, max_iter=5, random_state=0)
+    expected = metasp.fit(X, y, 2, **options).Theta
+    forms = [
+        (list(X), list(y)),
+        (tuple(X), tuple(y)),
+        (Tasks.from_array(X, y), None),
+        (Tasks.from_groups(X.reshape(-1, 8), y.ravel(), np.repeat(np.arange(30), 6)), None),
+    ]
+    for Xs, ys in forms:
+        np.testing.assert_allclose(metasp.fit(Xs, ys, 2, **options).Theta, expected, rtol=1e-13)
