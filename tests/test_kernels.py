@@ -12,8 +12,8 @@ def test_gradient_and_curvature_match_reference():
     tasks = metasp.Tasks.from_list(Xs, ys)
     rng = np.random.default_rng(0)
     Theta = rng.standard_normal((50, 12))
-    G, loss = kernels.gradient(tasks, Theta)
-    G_ref, loss_ref = reference.gradient(tasks, Theta)
+    G, loss, _, _ = kernels.gradient(tasks, Theta)
+    G_ref, loss_ref, _, _ = reference.gradient(tasks, Theta)
     np.testing.assert_allclose(G, G_ref, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(loss, loss_ref, rtol=1e-12)
     # Spelled out for one task.
@@ -27,6 +27,16 @@ def test_gradient_and_curvature_match_reference():
     np.testing.assert_allclose(curvature, reference.curvature(tasks, C, B), rtol=1e-12)
     np.testing.assert_allclose(curvature[7], np.sum((X @ (B @ C[7])) ** 2) / len(y), rtol=1e-12)
 
+    # The fused pass: the same gradient, plus the adaptive step's sums along V V^T G[t].
+    fused = kernels.gradient(tasks, Theta, subspace=B)
+    np.testing.assert_array_equal(fused.G, G)
+    expected = reference.gradient(tasks, Theta, subspace=B)
+    np.testing.assert_allclose(fused.projected, expected.projected, rtol=1e-12)
+    np.testing.assert_allclose(fused.curvature, expected.curvature, rtol=1e-12)
+    p = B @ (B.T @ G[7])
+    np.testing.assert_allclose(fused.projected[7], p @ p, rtol=1e-12)
+    np.testing.assert_allclose(fused.curvature[7], np.sum((X @ p) ** 2) / len(y), rtol=1e-12)
+
 
 def test_long_tasks_cross_row_blocks():
     # Tasks longer than the kernel's 256-row blocks.
@@ -34,7 +44,7 @@ def test_long_tasks_cross_row_blocks():
     X, y = rng.standard_normal((1500, 5)), rng.standard_normal(1500)
     tasks = metasp.Tasks(X, y, [0, 700, 1500])
     Theta = rng.standard_normal((2, 5))
-    G, loss = kernels.gradient(tasks, Theta)
-    G_ref, loss_ref = reference.gradient(tasks, Theta)
+    G, loss, _, _ = kernels.gradient(tasks, Theta)
+    G_ref, loss_ref, _, _ = reference.gradient(tasks, Theta)
     np.testing.assert_allclose(G, G_ref, rtol=1e-11, atol=1e-14)
     np.testing.assert_allclose(loss, loss_ref, rtol=1e-12)

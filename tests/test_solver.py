@@ -158,3 +158,19 @@ def test_ctrl_c_interrupts_a_long_solve():
     finally:
         timer.cancel()
     assert time.perf_counter() - start < 10
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_matches_reference_on_tiny_ragged_problems(seed):
+    # Edge shapes: one task, one feature, single-sample tasks, s = min(T, d).
+    rng = np.random.default_rng(seed)
+    T, d = int(rng.integers(1, 8)), int(rng.integers(1, 9))
+    s = int(rng.integers(1, min(T, d) + 1))
+    Xs = [rng.standard_normal((int(rng.integers(1, 6)), d)) for _ in range(T)]
+    ys = [rng.standard_normal(len(X)) for X in Xs]
+    for step in ("auto", 0.05):
+        result = metasp.fit(Xs, ys, s, step=step, tol=0, max_iter=10, random_state=1)
+        expected = metasp.reference.fit(Xs, ys, s, step=step, tol=0, max_iter=10)
+        assert result.status == expected.status == "max_iter" and result.n_iter == 10
+        np.testing.assert_allclose(result.Theta, expected.Theta, rtol=0,
+                                   atol=1e-9 * np.abs(expected.Theta).max())

@@ -11,18 +11,29 @@ namespace metasp::bindings {
 void bind_kernels(py::module_& m) {
     m.def(
         "task_gradient",
-        [](RowMatrixIn X, VectorIn y, OffsetsIn offsets, RowMatrixIn Theta, int n_threads) {
+        [](RowMatrixIn X, VectorIn y, OffsetsIn offsets, RowMatrixIn Theta,
+           std::optional<Matrix> V, int n_threads) -> py::tuple {
             const TasksView tasks{X, y, offsets};
+            const Index T = offsets.size() > 0 ? offsets.size() - 1 : 0;
             RowMatrix G(Theta.rows(), Theta.cols());
-            Vector loss(offsets.size() > 0 ? offsets.size() - 1 : 0);
+            Vector loss(T);
+            if (!V) {
+                {
+                    py::gil_scoped_release release;
+                    task_gradient(tasks, Theta, G, loss, n_threads);
+                }
+                return py::make_tuple(std::move(G), std::move(loss), py::none(), py::none());
+            }
+            Vector projected(T), curvature(T);
             {
                 py::gil_scoped_release release;
-                task_gradient(tasks, Theta, G, loss, n_threads);
+                task_gradient(tasks, Theta, G, loss, n_threads, *V, projected, curvature);
             }
-            return py::make_tuple(std::move(G), std::move(loss));
+            return py::make_tuple(std::move(G), std::move(loss), std::move(projected),
+                                  std::move(curvature));
         },
         py::arg("X").noconvert(), py::arg("y").noconvert(), py::arg("offsets").noconvert(),
-        py::arg("Theta").noconvert(), py::arg("n_threads"));
+        py::arg("Theta").noconvert(), py::arg("V"), py::arg("n_threads"));
 
     m.def(
         "task_curvature",

@@ -9,6 +9,7 @@
 namespace metasp::bindings {
 
 void bind_solver(py::module_& m) {
+    m.attr("VANISHING_PROJECTION") = kVanishingProjection;
     m.def(
         "solve",
         [](RowMatrixIn X, VectorIn y, OffsetsIn offsets, Index s, bool adaptive_step,

@@ -40,32 +40,64 @@ double blocked_squared_norm(const TasksView& tasks, Index t, Fill fill) {
     return sum / double(tasks.size(t));
 }
 
+double curvature_row(const TasksView& tasks, Index t, const Vector& direction) {
+    return blocked_squared_norm(tasks, t, [&](Index i, Index n, BlockVector& r) {
+        r.noalias() = tasks.X.middleRows(i, n) * direction;
+    });
+}
+
+// Writes X_t^T r_t / m_t into g and returns ||r_t||^2 / m_t, for r_t = y_t - X_t theta.
+template <class Theta, class Gradient>
+double gradient_row(const TasksView& tasks, Index t, const Theta& theta, Gradient&& g) {
+    g.setZero();
+    double loss = 0;
+    BlockVector r;
+    const Index begin = tasks.begin(t), end = begin + tasks.size(t);
+    for (Index i = begin; i < end; i += kRowBlock) {
+        const Index n = std::min(kRowBlock, end - i);
+        const auto X_block = tasks.X.middleRows(i, n);
+        r.noalias() = tasks.y.segment(i, n) - X_block * theta;
+        g.noalias() += (X_block.transpose() * r).transpose();
+        loss += r.squaredNorm();
+    }
+    const double m = double(tasks.size(t));
+    g /= m;
+    return loss / m;
+}
+
+void check_gradient_arguments(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& Theta,
+                              const Eigen::Ref<RowMatrix>& G, const Eigen::Ref<Vector>& task_loss) {
+    check_tasks(tasks);
+    check_shape(tasks, Theta.rows(), Theta.cols(), tasks.n_features(), "Theta");
+    check_shape(tasks, G.rows(), G.cols(), tasks.n_features(), "G");
+    if (task_loss.size() != tasks.n_tasks()) throw std::invalid_argument("task_loss has the wrong size");
+}
+
 }  // namespace
 
 void task_gradient(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& Theta,
                    Eigen::Ref<RowMatrix> G, Eigen::Ref<Vector> task_loss, int n_threads) {
-    const Index d = tasks.n_features();
-    check_tasks(tasks);
-    check_shape(tasks, Theta.rows(), Theta.cols(), d, "Theta");
-    check_shape(tasks, G.rows(), G.cols(), d, "G");
-    if (task_loss.size() != tasks.n_tasks()) throw std::invalid_argument("task_loss has the wrong size");
-    for_each_task(tasks, n_threads, 2.0 * d, [&](Index t) {
-        const auto theta = Theta.row(t).transpose();
-        auto g = G.row(t);
-        g.setZero();
-        double loss = 0;
-        BlockVector r;
-        const Index begin = tasks.begin(t), end = begin + tasks.size(t);
-        for (Index i = begin; i < end; i += kRowBlock) {
-            const Index n = std::min(kRowBlock, end - i);
-            const auto X_block = tasks.X.middleRows(i, n);
-            r.noalias() = tasks.y.segment(i, n) - X_block * theta;
-            g.noalias() += (X_block.transpose() * r).transpose();
-            loss += r.squaredNorm();
-        }
-        const double m = double(tasks.size(t));
-        g /= m;
-        task_loss[t] = loss / m;
+    check_gradient_arguments(tasks, Theta, G, task_loss);
+    for_each_task(tasks, n_threads, 2.0 * tasks.n_features(), [&](Index t) {
+        task_loss[t] = gradient_row(tasks, t, Theta.row(t).transpose(), G.row(t));
+    });
+}
+
+void task_gradient(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& Theta,
+                   Eigen::Ref<RowMatrix> G, Eigen::Ref<Vector> task_loss, int n_threads,
+                   const Eigen::Ref<const Matrix>& V, Eigen::Ref<Vector> projected,
+                   Eigen::Ref<Vector> curvature) {
+    check_gradient_arguments(tasks, Theta, G, task_loss);
+    if (V.rows() != tasks.n_features()) throw std::invalid_argument("V must have d rows");
+    if (projected.size() != tasks.n_tasks() || curvature.size() != tasks.n_tasks())
+        throw std::invalid_argument("projected and curvature need one entry per task");
+    for_each_task(tasks, n_threads, 3.0 * tasks.n_features(), [&](Index t) {
+        task_loss[t] = gradient_row(tasks, t, Theta.row(t).transpose(), G.row(t));
+        thread_local Vector coordinates, direction;
+        coordinates.noalias() = V.transpose() * G.row(t).transpose();
+        direction.noalias() = V * coordinates;
+        projected[t] = coordinates.squaredNorm();
+        curvature[t] = curvature_row(tasks, t, direction);  // X_t is still in cache
     });
 }
 
@@ -94,9 +126,20 @@ void task_curvature(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& C
     for_each_task(tasks, n_threads, double(d), [&](Index t) {
         thread_local Vector direction;
         direction.noalias() = B * C.row(t).transpose();
-        task_curvature[t] = blocked_squared_norm(tasks, t, [&](Index i, Index n, BlockVector& r) {
-            r.noalias() = tasks.X.middleRows(i, n) * direction;
-        });
+        task_curvature[t] = curvature_row(tasks, t, direction);
+    });
+}
+
+void task_curvature(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& D,
+                    Eigen::Ref<Vector> task_curvature, int n_threads) {
+    check_tasks(tasks);
+    check_shape(tasks, D.rows(), D.cols(), tasks.n_features(), "D");
+    if (task_curvature.size() != tasks.n_tasks())
+        throw std::invalid_argument("task_curvature has the wrong size");
+    for_each_task(tasks, n_threads, double(tasks.n_features()), [&](Index t) {
+        thread_local Vector direction;
+        direction = D.row(t).transpose();
+        task_curvature[t] = curvature_row(tasks, t, direction);
     });
 }
 

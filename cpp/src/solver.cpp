@@ -76,8 +76,28 @@ SolveResult solve(const TasksView& tasks, Index s, const SolveOptions& options,
         return !std::isfinite(loss) || loss > options.divergence_factor * out.initial_loss;
     };
 
+    Vector projected(T), curvature(T);
+    // Exact minimiser along the gradient projected on the row space. When that projection
+    // vanishes (the gradient is orthogonal to the row space, e.g. when s = T), the ratio is
+    // rounding noise: search along the whole gradient instead.
+    const auto line_search = [&] {
+        const double gradient_norm = work.squaredNorm();
+        if (sum(projected) <= kVanishingProjection * gradient_norm) {
+            task_curvature(tasks, work, curvature, n_threads);
+            projected.setConstant(gradient_norm / double(T));
+        }
+        const double denominator = sum(curvature);
+        return denominator > 0 ? sum(projected) / denominator : 0.0;
+    };
+
     for (int k = 0; k < options.max_iter; ++k) {
-        task_gradient(tasks, theta, work, per_task, n_threads);
+        // Normalized IHT: the step is an exact line search along the gradient projected on
+        // the current row space, computed in the same pass over X as the gradient.
+        const bool fused_step = options.adaptive_step && have_subspace;
+        if (fused_step)
+            task_gradient(tasks, theta, work, per_task, n_threads, svd.V, projected, curvature);
+        else
+            task_gradient(tasks, theta, work, per_task, n_threads);
         const double loss = mean(per_task);
         if (k == 0) {
             out.initial_loss = loss;
@@ -88,19 +108,17 @@ SolveResult solve(const TasksView& tasks, Index s, const SolveOptions& options,
         if (stop()) { out.status = Status::interrupted; break; }
 
         double step = options.step;
-        if (options.adaptive_step) {
-            // Normalized IHT: exact line search along the gradient projected on the current
-            // row space; the first subspace is the top-s row space of the gradient itself.
-            if (!have_subspace) {
-                svd = truncated_svd(work, s, Matrix(), options.seed, n_threads, options.svd, stop_requested);
-                have_subspace = true;
-            }
-            RowMatrix C(T, s);  // G V: coordinates of the projected gradient
+        if (fused_step) {
+            step = line_search();
+        } else if (options.adaptive_step) {
+            // No subspace yet: take the top-s row space of the gradient itself.
+            svd = truncated_svd(work, s, Matrix(), options.seed, n_threads, options.svd, stop_requested);
+            have_subspace = true;
+            RowMatrix C(T, s);
             tall_product(work, svd.V, C, n_threads);
-            task_curvature(tasks, C, svd.V, per_task, n_threads);
-            const double curvature = sum(per_task);
-            const double projected = C.squaredNorm();
-            step = curvature > 0 ? projected / curvature : 0.0;
+            task_curvature(tasks, C, svd.V, curvature, n_threads);
+            projected = C.rowwise().squaredNorm();
+            step = line_search();
         }
 
         work = theta + step * work;  // the gradient step, before hard thresholding
@@ -121,7 +139,7 @@ SolveResult solve(const TasksView& tasks, Index s, const SolveOptions& options,
         out.rel_change.push_back(norm > 0 ? change / norm : 0.0);
         out.svd_steps.push_back(svd.n_steps);
         if (options.reference_B.size() > 0) out.sin_angle.push_back(sin_angle(svd.V, options.reference_B));
-        if (change <= options.tol * norm) { out.status = Status::converged; break; }
+        if (options.tol > 0 && change <= options.tol * norm) { out.status = Status::converged; break; }
     }
 
     if (out.status == Status::converged || out.status == Status::max_iter) {

@@ -7,10 +7,14 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import _core
 from ._tasks import Tasks, as_tasks
 
 # A loss this many times the loss at Theta = 0 means the iteration is diverging.
 DIVERGENCE_FACTOR = 1e8
+# The adaptive step falls back to the whole gradient when its projection on the row space has a
+# squared norm below this fraction of the gradient's: the C++ core's constant, shared.
+VANISHING_PROJECTION = _core.VANISHING_PROJECTION
 
 
 def _is_integer(value) -> bool:

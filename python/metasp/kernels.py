@@ -14,7 +14,7 @@ from . import _core
 from ._tasks import Tasks, _check_finite, _float64, _numeric_array
 from ._validation import check_max_iter, check_tol, resolve_n_jobs, seed_from
 
-__all__ = ["TruncatedSVD", "curvature", "gradient", "truncated_svd"]
+__all__ = ["GradientPass", "TruncatedSVD", "curvature", "gradient", "truncated_svd"]
 
 
 class TruncatedSVD(NamedTuple):
@@ -36,30 +36,51 @@ def _matrix(values, name: str, shape: tuple) -> np.ndarray:
     return array
 
 
-def gradient(tasks: Tasks, Theta, n_jobs=None) -> tuple[np.ndarray, np.ndarray]:
+class GradientPass(NamedTuple):
+    """What one pass over the tasks' data computes."""
+
+    G: np.ndarray  #: (T, d) per-task negative gradients
+    task_loss: np.ndarray  #: (T,) per-task mean squared residuals
+    projected: np.ndarray | None  #: (T,) ``||V V^T G[t]||^2``, with a subspace
+    curvature: np.ndarray | None  #: (T,) ``||X_t V V^T G[t]||^2 / m_t``, with a subspace
+
+
+def _basis(V, d: int, name: str) -> np.ndarray:
+    """A (d, k) float64 block for the C++ side (column-major, as Eigen stores it)."""
+    V = np.asfortranarray(_numeric_array(V, name), dtype=np.float64)
+    if V.ndim != 2 or V.shape[0] != d or V.shape[1] == 0:
+        raise ValueError(f"{name} must have shape (d, k) with d = {d}; got {V.shape}")
+    _check_finite(V, name)
+    return V
+
+
+def gradient(tasks: Tasks, Theta, *, subspace=None, n_jobs=None) -> GradientPass:
     """Fused per-task gradient and loss pass.
 
-    For every task, with :math:`r_t = y_t - X_t \\theta_t`, returns ``G[t] = X_t^T r_t / m_t``
-    (the negative gradient of ``||r_t||^2 / (2 m_t)``) and ``task_loss[t] = ||r_t||^2 / m_t``.
-    Reads each row of ``X`` once.
+    For every task, with :math:`r_t = y_t - X_t \\theta_t`, computes ``G[t] = X_t^T r_t / m_t``
+    (the negative gradient of ``||r_t||^2 / (2 m_t)``) and ``task_loss[t] = ||r_t||^2 / m_t``,
+    reading each row of ``X`` from memory once. Given the current row space ``subspace`` (d, s)
+    with orthonormal columns, the same pass also computes the two sums of the adaptive step for
+    ``p_t = V V^T G[t]``: ``projected[t] = ||p_t||^2`` and ``curvature[t] = ||X_t p_t||^2 / m_t``.
 
     Parameters
     ----------
     tasks : Tasks
     Theta : array_like of shape (T, d)
+    subspace : array_like of shape (d, s), optional
     n_jobs : int or None
         Threads, as in :func:`metasp.fit`.
 
     Returns
     -------
-    G : ndarray of shape (T, d)
-    task_loss : ndarray of shape (T,)
+    GradientPass
     """
     if not isinstance(tasks, Tasks):
         raise TypeError("tasks must be a metasp.Tasks")
     Theta = _matrix(Theta, "Theta", (tasks.n_tasks, tasks.n_features))
+    V = None if subspace is None else _basis(subspace, tasks.n_features, "subspace")
     threads = resolve_n_jobs(n_jobs, _core.max_threads())
-    return _core.task_gradient(tasks.X, tasks.y, tasks.offsets, Theta, threads)
+    return GradientPass(*_core.task_gradient(tasks.X, tasks.y, tasks.offsets, Theta, V, threads))
 
 
 def curvature(tasks: Tasks, C, B, n_jobs=None) -> np.ndarray:
@@ -80,10 +101,7 @@ def curvature(tasks: Tasks, C, B, n_jobs=None) -> np.ndarray:
     """
     if not isinstance(tasks, Tasks):
         raise TypeError("tasks must be a metasp.Tasks")
-    B = _float64(_numeric_array(B, "B"))
-    if B.ndim != 2 or B.shape[0] != tasks.n_features:
-        raise ValueError(f"B must have shape (d, r) with d = {tasks.n_features}; got {B.shape}")
-    _check_finite(B, "B")
+    B = _basis(B, tasks.n_features, "B")
     C = _matrix(C, "C", (tasks.n_tasks, B.shape[1]))
     threads = resolve_n_jobs(n_jobs, _core.max_threads())
     return _core.task_curvature(tasks.X, tasks.y, tasks.offsets, C, B, threads)
@@ -123,10 +141,7 @@ def truncated_svd(
     if not 1 <= s <= min(A.shape):
         raise ValueError(f"s must satisfy 1 <= s <= min(A.shape) = {min(A.shape)}; got {s}")
     if warm_start is not None:
-        warm_start = np.asfortranarray(_numeric_array(warm_start, "warm_start"), dtype=np.float64)
-        if warm_start.ndim != 2 or warm_start.shape[0] != A.shape[1] or warm_start.shape[1] == 0:
-            raise ValueError(f"warm_start must have shape (d, k) with d = {A.shape[1]}")
-        _check_finite(warm_start, "warm_start")
+        warm_start = _basis(warm_start, A.shape[1], "warm_start")
     out = _core.truncated_svd(
         A, int(s), warm_start, seed_from(random_state),
         resolve_n_jobs(n_jobs, _core.max_threads()), check_tol(tol), check_max_iter(max_steps),

@@ -11,21 +11,24 @@ import numpy as np
 
 from ._result import MetaSPResult, warn_about_status
 from ._tasks import Tasks
-from ._validation import DIVERGENCE_FACTOR, check_fit_arguments
-from .kernels import TruncatedSVD
+from ._validation import DIVERGENCE_FACTOR, VANISHING_PROJECTION, check_fit_arguments
+from .kernels import GradientPass, TruncatedSVD
 from .metrics import sin_angle
 
 __all__ = ["curvature", "fit", "gradient", "truncated_svd"]
 
 
-def gradient(tasks: Tasks, Theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def gradient(tasks: Tasks, Theta: np.ndarray, *, subspace=None) -> GradientPass:
     """Per-task negative gradient and loss; see :func:`metasp.kernels.gradient`."""
     sizes = tasks.task_sizes[:, None]
     residual = tasks.y - np.einsum("ij,ij->i", tasks.X, np.repeat(Theta, tasks.task_sizes, axis=0))
     starts = tasks.offsets[:-1]
     G = np.add.reduceat(tasks.X * residual[:, None], starts, axis=0) / sizes
     task_loss = np.add.reduceat(residual**2, starts) / sizes[:, 0]
-    return G, task_loss
+    if subspace is None:
+        return GradientPass(G, task_loss, None, None)
+    C = G @ subspace
+    return GradientPass(G, task_loss, np.sum(C**2, axis=1), curvature(tasks, C, subspace))
 
 
 def curvature(tasks: Tasks, C: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -78,7 +81,7 @@ def fit(
         return not np.isfinite(loss) or loss > DIVERGENCE_FACTOR * initial_loss
 
     for k in range(args.max_iter):
-        G, task_loss = gradient(tasks, Theta)
+        G, task_loss, _, _ = gradient(tasks, Theta)
         loss = task_loss.mean()
         if k == 0:
             initial_loss = loss
@@ -93,8 +96,12 @@ def fit(
             # row space V; the first V is the top-s row space of the gradient.
             V = (svd if svd is not None else truncated_svd(G, s)).V
             C = G @ V
-            denominator = curvature(tasks, C, V).sum()
-            step = np.sum(C**2) / denominator if denominator > 0 else 0.0
+            projected, denominator = np.sum(C**2), curvature(tasks, C, V).sum()
+            if projected <= VANISHING_PROJECTION * np.sum(G**2):
+                # The gradient is orthogonal to the row space: search along all of it.
+                identity = np.eye(d)
+                projected, denominator = np.sum(G**2), curvature(tasks, G, identity).sum()
+            step = projected / denominator if denominator > 0 else 0.0
         target = Theta + step * G
         if not np.isfinite(np.sum(target**2)):
             status = "diverged"
@@ -108,12 +115,12 @@ def fit(
         history["rel_change"].append(change / norm if norm > 0 else 0.0)
         if args.reference_B is not None:
             history["sin_angle"].append(sin_angle(svd.V.T, args.reference_B))
-        if change <= args.tol * norm:
+        if args.tol > 0 and change <= args.tol * norm:
             status = "converged"
             break
 
     if status != "diverged":
-        history["loss"].append(gradient(tasks, Theta)[1].mean())
+        history["loss"].append(gradient(tasks, Theta).task_loss.mean())
         if diverging(history["loss"][-1]):
             status = "diverged"
     if args.reference_B is None:

@@ -13,6 +13,15 @@ namespace metasp {
 void task_gradient(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& Theta,
                    Eigen::Ref<RowMatrix> G, Eigen::Ref<Vector> task_loss, int n_threads);
 
+// The same pass, plus the two sums of the normalized IHT step along the gradient projected on
+// span(V) (V: d x s, orthonormal columns), computed while X_t is still in cache so that X is
+// read from memory once: with p_t = V V^T G[t],
+//   projected[t] = ||p_t||^2 and curvature[t] = ||X_t p_t||^2 / m_t.
+void task_gradient(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& Theta,
+                   Eigen::Ref<RowMatrix> G, Eigen::Ref<Vector> task_loss, int n_threads,
+                   const Eigen::Ref<const Matrix>& V, Eigen::Ref<Vector> projected,
+                   Eigen::Ref<Vector> curvature);
+
 // task_loss[t] = ||y_t - X_t theta_t||^2 / m_t, without the gradient.
 void task_loss(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& Theta,
                Eigen::Ref<Vector> task_loss, int n_threads);
@@ -22,5 +31,9 @@ void task_loss(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& Theta,
 void task_curvature(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& C,
                     const Eigen::Ref<const Matrix>& B, Eigen::Ref<Vector> task_curvature,
                     int n_threads);
+
+// The same along a direction D (T, d) given row by row: task_curvature[t] = ||X_t d_t||^2 / m_t.
+void task_curvature(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& D,
+                    Eigen::Ref<Vector> task_curvature, int n_threads);
 
 }  // namespace metasp

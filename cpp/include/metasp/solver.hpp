@@ -11,6 +11,10 @@
 
 namespace metasp {
 
+// Squared norm of the gradient's projection on the row space, relative to the whole gradient's,
+// below which the projection is zero but for rounding.
+constexpr double kVanishingProjection = 1e-16;
+
 enum class Status { converged, max_iter, diverged, interrupted };
 std::string to_string(Status status);
 
@@ -18,7 +22,7 @@ struct SolveOptions {
     bool adaptive_step = true;  // normalized IHT step; otherwise the fixed step below
     double step = 1.0;          // gamma of theta_t += gamma / m_t X_t^T r_t
     int max_iter = 1000;
-    double tol = 1e-10;         // stop when ||Theta+ - Theta||_F <= tol ||Theta+||_F
+    double tol = 1e-10;  // stop when ||Theta+ - Theta||_F <= tol ||Theta+||_F; 0: run max_iter
     // A loss above divergence_factor times the loss at the start counts as diverged.
     double divergence_factor = 1e8;
     int n_threads = 1;
