@@ -20,6 +20,7 @@ void check_shape(const TasksView& tasks, Index rows, Index cols, Index expected_
 
 template <class Body>
 void for_each_task(const TasksView& tasks, int n_threads, double work_per_sample, Body body) {
+    check_threads(n_threads);
     const Index T = tasks.n_tasks();
     const bool parallel = run_parallel(n_threads, double(tasks.n_samples()) * work_per_sample);
 #pragma omp parallel for num_threads(n_threads) if (parallel) schedule(dynamic, 16)

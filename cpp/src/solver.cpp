@@ -40,7 +40,9 @@ void check_options(const TasksView& tasks, Index s, const SolveOptions& options)
     if (options.max_iter < 1) throw std::invalid_argument("max_iter must be at least 1");
     if (!(options.tol >= 0) || !std::isfinite(options.tol))
         throw std::invalid_argument("tol must be non-negative and finite");
-    if (options.n_threads < 1) throw std::invalid_argument("n_threads must be at least 1");
+    check_threads(options.n_threads);
+    if (!(options.divergence_factor > 1))
+        throw std::invalid_argument("divergence_factor must be greater than 1");
     const auto& ref = options.reference_B;
     if (ref.size() > 0 && (ref.rows() != s || ref.cols() != d))
         throw std::invalid_argument("reference_B must have shape (s, d)");

@@ -20,4 +20,8 @@ void check_tasks(const TasksView& tasks) {
                                         std::to_string(t) + " is empty or reversed)");
 }
 
+void check_threads(int n_threads) {
+    if (n_threads < 1) throw std::invalid_argument("n_threads must be at least 1");
+}
+
 }  // namespace metasp

@@ -47,6 +47,7 @@ TruncatedSVD truncated_svd(const Eigen::Ref<const RowMatrix>& A, Index s,
         throw std::invalid_argument("warm_start must have one row per column of A");
     if (!(options.tol >= 0) || options.max_steps < 1)
         throw std::invalid_argument("SVD options need tol >= 0 and max_steps >= 1");
+    check_threads(n_threads);
 
     const Index b = svd_block_size(s, T, d);
     TruncatedSVD out;

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._tasks import _check_finite, _numeric_array
+from ._validation import _is_real
 
 __all__ = ["ConvergenceWarning", "DivergenceWarning", "MetaSPResult"]
 
@@ -102,7 +103,7 @@ class MetaSPResult:
         if X.shape[0] == 0:
             raise ValueError("the new task has no samples")
         _check_finite(y, "y")
-        if isinstance(ridge, bool) or not (np.isfinite(ridge) and ridge >= 0):
+        if not _is_real(ridge) or not (np.isfinite(ridge) and ridge >= 0):
             raise ValueError(f"ridge must be a non-negative finite number; got {ridge!r}")
         features = X @ self.B.T
         if ridge == 0:
@@ -126,6 +127,7 @@ class MetaSPResult:
         w = np.asarray(_numeric_array(w, "w"), dtype=np.float64)
         if w.shape != (self.rank,):
             raise ValueError(f"w must have shape ({self.rank},); got {w.shape}")
+        _check_finite(w, "w")
         return X @ (self.B.T @ w)
 
     def __repr__(self) -> str:

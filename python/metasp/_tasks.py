@@ -34,9 +34,14 @@ def _float64(array: np.ndarray) -> np.ndarray:
 
 
 def _check_finite(array: np.ndarray, name: str) -> None:
-    if not np.isfinite(array).all():
-        bad = np.argwhere(~np.isfinite(array))[0]
-        where = ", ".join(str(i) for i in bad)
+    # A sum is finite exactly when no entry is NaN or inf, unless it overflows; it needs no
+    # temporary the size of the array, which matters for a data set of several GB.
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.sum(array)):
+            return
+    bad = np.argwhere(~np.isfinite(array))
+    if bad.size:
+        where = ", ".join(str(i) for i in bad[0])
         raise ValueError(
             f"{name} contains NaN or inf (first at index [{where}]); remove or impute those "
             "samples before fitting."
@@ -90,11 +95,10 @@ class Tasks:
             raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]} entries")
         if X.shape[1] == 0:
             raise ValueError("X has no features (d = 0)")
-        if offsets.ndim != 1 or offsets.dtype.kind not in "iu":
-            raise TypeError(
-                f"offsets must be a 1-D integer array; got dtype {offsets.dtype}, "
-                f"shape {offsets.shape}"
-            )
+        if offsets.dtype.kind not in "iu":
+            raise TypeError(f"offsets must be a 1-D integer array; got dtype {offsets.dtype}")
+        if offsets.ndim != 1:
+            raise ValueError(f"offsets must be a 1-D integer array; got shape {offsets.shape}")
         if offsets.size < 2:
             raise ValueError("there are no tasks: offsets needs at least 2 entries")
         offsets = offsets.astype(np.int64)
@@ -128,8 +132,9 @@ class Tasks:
 
         The m_t may differ. The arrays are copied once into the stacked layout.
         """
-        if isinstance(Xs, np.ndarray) or isinstance(ys, np.ndarray):
-            raise TypeError("from_list expects sequences of per-task arrays; use Tasks.from_array")
+        if isinstance(Xs, np.ndarray):
+            raise TypeError("from_list expects a sequence of per-task arrays; for a 3-D array "
+                            "use Tasks.from_array")
         Xs, ys = list(Xs), list(ys)
         if len(Xs) != len(ys):
             raise ValueError(f"got {len(Xs)} design matrices but {len(ys)} target vectors")
@@ -263,7 +268,7 @@ def as_tasks(Xs, ys=None) -> Tasks:
             ys = _numeric_array(ys, "ys")
         return Tasks.from_array(Xs, ys)
     if isinstance(Xs, (list, tuple)) and isinstance(ys, (list, tuple, np.ndarray)):
-        return Tasks.from_list(Xs, list(ys))
+        return Tasks.from_list(Xs, ys)
     raise TypeError(
         "tasks must be given as lists of per-task arrays (Xs[t]: (m_t, d), ys[t]: (m_t,)), "
         "as a 3-D array X (T, m, d) with y (T, m), or as a metasp.Tasks; "

@@ -57,12 +57,17 @@ def check_init(init) -> None:
         raise ValueError(f"init must be 'zero' (Theta^0 = 0, as in the paper); got {init!r}")
 
 
-def check_max_iter(max_iter) -> int:
+# The C++ core counts in C ints.
+_INT_MAX = 2**31 - 1
+
+
+def check_max_iter(max_iter, name: str = "max_iter") -> int:
+    """A positive iteration cap; values beyond what C counts in are the same as no cap."""
     if not _is_integer(max_iter):
-        raise TypeError(f"max_iter must be an integer; got {type(max_iter).__name__}")
+        raise TypeError(f"{name} must be an integer; got {type(max_iter).__name__}")
     if max_iter < 1:
-        raise ValueError(f"max_iter must be at least 1; got {max_iter}")
-    return int(max_iter)
+        raise ValueError(f"{name} must be at least 1; got {max_iter}")
+    return int(min(max_iter, _INT_MAX))
 
 
 def check_tol(tol) -> float:
@@ -81,6 +86,8 @@ def resolve_n_jobs(n_jobs, available: int) -> int:
         raise TypeError(f"n_jobs must be an integer or None; got {type(n_jobs).__name__}")
     if n_jobs == 0:
         raise ValueError("n_jobs=0 is not allowed: use None or -1 for all threads, 1 for one")
+    if abs(n_jobs) > _INT_MAX:
+        raise ValueError(f"n_jobs={n_jobs} is out of range; use None or -1 for all threads")
     if n_jobs < 0:
         return max(1, available + 1 + int(n_jobs))
     return int(n_jobs)
@@ -92,6 +99,8 @@ def seed_from(random_state) -> int:
         return int(random_state.randint(np.iinfo(np.int64).max))
     if isinstance(random_state, bool):
         raise TypeError("random_state must be None, an int or a numpy random generator")
+    if _is_integer(random_state) and random_state < 0:
+        raise ValueError(f"random_state must be a non-negative int; got {random_state}")
     try:
         rng = np.random.default_rng(random_state)
     except (TypeError, ValueError) as error:

@@ -144,6 +144,6 @@ def truncated_svd(
         warm_start = _basis(warm_start, A.shape[1], "warm_start")
     out = _core.truncated_svd(
         A, int(s), warm_start, seed_from(random_state),
-        resolve_n_jobs(n_jobs, _core.max_threads()), check_tol(tol), check_max_iter(max_steps),
+        resolve_n_jobs(n_jobs, _core.max_threads()), check_tol(tol), check_max_iter(max_steps, "max_steps"),
     )
     return TruncatedSVD(**out)

@@ -31,6 +31,9 @@ struct TasksView {
 // and strictly increase (no empty task). Every kernel calls it, so no input reads out of bounds.
 void check_tasks(const TasksView& tasks);
 
+// Throws std::invalid_argument unless n_threads >= 1.
+void check_threads(int n_threads);
+
 // Called between phases of long computations; returning true abandons the computation.
 // The core knows nothing about Python: the bindings turn Ctrl-C into `true` here.
 using StopRequested = std::function<bool()>;

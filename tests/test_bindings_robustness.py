@@ -1,0 +1,267 @@
+"""The private bindings in metasp._core answer malformed input with a Python exception.
+
+These calls bypass the Python validation, so the C++ checks (and pybind11's no-convert
+argument casters) are all that stands between a bad argument and an out-of-bounds read. The
+whole table is first run in a subprocess: a case that crashes the interpreter fails there,
+and is then not run in the pytest process, so a segfault is a clear failure, not a dead run.
+"""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from metasp import _core
+
+T, M, D, S = 6, 5, 4, 2
+N = T * M
+_rng = np.random.default_rng(0)
+X = _rng.standard_normal((N, D))
+Y = _rng.standard_normal(N)
+OFFSETS = np.arange(T + 1, dtype=np.int64) * M
+THETA = np.zeros((T, D))
+C = _rng.standard_normal((T, S))
+B = np.linalg.qr(_rng.standard_normal((D, S)))[0]  # (d, r), as task_curvature takes it
+A = _rng.standard_normal((T, D))
+
+
+def solve(X=X, y=Y, offsets=OFFSETS, s=S, adaptive_step=True, step=1.0, max_iter=3, tol=0.0,
+          n_threads=1, seed=0, reference_B=None):
+    return _core.solve(X, y, offsets, s, adaptive_step, step, max_iter, tol, n_threads, seed,
+                       reference_B, 1e8, 1e-12, 300)
+
+
+def gradient(X=X, y=Y, offsets=OFFSETS, Theta=THETA, V=None, n_threads=1):
+    return _core.task_gradient(X, y, offsets, Theta, V, n_threads)
+
+
+def fused_gradient(V=B, **kwargs):
+    """task_gradient with the subspace V: the pass that also computes the adaptive step."""
+    return gradient(V=V, **kwargs)
+
+
+def curvature(X=X, y=Y, offsets=OFFSETS, C=C, B=B, n_threads=1):
+    return _core.task_curvature(X, y, offsets, C, B, n_threads)
+
+
+def svd(A=A, s=S, warm_start=None, n_threads=1, tol=1e-12, max_steps=300):
+    return _core.truncated_svd(A, s, warm_start, 0, n_threads, tol, max_steps)
+
+
+def with_entry(array, index, value):
+    out = array.copy()
+    out[index] = value
+    return out
+
+
+BINDING_ERROR = "incompatible function arguments"  # pybind11 refusing a dtype or a layout
+
+# Broken task data, fed to each of the functions that read a TasksView:
+# (description, keyword arguments, exception, regex).
+BAD_TASK_DATA = [
+    ("offsets past the end of X", dict(offsets=with_entry(OFFSETS, -1, N + 10)), ValueError,
+     r"offsets\[-1\] must equal the number of rows of X"),
+    ("offsets far past the end of X", dict(offsets=with_entry(OFFSETS, -1, 2**62)), ValueError,
+     r"offsets\[-1\] must equal"),
+    ("an inner offset past the end of X", dict(offsets=with_entry(OFFSETS, 2, 10 * N)),
+     ValueError, r"offsets must increase strictly \(task 2"),
+    ("offsets[0] != 0", dict(offsets=with_entry(OFFSETS, 0, 1)), ValueError,
+     r"offsets\[0\] must be 0"),
+    ("negative offsets[0]", dict(offsets=with_entry(OFFSETS, 0, -M)), ValueError,
+     r"offsets\[0\] must be 0"),
+    ("decreasing offsets", dict(offsets=with_entry(OFFSETS, 2, M - 1)), ValueError,
+     r"offsets must increase strictly \(task 1"),
+    ("a repeated offset (empty task)", dict(offsets=with_entry(OFFSETS, 2, M)), ValueError,
+     r"offsets must increase strictly \(task 1"),
+    ("a negative inner offset", dict(offsets=with_entry(OFFSETS, 1, -3)), ValueError,
+     r"offsets must increase strictly \(task 0"),
+    ("a single offset", dict(offsets=np.zeros(1, np.int64)), ValueError, r"at least 2 entries"),
+    ("no offsets", dict(offsets=np.zeros(0, np.int64)), ValueError, r"at least 2 entries"),
+    ("y shorter than X", dict(y=Y[:-1].copy()), ValueError, r"X has 30 rows but y has 29"),
+    ("y longer than X", dict(y=np.append(Y, 0.0)), ValueError, r"X has 30 rows but y has 31"),
+    ("float32 X", dict(X=X.astype(np.float32)), TypeError, BINDING_ERROR),
+    ("Fortran-order X", dict(X=np.asfortranarray(X)), TypeError, BINDING_ERROR),
+    ("non-contiguous X[:, ::2]", dict(X=np.repeat(X, 2, axis=1)[:, ::2]), TypeError,
+     BINDING_ERROR),
+    ("X as a list", dict(X=X.tolist()), TypeError, BINDING_ERROR),
+    ("float32 y", dict(y=Y.astype(np.float32)), TypeError, BINDING_ERROR),
+    ("non-contiguous y[::2]", dict(y=np.repeat(Y, 2)[::2]), TypeError, BINDING_ERROR),
+    ("int32 offsets", dict(offsets=OFFSETS.astype(np.int32)), TypeError, BINDING_ERROR),
+    ("float offsets", dict(offsets=OFFSETS.astype(np.float64)), TypeError, BINDING_ERROR),
+    ("non-contiguous offsets", dict(offsets=np.repeat(OFFSETS, 2)[::2]), TypeError,
+     BINDING_ERROR),
+]
+
+# (description, callable, exception, regex)
+CASES = [
+    *[(f"{name}: {description}", lambda f=f, kwargs=kwargs: f(**kwargs), error, match)
+      for description, kwargs, error, match in BAD_TASK_DATA
+      for name, f in (("solve", solve), ("task_gradient", gradient),
+                      ("task_gradient with V", fused_gradient), ("task_curvature", curvature))],
+    ("solve: s = 0", lambda: solve(s=0), ValueError, r"1 <= s <= min\(T, d\)"),
+    ("solve: s < 0", lambda: solve(s=-1), ValueError, r"1 <= s <= min\(T, d\)"),
+    ("solve: s > min(T, d)", lambda: solve(s=D + 1), ValueError, r"1 <= s <= min\(T, d\)"),
+    ("solve: s > T", lambda: solve(X=X[:3 * M], y=Y[:3 * M], offsets=OFFSETS[:4], s=4),
+     ValueError, r"1 <= s <= min\(T, d\)"),
+    ("solve: s beyond int64", lambda: solve(s=2**70), TypeError, BINDING_ERROR),
+    ("solve: max_iter = 0", lambda: solve(max_iter=0), ValueError, r"max_iter must be at least 1"),
+    ("solve: negative max_iter", lambda: solve(max_iter=-5), ValueError,
+     r"max_iter must be at least 1"),
+    ("solve: n_threads = 0", lambda: solve(n_threads=0), ValueError,
+     r"n_threads must be at least 1"),
+    ("solve: negative n_threads", lambda: solve(n_threads=-2), ValueError,
+     r"n_threads must be at least 1"),
+    ("solve: negative seed", lambda: solve(seed=-1), TypeError, BINDING_ERROR),
+    ("solve: fixed step 0", lambda: solve(adaptive_step=False, step=0.0), ValueError,
+     r"fixed step must be positive and finite"),
+    ("solve: fixed step nan", lambda: solve(adaptive_step=False, step=float("nan")), ValueError,
+     r"fixed step must be positive and finite"),
+    ("solve: negative tol", lambda: solve(tol=-1.0), ValueError, r"tol must be non-negative"),
+    ("solve: reference_B (s+1, d)", lambda: solve(reference_B=np.eye(S + 1, D)), ValueError,
+     r"reference_B must have shape \(s, d\)"),
+    ("solve: reference_B (s, d-1)", lambda: solve(reference_B=np.eye(S, D - 1)), ValueError,
+     r"reference_B must have shape \(s, d\)"),
+    ("solve: reference_B (d, s)", lambda: solve(reference_B=np.eye(D, S)), ValueError,
+     r"reference_B must have shape \(s, d\)"),
+    ("solve: reference_B 1-D", lambda: solve(reference_B=np.ones(D)), ValueError,
+     r"reference_B must have shape \(s, d\)"),
+    ("task_gradient: Theta with T+1 rows", lambda: gradient(Theta=np.zeros((T + 1, D))),
+     ValueError, r"Theta has the wrong shape"),
+    ("task_gradient: Theta with d-1 columns", lambda: gradient(Theta=np.zeros((T, D - 1))),
+     ValueError, r"Theta has the wrong shape"),
+    ("task_gradient: Theta transposed", lambda: gradient(Theta=np.zeros((D, T))), ValueError,
+     r"Theta has the wrong shape"),
+    ("task_gradient: 1-D Theta", lambda: gradient(Theta=np.zeros(T * D)), ValueError,
+     r"Theta has the wrong shape"),
+    ("task_gradient: Fortran-order Theta", lambda: gradient(Theta=np.asfortranarray(A)),
+     TypeError, BINDING_ERROR),
+    ("task_gradient: float32 Theta", lambda: gradient(Theta=THETA.astype(np.float32)),
+     TypeError, BINDING_ERROR),
+    ("task_gradient: V with d+1 rows", lambda: fused_gradient(V=np.eye(D + 1, S)), ValueError,
+     r"V must have d rows"),
+    ("task_gradient: V with d-1 rows", lambda: fused_gradient(V=np.eye(D - 1, S)), ValueError,
+     r"V must have d rows"),
+    ("task_gradient: V transposed", lambda: fused_gradient(V=B.T), ValueError,
+     r"V must have d rows"),
+    ("task_gradient with V: Theta with T+1 rows",
+     lambda: fused_gradient(Theta=np.zeros((T + 1, D))), ValueError, r"Theta has the wrong shape"),
+    ("task_curvature: C with T-1 rows", lambda: curvature(C=C[:-1].copy()), ValueError,
+     r"C has the wrong shape"),
+    ("task_curvature: C with more columns than B", lambda: curvature(C=np.zeros((T, S + 1))),
+     ValueError, r"C has the wrong shape"),
+    ("task_curvature: B with d+1 rows", lambda: curvature(B=np.zeros((D + 1, S))), ValueError,
+     r"B must have one row per feature"),
+    ("task_curvature: B with d-1 rows", lambda: curvature(B=B[:-1]), ValueError,
+     r"B must have one row per feature"),
+    ("task_curvature: B transposed", lambda: curvature(B=B.T), ValueError,
+     r"C has the wrong shape|B must have one row per feature"),
+    ("task_curvature: Fortran-order C", lambda: curvature(C=np.asfortranarray(C)), TypeError,
+     BINDING_ERROR),
+    ("truncated_svd: s = 0", lambda: svd(s=0), ValueError, r"1 <= s <= min\(T, d\)"),
+    ("truncated_svd: s > min(T, d)", lambda: svd(s=D + 1), ValueError, r"1 <= s <= min\(T, d\)"),
+    ("truncated_svd: s > T", lambda: svd(A=A[:1], s=2), ValueError, r"1 <= s <= min\(T, d\)"),
+    ("truncated_svd: warm_start with d+1 rows", lambda: svd(warm_start=np.ones((D + 1, 2))),
+     ValueError, r"warm_start must have one row per column of A"),
+    ("truncated_svd: warm_start with d-1 rows", lambda: svd(warm_start=np.ones((D - 1, 2))),
+     ValueError, r"warm_start must have one row per column of A"),
+    ("truncated_svd: max_steps = 0", lambda: svd(max_steps=0), ValueError,
+     r"max_steps >= 1"),
+    ("truncated_svd: negative tol", lambda: svd(tol=-1.0), ValueError, r"tol >= 0"),
+    ("truncated_svd: float32 A", lambda: svd(A=A.astype(np.float32)), TypeError, BINDING_ERROR),
+    ("truncated_svd: Fortran-order A", lambda: svd(A=np.asfortranarray(A)), TypeError,
+     BINDING_ERROR),
+    ("truncated_svd: non-contiguous A[:, ::2]", lambda: svd(A=np.repeat(A, 2, axis=1)[:, ::2]),
+     TypeError, BINDING_ERROR),
+    ("truncated_svd: A as a list", lambda: svd(A=A.tolist()), TypeError, BINDING_ERROR),
+    *[pytest.param(call, ValueError, r"n_threads", id=f"{name}: n_threads = {n}")
+      for n in (0, -1)
+      for name, call in (("task_gradient", lambda n=n: gradient(n_threads=n)),
+                         ("task_curvature", lambda n=n: curvature(n_threads=n)),
+                         ("truncated_svd", lambda n=n: svd(n_threads=n)))],
+]
+PARAMS = [case if hasattr(case, "marks") else pytest.param(*case[1:], id=case[0])
+          for case in CASES]
+CALLS = [case.values[0] for case in PARAMS]
+
+# Runs the calls from index argv[2] on in a fresh interpreter, printing a line after each one
+# that returned (with or without an exception).
+_SUBPROCESS = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("robustness_cases", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+for index in range(int(sys.argv[2]), len(module.CALLS)):
+    try:
+        module.CALLS[index]()
+    except Exception:
+        pass
+    print("finished case", index, flush=True)
+"""
+MAX_CRASHES = 5
+AT_EXIT = -1  # the key of a crash after the last call
+
+
+@pytest.fixture(scope="module")
+def crashes():
+    """{case index: what happened} for the calls that kill the interpreter.
+
+    One subprocess runs the whole table; after a crash, a new one resumes after the crashing
+    call, so every crash is pinned on its own case.
+    """
+    found, start = {}, 0
+    while start < len(CALLS) and len(found) < MAX_CRASHES:
+        run = subprocess.run([sys.executable, "-c", _SUBPROCESS, __file__, str(start)],
+                             capture_output=True, text=True, timeout=120)
+        finished = {int(line.split()[-1]) for line in run.stdout.splitlines()
+                    if line.startswith("finished case ")}
+        unfinished = sorted(set(range(start, len(CALLS))) - finished)
+        if run.returncode == 0 and not unfinished:
+            break
+        if not unfinished:  # every call returned, then the interpreter failed on exit
+            found[AT_EXIT] = f"exit code {run.returncode} at exit: {run.stderr[-1000:]}"
+            break
+        found[unfinished[0]] = f"exit code {run.returncode}: {run.stderr[-1000:]}"
+        start = unfinished[0] + 1
+    return found
+
+
+@pytest.fixture(scope="module")
+def baseline():
+    """Run the table's baseline arguments, which are valid: so each case fails for its one
+    change only (and a changed binding signature cannot make the TypeError cases pass)."""
+    return dict(gradient=gradient(), fused_gradient=fused_gradient(), curvature=curvature(),
+                V=svd()["V"], solve=solve(reference_B=np.ascontiguousarray(B.T)))
+
+
+def test_baseline_calls_succeed(baseline):
+    G, loss, projected, curvature_ = baseline["gradient"]
+    assert G.shape == (T, D) and loss.shape == (T,) and np.isfinite(loss).all()
+    assert projected is None and curvature_ is None
+    G_fused, loss_fused, projected, curvature_ = baseline["fused_gradient"]
+    np.testing.assert_allclose(G_fused, G, rtol=1e-12)
+    np.testing.assert_allclose(loss_fused, loss, rtol=1e-12)
+    assert projected.shape == curvature_.shape == (T,) and (projected > 0).all()
+    assert baseline["curvature"].shape == (T,) and (baseline["curvature"] > 0).all()
+    V, out = baseline["V"], baseline["solve"]
+    np.testing.assert_allclose(V.T @ V, np.eye(S), atol=1e-12)
+    assert out["Theta"].shape == (T, D) and out["n_iter"] == 3 and len(out["sin_angle"]) == 3
+    assert _core.max_threads() >= 1
+
+
+def test_no_malformed_call_crashes_the_interpreter(crashes):
+    assert not crashes, "\n".join(
+        f"{PARAMS[index].id if index != AT_EXIT else 'at exit'}: {what}"
+        for index, what in crashes.items())
+
+
+@pytest.mark.parametrize("call, error, match", PARAMS)
+def test_malformed_call_raises(baseline, crashes, call, error, match):
+    index = CALLS.index(call)
+    if index in crashes:
+        pytest.fail(f"crashed the interpreter in a subprocess ({crashes[index]}); not run here")
+    if len(crashes) == MAX_CRASHES and index > max(crashes):
+        pytest.fail("not run here: too many crashes before this case in the subprocess runs")
+    with pytest.raises(error, match=match) as info:
+        call()
+    assert info.type is error
