@@ -1,0 +1,37 @@
+"""Public functions are documented, and the examples in their docstrings run."""
+
+import doctest
+import inspect
+
+import pytest
+
+import metasp
+
+MODULES = [metasp, metasp.datasets, metasp.kernels, metasp.metrics, metasp.reference,
+           metasp._solver, metasp._tasks, metasp._result]
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda module: module.__name__)
+def test_docstring_examples(module):
+    failures, _ = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert failures == 0
+
+
+PUBLIC = [metasp.fit, metasp.datasets.make_hps, metasp.kernels.gradient, metasp.kernels.curvature,
+          metasp.kernels.truncated_svd, metasp.metrics.sin_angle, metasp.metrics.subspace_distance,
+          metasp.metrics.frobenius_error, metasp.MetaSPResult.adapt, metasp.MetaSPResult.predict]
+
+
+@pytest.mark.parametrize("function", PUBLIC, ids=lambda function: function.__qualname__)
+def test_public_functions_have_numpydoc_sections(function):
+    doc = inspect.getdoc(function)
+    assert doc and "Parameters\n----------" in doc and "Returns\n-------" in doc
+    documented = doc.split("Returns\n-------")[0]
+    for name in inspect.signature(function).parameters:
+        if name != "self":
+            assert name in documented, f"{function.__qualname__} does not document {name}"
+
+
+def test_public_names():
+    for name in metasp.__all__:
+        assert getattr(metasp, name).__doc__, name
