@@ -7,11 +7,6 @@
 namespace metasp {
 namespace {
 
-// Rows per block inside one task: a block of X stays in cache between the two products, so X is
-// read from memory once even for long tasks.
-constexpr Index kRowBlock = 256;
-using BlockVector = Eigen::Matrix<double, Eigen::Dynamic, 1, 0, kRowBlock, 1>;
-
 void check_shape(const TasksView& tasks, Index rows, Index cols, Index expected_cols,
                  const char* name) {
     if (rows != tasks.n_tasks() || cols != expected_cols)
@@ -27,39 +22,31 @@ void for_each_task(const TasksView& tasks, int n_threads, double work_per_sample
     for (Index t = 0; t < T; ++t) body(t);
 }
 
-// ||r_t||^2 / m_t where fill(i, n, r) writes rows i .. i+n-1 of r_t into r.
-template <class Fill>
-double blocked_squared_norm(const TasksView& tasks, Index t, Fill fill) {
-    BlockVector r;
+// ||X_t direction||^2 / m_t.
+double curvature_row(const TasksView& tasks, Index t, const Vector& direction) {
     double sum = 0;
     const Index begin = tasks.begin(t), end = begin + tasks.size(t);
-    for (Index i = begin; i < end; i += kRowBlock) {
-        const Index n = std::min(kRowBlock, end - i);
-        fill(i, n, r);
-        sum += r.squaredNorm();
+    for (Index i = begin; i < end; ++i) {
+        const double value = tasks.X.row(i).dot(direction);
+        sum += value * value;
     }
     return sum / double(tasks.size(t));
 }
 
-double curvature_row(const TasksView& tasks, Index t, const Vector& direction) {
-    return blocked_squared_norm(tasks, t, [&](Index i, Index n, BlockVector& r) {
-        r.noalias() = tasks.X.middleRows(i, n) * direction;
-    });
-}
-
 // Writes X_t^T r_t / m_t into g and returns ||r_t||^2 / m_t, for r_t = y_t - X_t theta.
+// Row by row, so each row is read from memory once for both its residual and its gradient
+// term; explicit dot and axpy loops beat small matrix-vector products, whose per-call
+// overhead dominates on tasks of a few rows.
 template <class Theta, class Gradient>
 double gradient_row(const TasksView& tasks, Index t, const Theta& theta, Gradient&& g) {
     g.setZero();
     double loss = 0;
-    BlockVector r;
     const Index begin = tasks.begin(t), end = begin + tasks.size(t);
-    for (Index i = begin; i < end; i += kRowBlock) {
-        const Index n = std::min(kRowBlock, end - i);
-        const auto X_block = tasks.X.middleRows(i, n);
-        r.noalias() = tasks.y.segment(i, n) - X_block * theta;
-        g.noalias() += (X_block.transpose() * r).transpose();
-        loss += r.squaredNorm();
+    for (Index i = begin; i < end; ++i) {
+        const auto x = tasks.X.row(i);
+        const double r = tasks.y[i] - x.dot(theta);
+        g += r * x;
+        loss += r * r;
     }
     const double m = double(tasks.size(t));
     g /= m;
@@ -80,7 +67,7 @@ void task_gradient(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& Th
                    Eigen::Ref<RowMatrix> G, Eigen::Ref<Vector> task_loss, int n_threads) {
     check_gradient_arguments(tasks, Theta, G, task_loss);
     for_each_task(tasks, n_threads, 2.0 * tasks.n_features(), [&](Index t) {
-        task_loss[t] = gradient_row(tasks, t, Theta.row(t).transpose(), G.row(t));
+        task_loss[t] = gradient_row(tasks, t, Theta.row(t), G.row(t));
     });
 }
 
@@ -93,11 +80,17 @@ void task_gradient(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& Th
     if (projected.size() != tasks.n_tasks() || curvature.size() != tasks.n_tasks())
         throw std::invalid_argument("projected and curvature need one entry per task");
     for_each_task(tasks, n_threads, 3.0 * tasks.n_features(), [&](Index t) {
-        task_loss[t] = gradient_row(tasks, t, Theta.row(t).transpose(), G.row(t));
-        thread_local Vector coordinates, direction;
-        coordinates.noalias() = V.transpose() * G.row(t).transpose();
-        direction.noalias() = V * coordinates;
-        projected[t] = coordinates.squaredNorm();
+        task_loss[t] = gradient_row(tasks, t, Theta.row(t), G.row(t));
+        // p_t = V (V^T g_t), as dots and axpys: small matrix-vector calls cost more here.
+        thread_local Vector direction;
+        direction.setZero(V.rows());
+        double norm = 0;
+        for (Index j = 0; j < V.cols(); ++j) {
+            const double coordinate = V.col(j).dot(G.row(t).transpose());
+            direction += coordinate * V.col(j);
+            norm += coordinate * coordinate;
+        }
+        projected[t] = norm;
         curvature[t] = curvature_row(tasks, t, direction);  // X_t is still in cache
     });
 }
@@ -108,10 +101,13 @@ void task_loss(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& Theta,
     check_shape(tasks, Theta.rows(), Theta.cols(), tasks.n_features(), "Theta");
     if (task_loss.size() != tasks.n_tasks()) throw std::invalid_argument("task_loss has the wrong size");
     for_each_task(tasks, n_threads, double(tasks.n_features()), [&](Index t) {
-        const auto theta = Theta.row(t).transpose();
-        task_loss[t] = blocked_squared_norm(tasks, t, [&](Index i, Index n, BlockVector& r) {
-            r.noalias() = tasks.y.segment(i, n) - tasks.X.middleRows(i, n) * theta;
-        });
+        const auto theta = Theta.row(t);
+        double loss = 0;
+        for (Index i = tasks.begin(t), end = i + tasks.size(t); i < end; ++i) {
+            const double r = tasks.y[i] - tasks.X.row(i).dot(theta);
+            loss += r * r;
+        }
+        task_loss[t] = loss / double(tasks.size(t));
     });
 }
 
