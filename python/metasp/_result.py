@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._tasks import _check_finite, _numeric_array
-from ._validation import _is_real
+from ._validation import is_real
 
 __all__ = ["ConvergenceWarning", "DivergenceWarning", "MetaSPResult"]
 
@@ -103,7 +103,7 @@ class MetaSPResult:
         if X.shape[0] == 0:
             raise ValueError("the new task has no samples")
         _check_finite(y, "y")
-        if not _is_real(ridge) or not (np.isfinite(ridge) and ridge >= 0):
+        if not is_real(ridge) or not (np.isfinite(ridge) and ridge >= 0):
             raise ValueError(f"ridge must be a non-negative finite number; got {ridge!r}")
         features = X @ self.B.T
         if ridge == 0:

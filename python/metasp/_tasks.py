@@ -173,7 +173,11 @@ class Tasks:
         X = _numeric_array(X, "X")
         y = _numeric_array(y, "y")
         if X.ndim != 3:
-            raise ValueError(f"X must be 3-D (T, m, d); got shape {X.shape}")
+            hint = (
+                "; for one row per sample with a task label per row, use "
+                "metasp.Tasks.from_groups(X, y, groups)" if X.ndim == 2 else ""
+            )
+            raise ValueError(f"X must be 3-D (T, m, d); got shape {X.shape}{hint}")
         if y.ndim != 2:
             raise ValueError(f"with a 3-D X, y must be 2-D (T, m); got shape {y.shape}")
         T, m, d = X.shape

@@ -17,18 +17,18 @@ DIVERGENCE_FACTOR = 1e8
 VANISHING_PROJECTION = _core.VANISHING_PROJECTION
 
 
-def _is_integer(value) -> bool:
+def is_integer(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _is_real(value) -> bool:
+def is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def check_rank(s, tasks: Tasks) -> int:
     if s is None:
         raise TypeError("the rank s is missing: call fit(Xs, ys, s) with an integer s >= 1")
-    if not _is_integer(s):
+    if not is_integer(s):
         raise TypeError(f"the rank s must be an integer; got {s!r} of type {type(s).__name__}")
     upper = min(tasks.n_tasks, tasks.n_features)
     if not 1 <= s <= upper:
@@ -45,7 +45,7 @@ def check_step(step) -> tuple[bool, float]:
         if step != "auto":
             raise ValueError(f"step must be 'auto' or a positive number; got {step!r}")
         return True, 1.0
-    if not _is_real(step):
+    if not is_real(step):
         raise TypeError(f"step must be 'auto' or a positive number; got {type(step).__name__}")
     if not (np.isfinite(step) and step > 0):
         raise ValueError(f"a fixed step must be positive and finite; got {step!r}")
@@ -63,7 +63,7 @@ _INT_MAX = 2**31 - 1
 
 def check_max_iter(max_iter, name: str = "max_iter") -> int:
     """A positive iteration cap; values beyond what C counts in are the same as no cap."""
-    if not _is_integer(max_iter):
+    if not is_integer(max_iter):
         raise TypeError(f"{name} must be an integer; got {type(max_iter).__name__}")
     if max_iter < 1:
         raise ValueError(f"{name} must be at least 1; got {max_iter}")
@@ -71,7 +71,7 @@ def check_max_iter(max_iter, name: str = "max_iter") -> int:
 
 
 def check_tol(tol) -> float:
-    if not _is_real(tol):
+    if not is_real(tol):
         raise TypeError(f"tol must be a real number; got {type(tol).__name__}")
     if not (np.isfinite(tol) and tol >= 0):
         raise ValueError(f"tol must be non-negative and finite; got {tol!r}")
@@ -82,7 +82,7 @@ def resolve_n_jobs(n_jobs, available: int) -> int:
     """Thread count with scikit-learn's meaning of n_jobs."""
     if n_jobs is None:
         return available
-    if not _is_integer(n_jobs):
+    if not is_integer(n_jobs):
         raise TypeError(f"n_jobs must be an integer or None; got {type(n_jobs).__name__}")
     if n_jobs == 0:
         raise ValueError("n_jobs=0 is not allowed: use None or -1 for all threads, 1 for one")
@@ -99,7 +99,7 @@ def seed_from(random_state) -> int:
         return int(random_state.randint(np.iinfo(np.int64).max))
     if isinstance(random_state, bool):
         raise TypeError("random_state must be None, an int or a numpy random generator")
-    if _is_integer(random_state) and random_state < 0:
+    if is_integer(random_state) and random_state < 0:
         raise ValueError(f"random_state must be a non-negative int; got {random_state}")
     try:
         rng = np.random.default_rng(random_state)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import _is_integer, _is_real
+from ._validation import is_integer, is_real
 
 __all__ = ["make_hps"]
 
@@ -39,13 +39,13 @@ def make_hps(T, m, d, s, sigma=0.0, random_state=None):
     ((100, 10, 20), (100, 10), (2, 20), (100, 2))
     """
     for name, value in (("T", T), ("m", m), ("d", d), ("s", s)):
-        if not _is_integer(value):
+        if not is_integer(value):
             raise TypeError(f"{name} must be an integer; got {type(value).__name__}")
         if value < 1:
             raise ValueError(f"{name} must be at least 1; got {value}")
     if s > d:
         raise ValueError(f"the rank s = {s} cannot exceed the number of features d = {d}")
-    if not _is_real(sigma) or not (np.isfinite(sigma) and sigma >= 0):
+    if not is_real(sigma) or not (np.isfinite(sigma) and sigma >= 0):
         raise ValueError(f"sigma must be a non-negative finite number; got {sigma!r}")
     rng = np.random.default_rng(random_state)
     B = np.linalg.qr(rng.standard_normal((d, s)))[0].T
