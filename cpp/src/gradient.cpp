@@ -23,7 +23,8 @@ void for_each_task(const TasksView& tasks, int n_threads, double work_per_sample
 }
 
 // ||X_t direction||^2 / m_t.
-double curvature_row(const TasksView& tasks, Index t, const Vector& direction) {
+template <class Direction>
+double curvature_row(const TasksView& tasks, Index t, const Direction& direction) {
     double sum = 0;
     const Index begin = tasks.begin(t), end = begin + tasks.size(t);
     for (Index i = begin; i < end; ++i) {
@@ -134,9 +135,7 @@ void task_curvature(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& D
     if (task_curvature.size() != tasks.n_tasks())
         throw std::invalid_argument("task_curvature has the wrong size");
     for_each_task(tasks, n_threads, double(tasks.n_features()), [&](Index t) {
-        thread_local Vector direction;
-        direction = D.row(t).transpose();
-        task_curvature[t] = curvature_row(tasks, t, direction);
+        task_curvature[t] = curvature_row(tasks, t, D.row(t));
     });
 }
 

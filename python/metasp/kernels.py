@@ -113,9 +113,11 @@ def truncated_svd(
     """Top-s singular triplets of ``A`` by block subspace iteration (no full SVD).
 
     The search block has ``s`` plus oversampling columns. It starts from ``warm_start`` (for
-    example the ``basis`` of a previous call) or at random (a randomized range finder); when
-    ``d`` is at most the block size, one exact step is taken. Iteration stops when every top-s
-    Ritz pair has ``||A^T A v - lambda v|| <= tol * lambda_1``.
+    example the ``basis`` of a previous call) or at random (a randomized range finder), and
+    stops when every top-s Ritz pair has ``||A^T A v - lambda v|| <= tol * lambda_1``. For
+    ``d`` up to twice the block size, and for ``d <= 2048`` once iterating has cost as much
+    without converging (small spectral gaps), the top eigenvectors of the d x d Gram matrix
+    ``A^T A`` are computed directly instead.
 
     Parameters
     ----------
