@@ -162,7 +162,9 @@ class Tasks:
                 )
         offsets = np.zeros(len(Xs) + 1, dtype=np.int64)
         np.cumsum([X.shape[0] for X in Xs], out=offsets[1:])
-        return cls(np.concatenate(Xs, axis=0), np.concatenate(ys), offsets)
+        # One copy, straight into float64, whatever the per-task dtypes.
+        X = np.concatenate(Xs, axis=0, dtype=np.float64)
+        return cls(X, np.concatenate(ys, dtype=np.float64), offsets)
 
     @classmethod
     def from_array(cls, X, y) -> Tasks:
