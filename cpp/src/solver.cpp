@@ -84,12 +84,13 @@ SolveResult solve(const TasksView& tasks, Index s, const SolveOptions& options,
     // rounding noise: search along the whole gradient instead.
     const auto line_search = [&] {
         const double gradient_norm = work.squaredNorm();
-        if (sum(projected) <= kVanishingProjection * gradient_norm) {
+        double numerator = sum(projected);
+        if (numerator <= kVanishingProjection * gradient_norm) {
             task_curvature(tasks, work, curvature, n_threads);
-            projected.setConstant(gradient_norm / double(T));
+            numerator = gradient_norm;
         }
         const double denominator = sum(curvature);
-        return denominator > 0 ? sum(projected) / denominator : 0.0;
+        return denominator > 0 ? numerator / denominator : 0.0;
     };
 
     for (int k = 0; k < options.max_iter; ++k) {
