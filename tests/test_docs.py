@@ -19,7 +19,8 @@ def test_docstring_examples(module):
 
 PUBLIC = [metasp.fit, metasp.datasets.make_hps, metasp.kernels.gradient, metasp.kernels.curvature,
           metasp.kernels.truncated_svd, metasp.metrics.sin_angle, metasp.metrics.subspace_distance,
-          metasp.metrics.frobenius_error, metasp.MetaSPResult.adapt, metasp.MetaSPResult.predict]
+          metasp.metrics.frobenius_error, metasp.MetaSPResult.adapt, metasp.MetaSPResult.predict,
+          metasp.Tasks.from_frame]
 
 
 @pytest.mark.parametrize("function", PUBLIC, ids=lambda function: function.__qualname__)
