@@ -8,7 +8,7 @@ import pytest
 import metasp
 
 MODULES = [metasp, metasp.datasets, metasp.kernels, metasp.metrics, metasp.reference,
-           metasp._solver, metasp._tasks, metasp._result]
+           metasp._solver, metasp._tasks, metasp._result, metasp._io]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda module: module.__name__)
@@ -20,7 +20,7 @@ def test_docstring_examples(module):
 PUBLIC = [metasp.fit, metasp.datasets.make_hps, metasp.kernels.gradient, metasp.kernels.curvature,
           metasp.kernels.truncated_svd, metasp.metrics.sin_angle, metasp.metrics.subspace_distance,
           metasp.metrics.frobenius_error, metasp.MetaSPResult.adapt, metasp.MetaSPResult.predict,
-          metasp.Tasks.from_frame]
+          metasp.Tasks.from_frame, metasp.load, metasp.MetaSPResult.save]
 
 
 @pytest.mark.parametrize("function", PUBLIC, ids=lambda function: function.__qualname__)

@@ -5,6 +5,7 @@ Meta Subspace Pursuit (arXiv:2409.02708) with a C++ core. Start with :func:`fit`
 
 from . import datasets, kernels, metrics, reference
 from ._result import ConvergenceWarning, DivergenceWarning, MetaSPResult
+from ._io import load
 from ._solver import fit
 from ._tasks import Tasks
 
@@ -18,6 +19,7 @@ __all__ = [
     "datasets",
     "fit",
     "kernels",
+    "load",
     "metrics",
     "reference",
 ]

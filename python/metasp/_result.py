@@ -44,6 +44,9 @@ class MetaSPResult:
         new iterate), ``"step"``, ``"rel_change"`` (``||Theta^{k+1} - Theta^k||_F /
         ||Theta^{k+1}||_F``), ``"sin_angle"`` when ``reference_B`` was given, and
         ``"svd_steps"`` (subspace-iteration steps of the truncated SVD; C++ solver only).
+    metadata : dict
+        Free-form, JSON-serialisable information kept with the model by :meth:`save` (for
+        example feature names and training options); empty after :func:`metasp.fit`.
     """
 
     B: np.ndarray
@@ -53,6 +56,7 @@ class MetaSPResult:
     n_iter: int
     status: str
     history: dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
 
     @property
     def rank(self) -> int:
@@ -129,6 +133,25 @@ class MetaSPResult:
             raise ValueError(f"w must have shape ({self.rank},); got {w.shape}")
         _check_finite(w, "w")
         return X @ (self.B.T @ w)
+
+    def save(self, path):
+        """Save to one ``.npz`` file (arrays plus JSON metadata, no pickle); read it with
+        :func:`metasp.load`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Where to write, used exactly as given (``.npz`` is the customary suffix). An existing
+            file is replaced only once the new one is complete.
+
+        Returns
+        -------
+        pathlib.Path
+            ``path``.
+        """
+        from ._io import save
+
+        return save(self, path)
 
     def __repr__(self) -> str:
         T, d = self.Theta.shape
