@@ -119,5 +119,7 @@ def fit(
         B=out["B"], W=out["W"], Theta=out["Theta"], singular_values=out["singular_values"],
         n_iter=out["n_iter"], status=out["status"], history=history,
     )
+    if result.status != "diverged":
+        result.fit_prior(tasks)  # the head prior behind adapt(prior="empirical")
     warn_about_status(result, args.adaptive, args.step, args.tol)
     return result

@@ -459,7 +459,8 @@ class Tasks:
         offsets = np.zeros(indices.size + 1, dtype=np.int64)
         np.cumsum(sizes, out=offsets[1:])
         labels = None if self.labels is None else self.labels[indices]
-        return Tasks(self.X[rows], self.y[rows], offsets, labels=labels)
+        return Tasks(self.X[rows], self.y[rows], offsets, labels=labels,
+                     feature_names=self.feature_names)
 
     def split_tasks(self, test_fraction=0.2, random_state=None) -> tuple[Tasks, Tasks]:
         """Split into meta-train and meta-test tasks at random.
@@ -557,7 +558,8 @@ class Tasks:
         counts = np.add.reduceat(mask.astype(np.int64), self.offsets[:-1])
         offsets = np.zeros(self.n_tasks + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
-        return Tasks(self.X[mask], self.y[mask], offsets, labels=self.labels)
+        return Tasks(self.X[mask], self.y[mask], offsets, labels=self.labels,
+                     feature_names=self.feature_names)
 
     def __len__(self) -> int:
         return self.n_tasks

@@ -184,7 +184,7 @@ def load_beijing_pm25(return_frame=False):
     --------
     >>> from metasp.datasets import load_beijing_pm25
     >>> data = load_beijing_pm25()
-    >>> data.tasks.n_tasks, data.tasks.task_sizes.max(), data.tasks.n_features
+    >>> data.tasks.n_tasks, int(data.tasks.task_sizes.max()), data.tasks.n_features
     (1571, 24, 10)
     >>> str(data.days[0])
     '2010-01-02'
@@ -226,7 +226,8 @@ def load_beijing_pm25(return_frame=False):
     days = np.array([f"{int(row[column['year']]):04d}-{int(row[column['month']]):02d}-"
                      f"{int(row[column['day']]):02d}" for row in kept[:, 0]], dtype="datetime64[D]")
     offsets = np.arange(n_days + 1, dtype=np.int64) * _HOURS
-    tasks = Tasks(X.reshape(-1, X.shape[-1]), y.reshape(-1), offsets, labels=days)
+    tasks = Tasks(X.reshape(-1, X.shape[-1]), y.reshape(-1), offsets, labels=days,
+                  feature_names=PM25_FEATURES)
     frame = None
     if return_frame:
         frame = pd.read_csv(io.BytesIO(data), compression="gzip")
