@@ -6,9 +6,11 @@ import inspect
 import pytest
 
 import metasp
+import metasp.estimator
 
 MODULES = [metasp, metasp.datasets, metasp.kernels, metasp.metrics, metasp.reference,
-           metasp._solver, metasp._tasks, metasp._result, metasp._io]
+           metasp._solver, metasp._tasks, metasp._result, metasp._io,
+           metasp.estimator]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda module: module.__name__)
@@ -20,7 +22,9 @@ def test_docstring_examples(module):
 PUBLIC = [metasp.fit, metasp.datasets.make_hps, metasp.kernels.gradient, metasp.kernels.curvature,
           metasp.kernels.truncated_svd, metasp.metrics.sin_angle, metasp.metrics.subspace_distance,
           metasp.metrics.frobenius_error, metasp.MetaSPResult.adapt, metasp.MetaSPResult.predict,
-          metasp.Tasks.from_frame, metasp.load, metasp.MetaSPResult.save]
+          metasp.Tasks.from_frame, metasp.load, metasp.MetaSPResult.save,
+          metasp.MetaSP.fit, metasp.MetaSP.transform, metasp.MetaSP.predict,
+          metasp.MetaSP.adapt, metasp.MetaSP.predict_new, metasp.MetaSP.score]
 
 
 @pytest.mark.parametrize("function", PUBLIC, ids=lambda function: function.__qualname__)

@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ConvergenceWarning",
     "DivergenceWarning",
+    "MetaSP",
     "MetaSPResult",
     "Tasks",
     "datasets",
@@ -23,3 +24,13 @@ __all__ = [
     "metrics",
     "reference",
 ]
+
+
+def __getattr__(name):
+    # The estimator may import scikit-learn (about a second): load it on first use only.
+    if name == "MetaSP":
+        from .estimator import MetaSP
+
+        globals()["MetaSP"] = MetaSP
+        return MetaSP
+    raise AttributeError(f"module 'metasp' has no attribute {name!r}")
