@@ -6,6 +6,7 @@ Meta Subspace Pursuit (arXiv:2409.02708) with a C++ core. Start with :func:`fit`
 from . import datasets, kernels, metrics, reference
 from ._result import ConvergenceWarning, DivergenceWarning, MetaSPResult
 from ._io import load
+from ._select_rank import RankSelection, select_rank
 from ._solver import fit
 from ._tasks import Tasks
 
@@ -16,6 +17,7 @@ __all__ = [
     "DivergenceWarning",
     "MetaSP",
     "MetaSPResult",
+    "RankSelection",
     "Tasks",
     "datasets",
     "fit",
@@ -23,6 +25,7 @@ __all__ = [
     "load",
     "metrics",
     "reference",
+    "select_rank",
 ]
 
 

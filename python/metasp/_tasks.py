@@ -446,10 +446,10 @@ class Tasks:
                 raise ValueError(f"a boolean task mask needs shape ({self.n_tasks},); "
                                  f"got {indices.shape}")
             indices = np.flatnonzero(indices)
-        if indices.dtype.kind not in "iu" or indices.ndim != 1:
-            raise TypeError("indices must be a 1-D array of task numbers or a boolean mask")
         if indices.size == 0:
             raise ValueError("indices selects no task")
+        if indices.dtype.kind not in "iu" or indices.ndim != 1:
+            raise TypeError("indices must be a 1-D array of task numbers or a boolean mask")
         if (indices < -self.n_tasks).any() or (indices >= self.n_tasks).any():
             raise IndexError(f"task indices must lie in [0, {self.n_tasks}); got "
                              f"{indices.min()}..{indices.max()}")
