@@ -7,10 +7,11 @@ import pytest
 
 import metasp
 import metasp.estimator
+import metasp.evaluate
 
 MODULES = [metasp, metasp.datasets, metasp.kernels, metasp.metrics, metasp.reference,
            metasp._solver, metasp._tasks, metasp._result, metasp._io,
-           metasp.estimator]
+           metasp.estimator, metasp._select_rank, metasp.evaluate]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda module: module.__name__)
@@ -24,7 +25,11 @@ PUBLIC = [metasp.fit, metasp.datasets.make_hps, metasp.kernels.gradient, metasp.
           metasp.metrics.frobenius_error, metasp.MetaSPResult.adapt, metasp.MetaSPResult.predict,
           metasp.Tasks.from_frame, metasp.load, metasp.MetaSPResult.save,
           metasp.MetaSP.fit, metasp.MetaSP.transform, metasp.MetaSP.predict,
-          metasp.MetaSP.adapt, metasp.MetaSP.predict_new, metasp.MetaSP.score]
+          metasp.MetaSP.adapt, metasp.MetaSP.predict_new, metasp.MetaSP.score,
+          metasp.datasets.load_beijing_pm25, metasp.Tasks.subset, metasp.Tasks.split_tasks,
+          metasp.Tasks.split_samples, metasp.MetaSPResult.fit_prior, metasp.select_rank,
+          metasp.evaluate.few_shot,
+          metasp.evaluate.format_table]
 
 
 @pytest.mark.parametrize("function", PUBLIC, ids=lambda function: function.__qualname__)
