@@ -49,14 +49,15 @@ def model_design(model, frame):
 def test_fit_chooses_the_rank_and_saves_what_predict_needs(files, tmp_path, capsys):
     model_path = tmp_path / "model.npz"
     assert main(["fit", str(files[0]), "--group", "station", "--target", "y", "--cv", "3",
-                 "--out", str(model_path)]) == 0
+                 "--max-rank", "5", "--tol", "1e-8", "--out", str(model_path)]) == 0
     out, err = capsys.readouterr()
     assert "warning: left out non-numeric columns ['note']" in err
     assert "50 tasks, 1000 rows, 6 features" in out and "<- best" in out
     model = metasp.load(model_path)
     meta = model.metadata
     assert model.rank == meta["rank"] == 2  # the true rank, found by select_rank
-    assert [row["rank"] for row in meta["rank_selection"]] == list(range(1, 8))
+    assert [row["rank"] for row in meta["rank_selection"]] == [1, 2, 3, 4, 5]
+    assert meta["fit_options"] == {"max_iter": 1000, "tol": 1e-8, "random_state": 0}
     assert meta["group"] == "station" and meta["target"] == "y"
     assert meta["features"] == [f"f{j}" for j in range(D)]
     assert meta["model_features"][-1] == "(intercept)" and model.n_features == D + 1
@@ -188,6 +189,9 @@ def test_errors_are_one_line_and_exit_1(files, tmp_path, capsys):
          "--out", out])
     assert "No such file" in error(["fit", str(tmp_path / "absent.csv"), "--group", "station",
                                     "--target", "y", "--out", out])
+    assert "--max-rank must be at least 1" in error(
+        ["fit", str(files[0]), "--group", "station", "--target", "y", "--max-rank", "0",
+         "--out", out])
     assert "--shots must be at least 1" in error(["predict", str(model_path), str(files[1]),
                                                   "--shots", "0", "--out", out])
     plain = tmp_path / "plain.npz"

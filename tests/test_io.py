@@ -81,6 +81,14 @@ def test_path_is_used_as_given_and_replaced_whole(result, tmp_path):
     result.save(path)
     assert os.listdir(tmp_path) == ["model.metasp"]
     assert metasp.load(path).metadata == {"second": True}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # as any new file, not 0600
+
+
+def test_save_into_a_missing_folder(result, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        result.save(tmp_path / "absent" / "model.npz")
 
 
 def test_header_records_format_and_versions(result, tmp_path):

@@ -87,7 +87,7 @@ Fit Meta-SP to a long-format table: one row per sample, a column naming the task
 numeric columns). By default the features are standardised (training mean and standard deviation)
 and a constant column is added, so that every task gets its own intercept; both are saved in
 the model and replayed by `predict`. Without --rank, the rank is chosen by `metasp.select_rank`
-(cross-validation within tasks over ranks 1..min(10, T, d)). The model file (.npz, no pickle)
+(cross-validation within tasks over ranks 1..min(--max-rank, T, d)). The model file (.npz, no pickle)
 keeps the feature, group and target column names for `predict`.
 """
 
@@ -103,6 +103,8 @@ def _add_fit_command(commands):
                         help="feature columns (default: every other numeric column)")
     parser.add_argument("--rank", type=int, metavar="S",
                         help="rank of the shared subspace (default: chosen by select_rank)")
+    parser.add_argument("--max-rank", type=int, default=10, metavar="S",
+                        help="largest rank tried when choosing it (default: 10)")
     parser.add_argument("--cv", type=int, default=5,
                         help="folds within tasks for choosing the rank (default: 5)")
     parser.add_argument("--min-samples", type=int, default=1, metavar="N",
@@ -113,7 +115,10 @@ def _add_fit_command(commands):
                         help="use the features as they are")
     parser.add_argument("--no-intercept", dest="intercept", action="store_false",
                         help="do not add a constant feature")
-    parser.add_argument("--max-iter", type=int, default=1000, help="solver iterations cap")
+    parser.add_argument("--max-iter", type=int, default=1000,
+                        help="solver iteration cap (default: 1000)")
+    parser.add_argument("--tol", type=float, default=1e-10,
+                        help="solver tolerance on the relative change (default: 1e-10)")
     parser.add_argument("--random-state", type=int, default=0, help="seed (default: 0)")
     parser.add_argument("--out", required=True, metavar="MODEL", help="model file to write")
     parser.set_defaults(run=_user_errors(_run_fit))
@@ -137,12 +142,14 @@ def _run_fit(args, parser):
                   feature_names=names)
     print(f"{tasks.n_tasks} tasks, {tasks.n_samples} rows, {len(features)} features "
           f"({', '.join(features)}){' + intercept' if args.intercept else ''}")
-    options = {"max_iter": args.max_iter, "random_state": args.random_state}
+    options = {"max_iter": args.max_iter, "tol": args.tol, "random_state": args.random_state}
     selection = None
     if args.rank is None:
         from ._select_rank import select_rank
 
-        ranks = range(1, min(10, tasks.n_tasks, tasks.n_features) + 1)
+        if args.max_rank < 1:
+            raise ValueError(f"--max-rank must be at least 1; got {args.max_rank}")
+        ranks = range(1, min(args.max_rank, tasks.n_tasks, tasks.n_features) + 1)
         selection = select_rank(tasks, ranks=ranks, cv=args.cv, verbose=True, **options)
         print(selection)
         rank = selection.best_rank
