@@ -287,3 +287,13 @@ def test_grid_search_over_groups_finds_the_rank():
                 assert search.best_params_ == {"rank": 2}
                 assert scores[1] > max(scores[2], scores[3]) + 0.02
             assert search.best_estimator_.rank == search.best_params_["rank"]
+
+
+def test_grid_search_without_routing_says_how_to_route_groups(data):
+    pytest.importorskip("sklearn")
+    from sklearn.model_selection import GridSearchCV, GroupKFold
+
+    X, y, groups, _, _ = data
+    search = GridSearchCV(metasp.MetaSP(), {"rank": [1, 2]}, cv=GroupKFold(2))
+    with pytest.raises(ValueError, match="(?s)All the 4 fits failed.*enable metadata routing"):
+        search.fit(X, y, groups=groups)

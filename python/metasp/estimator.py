@@ -162,8 +162,12 @@ class MetaSP(*_BASES):
             The fitted estimator.
         """
         if groups is None:
-            raise TypeError("MetaSP.fit needs groups: the task label of every row, as in "
-                            "fit(X, y, groups); in a Pipeline pass metasp__groups=groups")
+            raise TypeError(
+                "MetaSP.fit needs groups: the task label of every row, as in fit(X, y, groups). "
+                "In a Pipeline, pass metasp__groups=groups; in GridSearchCV or cross_validate, "
+                "enable metadata routing (sklearn.set_config(enable_metadata_routing=True)) and "
+                "use MetaSP().set_fit_request(groups=True).set_score_request(groups=True)"
+            )
         if not is_integer(self.shots) or self.shots < 1:
             raise ValueError(f"shots must be an integer >= 1; got {self.shots!r}")
         tasks = Tasks.from_groups(X, y, groups)
