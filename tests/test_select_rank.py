@@ -40,20 +40,25 @@ def test_is_reproducible():
 
 
 @capped
-def test_held_out_error_is_the_prediction_error_of_the_fit_on_the_other_samples():
+@pytest.mark.parametrize("heads", ["posterior", "fitted"])
+def test_held_out_error_is_the_prediction_error_of_the_fit_on_the_other_samples(heads):
     Xs, ys, _, _ = ragged_tasks(T=40, d=8, s=2, sizes=(6, 12))
     tasks = metasp.Tasks.from_list(Xs, ys)
-    selection = metasp.select_rank(tasks, ranks=[2], cv=3, random_state=3, **FAST)
+    selection = metasp.select_rank(tasks, ranks=[2], cv=3, random_state=3, heads=heads, **FAST)
     folds = _sample_folds(tasks, 3, np.random.default_rng(3))
     rng = np.random.default_rng(3)
     rng.random(tasks.n_samples)  # the fold draw
     for fold in range(3):
         held = folds == fold
-        result = metasp.fit(tasks._take_rows(~held), s=2, random_state=rng, **FAST)
-        task = np.repeat(np.arange(tasks.n_tasks), tasks.task_sizes)[held]
-        prediction = np.einsum("nd,nd->n", tasks.X[held], result.Theta[task])
-        assert selection.fold_mse[0, fold] == pytest.approx(np.mean((tasks.y[held]
-                                                                     - prediction) ** 2))
+        train = tasks._take_rows(~held)
+        result = metasp.fit(train, s=2, random_state=rng, **FAST)
+        errors = []
+        for t in range(tasks.n_tasks):
+            rows = held[tasks.offsets[t]:tasks.offsets[t + 1]]
+            X, y = tasks[t][0][rows], tasks[t][1][rows]
+            w = result.W[t] if heads == "fitted" else result.adapt(*train[t])
+            errors.extend(y - result.predict(X, w))
+        assert selection.fold_mse[0, fold] == pytest.approx(np.mean(np.square(errors)))
 
 
 def test_folds_are_balanced_within_tasks_and_small_tasks_are_handled():
@@ -93,6 +98,7 @@ def test_unconverged_fits_give_one_warning_with_a_count():
     ({"cv": 1}, ValueError, "cv must be at least 2"),
     ({"cv": 2.0}, TypeError, "cv must be an integer"),
     ({"s": 2}, TypeError, "ranks=..., not s="),
+    ({"heads": "ols"}, ValueError, "heads must be 'posterior' or 'fitted'"),
 ])
 def test_rejects(kwargs, error, match):
     X, y, _, _ = metasp.datasets.make_hps(T=20, m=6, d=10, s=2, random_state=0)

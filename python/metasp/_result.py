@@ -164,7 +164,7 @@ class MetaSPResult:
         gram = features.T @ features + ridge * np.eye(self.rank)
         return np.linalg.solve(gram, features.T @ y)
 
-    def fit_prior(self, Xs, ys=None, *, max_iter=200, tol=1e-8) -> MetaSPResult:
+    def fit_prior(self, Xs, ys=None, *, max_iter=100, tol=1e-5) -> MetaSPResult:
         r"""Learn the Gaussian prior on task heads used by ``adapt(prior="empirical")``.
 
         With the subspace ``B`` fixed, the training tasks are modelled as
@@ -183,9 +183,9 @@ class MetaSPResult:
             The tasks the result was fitted on, in the order of the rows of ``W``.
         ys : list of array_like, array_like (T, m), or None
             Their targets; ``None`` when ``Xs`` is a :class:`metasp.Tasks`.
-        max_iter : int, default 200
+        max_iter : int, default 100
             Maximum EM iterations.
-        tol : float, default 1e-8
+        tol : float, default 1e-5
             Stop when the relative change of the parameters falls below ``tol``.
 
         Returns
@@ -277,6 +277,14 @@ def _residual_sums(heads, gram, cross, squares):
     """||y_t - Z_t w_t||^2 per task from the sufficient statistics."""
     return (squares - 2 * np.einsum("ts,ts->t", heads, cross)
             + np.einsum("ts,tsr,tr->t", heads, gram, heads))
+
+
+def posterior_heads(result, tasks) -> np.ndarray:
+    """Posterior-mean heads (T, s) of ``tasks`` under ``result``'s head prior: adapt, per task."""
+    gram, cross, _ = _task_sufficient_statistics(tasks, result.B)
+    precision = result.noise_variance * np.linalg.inv(result.head_cov)
+    rhs = cross + precision @ result.head_mean
+    return np.linalg.solve(gram + precision, rhs[..., None])[..., 0]
 
 
 def _fit_head_prior(tasks, B, W, max_iter, tol):

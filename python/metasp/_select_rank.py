@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._progress import progress
-from ._result import ConvergenceWarning
+from ._result import ConvergenceWarning, posterior_heads
 from ._tasks import _rank_within_tasks, as_tasks
 from ._validation import check_rank, is_integer
 
@@ -65,16 +65,24 @@ def _sample_folds(tasks, cv: int, rng) -> np.ndarray:
     return folds
 
 
-def select_rank(Xs, ys=None, ranks=range(1, 11), cv=5, random_state=None, *, verbose=False,
-                **fit_options):
+def select_rank(Xs, ys=None, ranks=range(1, 11), cv=5, random_state=None, *,
+                heads="posterior", verbose=False, **fit_options):
     r"""Choose the rank s by held-out prediction error, holding out samples within tasks.
 
     The samples of every task are split at random into ``cv`` folds. For each fold and each
     candidate rank, :func:`metasp.fit` runs on the remaining samples of *all* tasks, and the
-    held-out samples are predicted with the fitted heads and subspace,
-    :math:`\hat y = x^\top B^\top w_t`. The score of a rank is the mean squared error over the
-    held-out samples, averaged over folds; the best rank has the lowest mean. This is the way
-    to choose s on real data, where the true rank is unknown.
+    held-out samples are predicted in the fitted subspace, :math:`\hat y = x^\top B^\top w_t`.
+    The score of a rank is the mean squared error over the held-out samples, averaged over
+    folds; the best rank has the lowest mean. This is the way to choose s on real data, where
+    the true rank is unknown.
+
+    The heads :math:`w_t` are, by default, the posterior means of each task's head given its
+    training samples under the fitted head prior (what :meth:`MetaSPResult.adapt` returns with
+    its default ``prior="empirical"``), so that a rank is scored the way the model is used.
+    ``heads="fitted"`` uses the rows of the fitted ``W`` instead; those unregularised
+    least-squares heads can overfit tasks whose features barely vary, and then penalise
+    larger ranks heavily (on the Beijing PM2.5 day tasks, held-out MSE 50 at rank 7 against
+    0.19 at rank 2 with converged fits, where posterior heads give 0.12 and 0.16).
 
     Tasks too small to split are handled as follows: a task with fewer than ``cv`` samples
     (but at least 2) has one sample held out in each of its first ``m_t`` folds and is fully
@@ -93,6 +101,9 @@ def select_rank(Xs, ys=None, ranks=range(1, 11), cv=5, random_state=None, *, ver
         Number of folds within each task (at least 2).
     random_state : None, int or numpy.random.Generator, default None
         Seeds the fold assignment and the fits.
+    heads : {"posterior", "fitted"}, default "posterior"
+        How the held-out samples of a task are predicted: with the posterior-mean head under
+        the fitted head prior, or with the task's row of ``W``.
     verbose : bool, default False
         Show a progress bar over the ``len(ranks) * cv`` fits.
     **fit_options
@@ -130,6 +141,8 @@ def select_rank(Xs, ys=None, ranks=range(1, 11), cv=5, random_state=None, *, ver
         raise TypeError(f"cv must be an integer; got {type(cv).__name__}")
     if cv < 2:
         raise ValueError(f"cv must be at least 2; got {cv}")
+    if heads not in ("posterior", "fitted"):
+        raise ValueError(f"heads must be 'posterior' or 'fitted'; got {heads!r}")
     if "s" in fit_options:
         raise TypeError("pass the candidate ranks as ranks=..., not s=")
     if (tasks.task_sizes < 2).all():
@@ -155,7 +168,8 @@ def select_rank(Xs, ys=None, ranks=range(1, 11), cv=5, random_state=None, *, ver
             result = fit(train, s=int(ranks[i]), **fit_options)
         n_unconverged[i] += result.status == "max_iter"
         task_of_row, X, y = held_out
-        prediction = np.einsum("nd,nd->n", X, result.Theta[task_of_row])
+        Theta = result.Theta if heads == "fitted" else posterior_heads(result, train) @ result.B
+        prediction = np.einsum("nd,nd->n", X, Theta[task_of_row])
         fold_mse[i, fold] = np.mean((y - prediction) ** 2)
     used = ~np.isnan(fold_mse[0])
     mean_mse = fold_mse[:, used].mean(axis=1)

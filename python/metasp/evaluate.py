@@ -14,6 +14,7 @@ subspace dimension for this repeat and ``rng`` a ``numpy.random.Generator``, and
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import numpy as np
@@ -96,7 +97,11 @@ def _baseline_fit(name):
     def fit_subspace(train, rank, rng):
         from . import baselines
 
-        return getattr(baselines, name)(train, s=rank)
+        method = getattr(baselines, name)
+        options = {}
+        if "random_state" in inspect.signature(method).parameters:
+            options["random_state"] = rng
+        return method(train, s=rank, **options)
 
     return fit_subspace
 
