@@ -3,7 +3,7 @@
 Meta Subspace Pursuit (arXiv:2409.02708) with a C++ core. Start with :func:`fit`.
 """
 
-from . import datasets, kernels, metrics, reference
+from . import baselines, datasets, experiments, kernels, metrics, reference
 from ._result import ConvergenceWarning, DivergenceWarning, MetaSPResult
 from ._io import load
 from ._select_rank import RankSelection, select_rank
@@ -19,7 +19,9 @@ __all__ = [
     "MetaSPResult",
     "RankSelection",
     "Tasks",
+    "baselines",
     "datasets",
+    "experiments",
     "fit",
     "kernels",
     "load",
