@@ -9,6 +9,8 @@ import warnings
 
 import numpy as np
 
+from ._demo import add_demo_command
+
 
 def _add_experiment_command(commands):
     parser = commands.add_parser(
@@ -283,5 +285,6 @@ def main(argv=None):
     _add_experiment_command(commands)
     _add_fit_command(commands)
     _add_predict_command(commands)
+    add_demo_command(commands)
     args = parser.parse_args(argv)
     return args.run(args, parser)

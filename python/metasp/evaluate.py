@@ -93,15 +93,14 @@ def _metasp_fit(fit_options):
     return fit_subspace
 
 
-def _baseline_fit(name):
+def _baseline_fit(name, options):
     def fit_subspace(train, rank, rng):
         from . import baselines
 
         method = getattr(baselines, name)
-        options = {}
-        if "random_state" in inspect.signature(method).parameters:
-            options["random_state"] = rng
-        return method(train, s=rank, **options)
+        seed = {"random_state": rng} if "random_state" in inspect.signature(method).parameters \
+            else {}
+        return method(train, s=rank, **seed, **options)
 
     return fit_subspace
 
@@ -210,7 +209,7 @@ def _pooled_intercept(train, rank, rng):
     return predict
 
 
-def _resolve_methods(methods, fit_options):
+def _resolve_methods(methods, fit_options, baseline_options):
     if methods is None:
         methods = available_methods()
     if isinstance(methods, str) or callable(methods):
@@ -225,7 +224,8 @@ def _resolve_methods(methods, fit_options):
         "pooled_intercept": _pooled_intercept,
     }
     for name in _baseline_names():
-        builtin[name] = _subspace_method(_baseline_fit(name), "empirical")
+        builtin[name] = _subspace_method(_baseline_fit(name, baseline_options.get(name, {})),
+                                         "empirical")
     for method in methods:
         if isinstance(method, str):
             if method in _NEEDS_TRUTH:
@@ -244,7 +244,7 @@ def _resolve_methods(methods, fit_options):
 
 def few_shot(methods, tasks, shots=(3, 5, 8), n_repeats=5, test_fraction=0.2,
              random_state=None, *, rank=None, select_options=None, fit_options=None,
-             as_frame=False, verbose=False):
+             baseline_options=None, as_frame=False, verbose=False):
     """Compare methods on new tasks with few samples (the meta-learning protocol).
 
     For each of ``n_repeats`` repeats: the tasks are split at random into training tasks and
@@ -277,6 +277,8 @@ def few_shot(methods, tasks, shots=(3, 5, 8), n_repeats=5, test_fraction=0.2,
     fit_options : dict, optional
         Keyword arguments of :func:`metasp.fit` (for example ``max_iter``), also used by
         ``select_rank``.
+    baseline_options : dict of str to dict, optional
+        Keyword arguments per baseline, e.g. ``{"anil": {"inner_lr": 0.02}}``.
     as_frame : bool, default False
         Return a pandas DataFrame (needs pandas) instead of a list of dicts.
     verbose : bool, default False
@@ -318,7 +320,8 @@ def few_shot(methods, tasks, shots=(3, 5, 8), n_repeats=5, test_fraction=0.2,
             raise ImportError('as_frame=True needs pandas: pip install "metasp[pandas]"') from None
     fit_options = dict(fit_options or {})
     select_options = dict(select_options or {})
-    methods = _resolve_methods(methods, fit_options)
+    baseline_options = dict(baseline_options or {})
+    methods = _resolve_methods(methods, fit_options, baseline_options)
     if (tasks.task_sizes <= max(shots)).any():
         raise ValueError(
             f"some tasks have at most max(shots) = {max(shots)} samples, leaving no query "
