@@ -106,6 +106,13 @@ def test_rejects(kwargs, error, match):
         metasp.select_rank(X, y, **kwargs)
 
 
+@capped
+def test_default_ranks_stop_at_the_number_of_features():
+    X, y, _, _ = metasp.datasets.make_hps(T=30, m=8, d=3, s=1, sigma=0.1, random_state=0)
+    selection = metasp.select_rank(X, y, cv=2, random_state=0, **FAST)
+    assert selection.ranks.tolist() == [1, 2, 3]
+
+
 def test_single_sample_tasks_cannot_be_scored():
     with pytest.raises(ValueError, match="single sample"):
         metasp.select_rank([np.ones((1, 3))] * 4, [np.ones(1)] * 4, ranks=[1])

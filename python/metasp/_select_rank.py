@@ -14,6 +14,8 @@ from ._validation import check_rank, is_integer
 
 __all__ = ["RankSelection", "select_rank"]
 
+DEFAULT_RANKS = range(1, 11)
+
 
 @dataclass(eq=False)
 class RankSelection:
@@ -65,7 +67,7 @@ def _sample_folds(tasks, cv: int, rng) -> np.ndarray:
     return folds
 
 
-def select_rank(Xs, ys=None, ranks=range(1, 11), cv=5, random_state=None, *,
+def select_rank(Xs, ys=None, ranks=DEFAULT_RANKS, cv=5, random_state=None, *,
                 heads="posterior", verbose=False, **fit_options):
     r"""Choose the rank s by held-out prediction error, holding out samples within tasks.
 
@@ -96,7 +98,8 @@ def select_rank(Xs, ys=None, ranks=range(1, 11), cv=5, random_state=None, *,
     ys : list of array_like, array_like (T, m), or None
         Targets; ``None`` when ``Xs`` is a :class:`metasp.Tasks`.
     ranks : iterable of int, default range(1, 11)
-        Candidate ranks; each must satisfy ``1 <= s <= min(T, d)``.
+        Candidate ranks; each must satisfy ``1 <= s <= min(T, d)``. The default is cut at
+        ``min(T, d)``.
     cv : int, default 5
         Number of folds within each task (at least 2).
     random_state : None, int or numpy.random.Generator, default None
@@ -131,6 +134,8 @@ def select_rank(Xs, ys=None, ranks=range(1, 11), cv=5, random_state=None, *,
     from ._solver import fit
 
     tasks = as_tasks(Xs, ys)
+    if ranks is DEFAULT_RANKS:
+        ranks = range(1, min(DEFAULT_RANKS.stop - 1, tasks.n_tasks, tasks.n_features) + 1)
     try:
         ranks = np.array([check_rank(s, tasks) for s in ranks], dtype=np.int64)
     except TypeError as error:
