@@ -37,6 +37,9 @@ def add_demo_command(commands):
                         help="largest rank tried by select_rank (default: 10 = d)")
     parser.add_argument("--cv", type=int, default=3,
                         help="folds within days for select_rank (default: 3)")
+    parser.add_argument("--rank-rule", choices=("min", "1se"), default="min",
+                        help="select_rank's rule: lowest score, or smallest rank within one "
+                             "standard error of it (default: min)")
     parser.add_argument("--max-iter", type=int, default=300,
                         help="solver iteration cap (default: 300)")
     parser.add_argument("--baselines", choices=("none", "fast", "all"), default="fast",
@@ -69,7 +72,7 @@ def run_demo(args, parser):
         methods[1:1] = [name for name in available if name in FAST_BASELINES]
     fit_options = {"max_iter": args.max_iter}
     select_options = {"ranks": range(1, min(args.max_rank, tasks.n_features) + 1),
-                      "cv": args.cv}
+                      "cv": args.cv, "rule": args.rank_rule}
     print(f"\nFew-shot comparison: {args.repeats} random splits, {args.test_fraction:.0%} of "
           f"the days held out; rank chosen by select_rank (ranks 1..{args.max_rank}, "
           f"{args.cv} folds within days) on each split's training days; k = "
