@@ -3,7 +3,7 @@
 Meta Subspace Pursuit (arXiv:2409.02708) with a C++ core. Start with :func:`fit`.
 """
 
-from . import baselines, datasets, experiments, kernels, metrics, reference
+from . import baselines, datasets, evaluate, experiments, kernels, metrics, reference
 from ._result import ConvergenceWarning, DivergenceWarning, MetaSPResult
 from ._io import load
 from ._select_rank import RankSelection, select_rank
@@ -21,6 +21,7 @@ __all__ = [
     "Tasks",
     "baselines",
     "datasets",
+    "evaluate",
     "experiments",
     "fit",
     "kernels",
