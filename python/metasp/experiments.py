@@ -358,8 +358,8 @@ _RUNNERS = {
 }
 
 # Repeats per setting of the full runs, sized to the 20-minute budget (quick runs: 1).
-_DEFAULT_SEEDS = {"rip": 3, "rank": 5, "meta_vs_anil": 20, "error_vs_T": 2, "error_vs_m": 2,
-                  "noise": 2, "non_gaussian": 2, "low_diversity": 2, "runtime": 1}
+_DEFAULT_SEEDS = {"rip": 5, "rank": 10, "meta_vs_anil": 20, "error_vs_T": 4, "error_vs_m": 5,
+                  "noise": 5, "non_gaussian": 5, "low_diversity": 4, "runtime": 2}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -471,7 +471,7 @@ def run(name, *, quick=False, seeds=None, out="results", progress=True, plot=Tru
         meaningful.
     seeds : int, optional
         Repeats per setting (seeds 0 .. seeds-1). Default: 1 with ``quick``, else the
-        experiment's own default (3 to 20, sized to the time budget).
+        experiment's own default (2 to 20, sized to the time budget).
     out : str or path-like, default "results"
         Folder for ``<name>.csv`` and ``<name>.png`` (created if missing).
     progress : bool, default True
