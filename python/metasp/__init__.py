@@ -4,14 +4,17 @@ Meta Subspace Pursuit (arXiv:2409.02708) with a C++ core. Start with :func:`fit`
 """
 
 from . import datasets, kernels, metrics, reference
-from ._result import ConvergenceWarning, DivergenceWarning, MetaSPResult
-from ._solver import fit
+from ._result import (ConvergenceWarning, Diagnostic, DiagnosticWarning, DivergenceWarning,
+                      MetaSPResult)
+from ._solver import fit, polish
 from ._tasks import Tasks
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConvergenceWarning",
+    "Diagnostic",
+    "DiagnosticWarning",
     "DivergenceWarning",
     "MetaSPResult",
     "Tasks",
@@ -19,5 +22,6 @@ __all__ = [
     "fit",
     "kernels",
     "metrics",
+    "polish",
     "reference",
 ]

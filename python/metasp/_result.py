@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
 from ._tasks import _check_finite, _numeric_array
 from ._validation import is_real
 
-__all__ = ["ConvergenceWarning", "DivergenceWarning", "MetaSPResult"]
+__all__ = ["ConvergenceWarning", "Diagnostic", "DiagnosticWarning", "DivergenceWarning",
+           "MetaSPResult"]
 
 
 class ConvergenceWarning(UserWarning):
@@ -19,6 +21,17 @@ class ConvergenceWarning(UserWarning):
 
 class DivergenceWarning(RuntimeWarning):
     """The iteration diverged; the result is the last finite iterate and should not be used."""
+
+
+class DiagnosticWarning(UserWarning):
+    """The fit shows a known failure signature; ``result.diagnostics`` says which and what to do."""
+
+
+class Diagnostic(NamedTuple):
+    """One finding about a fit: a stable ``code`` and an actionable ``message``."""
+
+    code: str  #: "step_too_large", "rank_too_small" or "too_few_samples"
+    message: str
 
 
 @dataclass(eq=False)
@@ -37,13 +50,19 @@ class MetaSPResult:
         Singular values of ``Theta``, descending.
     n_iter : int
         Iterations run.
-    status : {"converged", "max_iter", "diverged"}
-        Why the solver stopped.
+    status : {"converged", "max_iter", "stalled", "diverged"}
+        Why the solver stopped; "stalled": neither the loss nor the change improved any more.
     history : dict of str to ndarray
         One entry per iteration: ``"loss"`` (mean over tasks of the mean squared residual of the
         new iterate), ``"step"``, ``"rel_change"`` (``||Theta^{k+1} - Theta^k||_F /
         ||Theta^{k+1}||_F``), ``"sin_angle"`` when ``reference_B`` was given, and
-        ``"svd_steps"`` (subspace-iteration steps of the truncated SVD; C++ solver only).
+        ``"svd_steps"`` (subspace-iteration steps of the truncated SVD; C++ solver only),
+        ``"beta"`` (conjugacy coefficient, 0 on a restart; with ``accel="cg"``), ``"phase"``
+        (``"iht"`` for hard thresholding, ``"polish"`` for least squares; ``step`` is NaN
+        there), and ``"start_loss"`` (final loss of each start).
+    diagnostics : list of Diagnostic
+        Failure signatures found in the fit (empty for a clean fit); each also raised a
+        :class:`DiagnosticWarning`.
     """
 
     B: np.ndarray
@@ -53,6 +72,7 @@ class MetaSPResult:
     n_iter: int
     status: str
     history: dict = field(default_factory=dict)
+    diagnostics: list = field(default_factory=list)
 
     @property
     def rank(self) -> int:
@@ -163,6 +183,14 @@ def warn_about_status(result: MetaSPResult, adaptive: bool, step: float, tol: fl
             DivergenceWarning,
             stacklevel=3,
         )
+    elif result.status == "stalled":
+        warnings.warn(
+            f"Meta-SP stalled after {result.n_iter} iterations: neither the loss nor the change "
+            "improved any more. Use step='auto' with the default polish (refine='auto'), or try "
+            "n_starts=5.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
     elif result.status == "max_iter" and tol > 0:
         change = result.history["rel_change"][-1]
         warnings.warn(
@@ -171,5 +199,15 @@ def warn_about_status(result: MetaSPResult, adaptive: bool, step: float, tol: fl
             + ("" if adaptive else ", or use step='auto', which usually needs fewer iterations")
             + ".",
             ConvergenceWarning,
+            stacklevel=3,
+        )
+
+
+def warn_about_diagnostics(result: MetaSPResult) -> None:
+    """One warning with every finding's sentence (a diverged fit has its own warning)."""
+    if result.diagnostics and result.status != "diverged":
+        warnings.warn(
+            "Meta-SP: " + " ".join(finding.message for finding in result.diagnostics),
+            DiagnosticWarning,
             stacklevel=3,
         )
