@@ -87,7 +87,7 @@ void bind_solver(py::module_& m) {
         py::arg("tol"), py::arg("n_threads"), py::arg("seed"), py::arg("reference_B"), py::arg("divergence_factor"),
         py::arg("svd_tol"), py::arg("svd_max_steps"), py::arg("conjugate") = false,
         py::arg("refine") = false, py::arg("init") = "zero", py::arg("init_B") = py::none(),
-        py::arg("starts") = std::vector<Matrix>(), py::arg("sin_tol") = 0.0, py::arg("switch_tol") = 1e-3,
+        py::arg("starts") = std::vector<Matrix>(), py::arg("sin_tol") = 0.0, py::arg("switch_tol") = 1e-2,
         py::arg("switch_window") = 10, py::arg("patience") = 100,
         py::arg("max_dense") = kMaxDenseNormal);
     m.attr("MAX_DENSE_NORMAL") = kMaxDenseNormal;

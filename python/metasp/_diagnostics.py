@@ -23,7 +23,7 @@ OSCILLATION_WINDOW = 20
 RANK_SPIKE = 1.6
 # A final loss below this fraction of the mean squared target is an exact fit: its residuals
 # are rounding, with nothing left to explain.
-EXACT_FIT = 1e-20
+EXACT_FIT = 1e-12
 # Growing error: the final sin angle to reference_B this many times its minimum (and above
 # GROWTH_FLOOR) means the iterates moved away from the truth.
 GROWTH_FACTOR = 2.0

@@ -98,7 +98,7 @@ def fit(
 
 
 # Switch to the polish (the C++ SolveOptions defaults), "stalled" patience, CGIHT constants.
-SWITCH_TOL, SWITCH_WINDOW, PATIENCE = 1e-3, 10, 100
+SWITCH_TOL, SWITCH_WINDOW, PATIENCE = 1e-2, 10, 100
 MAX_CONJUGACY, MAX_RETRIES = 2.0, 40
 
 

@@ -47,7 +47,7 @@ struct SolveOptions {
     // With refine: hand over to least squares once the relative change is below switch_tol,
     // or the loss improved by less than a relative switch_tol^2 over the last switch_window
     // iterations (a plateau: the basin is found).
-    double switch_tol = 1e-3;
+    double switch_tol = 1e-2;
     int switch_window = 10;
     // Without refine: "stalled" when neither the best loss nor the best relative change has
     // improved for this many iterations.
