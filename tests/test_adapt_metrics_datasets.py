@@ -28,10 +28,10 @@ def test_adapt_recovers_a_new_task_from_few_shots(fitted):
     np.testing.assert_allclose(result.predict(X_test, w), y_test, atol=1e-5)
 
 
-def test_adapt_with_fewer_samples_than_the_rank_is_minimum_norm(fitted):
+def test_adapt_without_prior_and_fewer_samples_than_the_rank_is_minimum_norm(fitted):
     result, B = fitted
     X, y, _ = new_task(B, m=2, seed=2)
-    w = result.adapt(X, y)
+    w = result.adapt(X, y, prior="none")
     features = X @ result.B.T
     np.testing.assert_allclose(features @ w, y, atol=1e-10)  # interpolates
     np.testing.assert_allclose(w, np.linalg.pinv(features) @ y, atol=1e-10)

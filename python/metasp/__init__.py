@@ -3,9 +3,11 @@
 Meta Subspace Pursuit (arXiv:2409.02708) with a C++ core. Start with :func:`fit`.
 """
 
-from . import datasets, kernels, metrics, reference
+from . import baselines, datasets, experiments, kernels, metrics, reference
+from ._io import load
 from ._result import (ConvergenceWarning, Diagnostic, DiagnosticWarning, DivergenceWarning,
                       MetaSPResult)
+from ._select_rank import RankSelection, select_rank
 from ._solver import fit, polish
 from ._tasks import Tasks
 
@@ -16,12 +18,28 @@ __all__ = [
     "Diagnostic",
     "DiagnosticWarning",
     "DivergenceWarning",
+    "MetaSP",
     "MetaSPResult",
+    "RankSelection",
     "Tasks",
+    "baselines",
     "datasets",
+    "experiments",
     "fit",
     "kernels",
+    "load",
     "metrics",
     "polish",
     "reference",
+    "select_rank",
 ]
+
+
+def __getattr__(name):
+    # The estimator may import scikit-learn (about a second): load it on first use only.
+    if name == "MetaSP":
+        from .estimator import MetaSP
+
+        globals()["MetaSP"] = MetaSP
+        return MetaSP
+    raise AttributeError(f"module 'metasp' has no attribute {name!r}")

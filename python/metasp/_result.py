@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._tasks import _check_finite, _numeric_array
+from ._tasks import _check_finite, _numeric_array, as_tasks
 from ._validation import is_real
 
 __all__ = ["ConvergenceWarning", "Diagnostic", "DiagnosticWarning", "DivergenceWarning",
@@ -23,8 +23,12 @@ class DivergenceWarning(RuntimeWarning):
     """The iteration diverged; the result is the last finite iterate and should not be used."""
 
 
-class DiagnosticWarning(UserWarning):
-    """The fit shows a known failure signature; ``result.diagnostics`` says which and what to do."""
+class DiagnosticWarning(ConvergenceWarning):
+    """The fit shows a known failure signature; ``result.diagnostics`` says which and what to do.
+
+    A kind of :class:`ConvergenceWarning`: code that silences those for fits it makes on
+    purpose with a wrong rank (rank selection) silences these too.
+    """
 
 
 class Diagnostic(NamedTuple):
@@ -60,6 +64,17 @@ class MetaSPResult:
         ``"beta"`` (conjugacy coefficient, 0 on a restart; with ``accel="cg"``), ``"phase"``
         (``"iht"`` for hard thresholding, ``"polish"`` for least squares; ``step`` is NaN
         there), and ``"start_loss"`` (final loss of each start).
+    metadata : dict
+        Free-form, JSON-serialisable information kept with the model by :meth:`save` (for
+        example feature names and training options); empty after :func:`metasp.fit`.
+    head_mean : ndarray of shape (s,) or None
+        Mean of the Gaussian prior on task heads used by :meth:`adapt` (``prior="empirical"``);
+        set by :meth:`fit_prior`, which :func:`metasp.fit` calls on the training tasks.
+    head_cov : ndarray of shape (s, s) or None
+        Covariance of that prior.
+    noise_variance : float or None
+        Noise variance of the training tasks (maximum marginal likelihood, from the training
+        residuals), set by :meth:`fit_prior`.
     diagnostics : list of Diagnostic
         Failure signatures found in the fit (empty for a clean fit); each also raised a
         :class:`DiagnosticWarning`.
@@ -72,6 +87,10 @@ class MetaSPResult:
     n_iter: int
     status: str
     history: dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
+    head_mean: np.ndarray | None = None
+    head_cov: np.ndarray | None = None
+    noise_variance: float | None = None
     diagnostics: list = field(default_factory=list)
 
     @property
@@ -93,28 +112,46 @@ class MetaSPResult:
         _check_finite(X, name)
         return X
 
-    def adapt(self, X, y, ridge: float = 0.0) -> np.ndarray:
+    def adapt(self, X, y, prior=None, ridge=None) -> np.ndarray:
         r"""Fit the head of a new task in the learned subspace.
 
-        Solves
+        With features :math:`Z = X B^\top` (m x s), the three priors give
 
-        .. math:: \hat w = \arg\min_w \|y - X B^\top w\|_2^2 + \text{ridge}\,\|w\|_2^2 .
+        - ``"empirical"`` (default): the posterior mean under the Gaussian prior
+          :math:`w \sim N(\mu, \Sigma)` learned from the training tasks (``head_mean``,
+          ``head_cov``) with noise variance :math:`\sigma^2` (``noise_variance``), see
+          :meth:`fit_prior`:
 
-        With ``ridge=0`` this is least squares, and the minimum-norm solution when the task has
-        fewer samples than ``s`` (or ``X B^T`` is rank deficient).
+          .. math:: \hat w = (Z^\top Z + \sigma^2 \Sigma^{-1})^{-1}
+                    (Z^\top y + \sigma^2 \Sigma^{-1} \mu).
+
+          With few samples the head shrinks toward the typical training head; with many it
+          approaches least squares.
+        - ``"ridge"``: :math:`\hat w = \arg\min_w \|y - Z w\|_2^2 + \text{ridge}\,\|w\|_2^2`.
+        - ``"none"``: least squares, as in the paper; the minimum-norm solution when the task
+          has fewer samples than ``s`` (or ``Z`` is rank deficient).
 
         Parameters
         ----------
         X : array_like of shape (m, d)
-            Samples of the new task; a handful is enough (``m >= s`` for a unique solution).
+            Samples of the new task; a handful is enough.
         y : array_like of shape (m,)
-        ridge : float, default 0.0
-            Non-negative ridge strength; use it when ``m`` is smaller than or close to ``s``.
+            Targets of the new task.
+        prior : {"empirical", "ridge", "none"} or None, default None
+            ``None`` means ``"ridge"`` when ``ridge`` is given and ``"empirical"`` otherwise.
+        ridge : float, optional
+            Non-negative ridge strength, for ``prior="ridge"`` (``0`` is least squares).
 
         Returns
         -------
         w : ndarray of shape (s,)
             The head; predict with :meth:`predict`.
+
+        Raises
+        ------
+        ValueError
+            For ``prior="empirical"`` on a result without a head prior (a result built by hand
+            or by a baseline): call :meth:`fit_prior` with the training tasks first.
         """
         X = self._check_design(X)
         y = np.asarray(_numeric_array(y, "y"), dtype=np.float64)
@@ -123,13 +160,73 @@ class MetaSPResult:
         if X.shape[0] == 0:
             raise ValueError("the new task has no samples")
         _check_finite(y, "y")
-        if not is_real(ridge) or not (np.isfinite(ridge) and ridge >= 0):
-            raise ValueError(f"ridge must be a non-negative finite number; got {ridge!r}")
+        if prior is None:
+            prior = "empirical" if ridge is None else "ridge"
+        if prior not in ("empirical", "ridge", "none"):
+            raise ValueError(f"prior must be 'empirical', 'ridge' or 'none'; got {prior!r}")
+        if prior == "ridge":
+            if ridge is None:
+                raise ValueError("prior='ridge' needs a strength: pass ridge=<non-negative float>")
+            if not is_real(ridge) or not (np.isfinite(ridge) and ridge >= 0):
+                raise ValueError(f"ridge must be a non-negative finite number; got {ridge!r}")
+        elif ridge is not None:
+            raise ValueError(f"ridge={ridge!r} only applies with prior='ridge'; "
+                             f"got prior={prior!r}")
         features = X @ self.B.T
-        if ridge == 0:
+        if prior == "empirical":
+            if self.head_mean is None or self.head_cov is None or self.noise_variance is None:
+                raise ValueError(
+                    "this result has no head prior (head_mean, head_cov, noise_variance): call "
+                    "result.fit_prior(Xs, ys) with the training tasks first, or use "
+                    "prior='ridge' or prior='none'"
+                )
+            prior_precision = self.noise_variance * np.linalg.inv(self.head_cov)
+            return np.linalg.solve(features.T @ features + prior_precision,
+                                   features.T @ y + prior_precision @ self.head_mean)
+        if prior == "none" or ridge == 0:
             return np.linalg.lstsq(features, y, rcond=None)[0]
         gram = features.T @ features + ridge * np.eye(self.rank)
         return np.linalg.solve(gram, features.T @ y)
+
+    def fit_prior(self, Xs, ys=None, *, max_iter=100, tol=1e-5) -> MetaSPResult:
+        r"""Learn the Gaussian prior on task heads used by ``adapt(prior="empirical")``.
+
+        With the subspace ``B`` fixed, the training tasks are modelled as
+        :math:`w_t \sim N(\mu, \Sigma)`, :math:`y_t = X_t B^\top w_t + \varepsilon_t`,
+        :math:`\varepsilon_t \sim N(0, \sigma^2 I)`, and :math:`(\mu, \Sigma, \sigma^2)` are
+        estimated by maximum marginal likelihood (EM, started from the mean and covariance of
+        the rows of ``W`` and the variance of their training residuals). Unlike the raw
+        covariance of ``W``, this removes the estimation noise of each training head from
+        :math:`\Sigma`, so that new heads are shrunk as much as the data warrant.
+        :func:`metasp.fit` calls it itself; call it on results from other solvers (for example
+        ``metasp.baselines``).
+
+        Parameters
+        ----------
+        Xs : tasks in any form accepted by :func:`metasp.fit`
+            The tasks the result was fitted on, in the order of the rows of ``W``.
+        ys : list of array_like, array_like (T, m), or None
+            Their targets; ``None`` when ``Xs`` is a :class:`metasp.Tasks`.
+        max_iter : int, default 100
+            Maximum EM iterations.
+        tol : float, default 1e-5
+            Stop when the relative change of the parameters falls below ``tol``.
+
+        Returns
+        -------
+        MetaSPResult
+            ``self``, with ``head_mean``, ``head_cov`` and ``noise_variance`` set.
+        """
+        tasks = as_tasks(Xs, ys)
+        if tasks.n_features != self.n_features:
+            raise ValueError(f"the tasks have {tasks.n_features} features but the result has "
+                             f"d = {self.n_features}")
+        if tasks.n_tasks != self.W.shape[0]:
+            raise ValueError(f"the result has heads for {self.W.shape[0]} tasks but "
+                             f"{tasks.n_tasks} tasks were given: pass the training tasks")
+        self.head_mean, self.head_cov, self.noise_variance = _fit_head_prior(
+            tasks, self.B, self.W, max_iter, tol)
+        return self
 
     def predict(self, X, w) -> np.ndarray:
         """Predictions ``X @ B.T @ w`` for a task with head ``w`` (from :meth:`adapt` or ``W[t]``).
@@ -150,6 +247,25 @@ class MetaSPResult:
         _check_finite(w, "w")
         return X @ (self.B.T @ w)
 
+    def save(self, path):
+        """Save to one ``.npz`` file (arrays plus JSON metadata, no pickle); read it with
+        :func:`metasp.load`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Where to write, used exactly as given (``.npz`` is the customary suffix). An existing
+            file is replaced only once the new one is complete.
+
+        Returns
+        -------
+        pathlib.Path
+            ``path``.
+        """
+        from ._io import save
+
+        return save(self, path)
+
     def __repr__(self) -> str:
         T, d = self.Theta.shape
         return (
@@ -158,6 +274,82 @@ class MetaSPResult:
             if len(self.history.get("loss", ()))
             else f"MetaSPResult(T={T}, d={d}, s={self.rank}, status={self.status!r}, n_iter=0)"
         )
+
+
+def _task_sufficient_statistics(tasks, B):
+    """Per-task Z_t^T Z_t, Z_t^T y_t and y_t^T y_t for Z_t = X_t B^T, a block of tasks at a time."""
+    s, T = B.shape[0], tasks.n_tasks
+    gram, cross, squares = np.empty((T, s, s)), np.empty((T, s)), np.empty(T)
+    offsets = tasks.offsets
+    # Small blocks: the temporaries stay far below the size of X, which is never copied.
+    rows_per_block = max(1, 2**13 // (s * s + s + 1))
+    first = 0
+    while first < T:
+        last = int(np.searchsorted(offsets, offsets[first] + rows_per_block, side="right")) - 1
+        last = min(max(last, first + 1), T)
+        rows = slice(offsets[first], offsets[last])
+        Z, y = tasks.X[rows] @ B.T, tasks.y[rows]
+        starts = offsets[first:last] - offsets[first]
+        gram[first:last] = np.add.reduceat(Z[:, :, None] * Z[:, None, :], starts, axis=0)
+        cross[first:last] = np.add.reduceat(Z * y[:, None], starts, axis=0)
+        squares[first:last] = np.add.reduceat(y * y, starts)
+        first = last
+    return gram, cross, squares
+
+
+def _residual_sums(heads, gram, cross, squares):
+    """||y_t - Z_t w_t||^2 per task from the sufficient statistics."""
+    return (squares - 2 * np.einsum("ts,ts->t", heads, cross)
+            + np.einsum("ts,tsr,tr->t", heads, gram, heads))
+
+
+def posterior_heads(result, tasks) -> np.ndarray:
+    """Posterior-mean heads (T, s) of ``tasks`` under ``result``'s head prior: adapt, per task."""
+    gram, cross, _ = _task_sufficient_statistics(tasks, result.B)
+    precision = result.noise_variance * np.linalg.inv(result.head_cov)
+    rhs = cross + precision @ result.head_mean
+    return np.linalg.solve(gram + precision, rhs[..., None])[..., 0]
+
+
+def _fit_head_prior(tasks, B, W, max_iter, tol):
+    """EM for the Gaussian random-effects model of the heads; returns (mean, cov, noise var)."""
+    gram, cross, squares = _task_sufficient_statistics(tasks, B)
+    T, s = W.shape
+    n = tasks.n_samples
+    scale = max(float(squares.sum()) / n, np.finfo(float).tiny)
+    floor = 1e-12 * scale  # keeps the variances invertible on noiseless data
+    noise = max(float(_residual_sums(W, gram, cross, squares).sum()) / n, floor)
+    mean = W.mean(axis=0)
+    cov = np.atleast_2d(np.cov(W.T, bias=True)) if T > 1 else np.eye(s) * scale
+    eye = np.eye(s)
+    # The E-step runs over blocks of tasks so that its temporaries stay small.
+    block = max(1, 2**13 // (s * s))
+    for _ in range(max_iter):
+        cov_inv = np.linalg.inv(cov + floor * eye)
+        shift = cov_inv @ mean
+        sum_mean, sum_outer, sum_cov, sum_residual = np.zeros(s), np.zeros((s, s)), 0.0, 0.0
+        for first in range(0, T, block):
+            part = slice(first, first + block)
+            precision = gram[part] / noise
+            precision += cov_inv
+            posterior_cov = np.linalg.inv(precision)
+            posterior_mean = np.einsum("tsr,tr->ts", posterior_cov, cross[part] / noise + shift)
+            sum_mean += posterior_mean.sum(axis=0)
+            sum_outer += posterior_mean.T @ posterior_mean
+            sum_cov = sum_cov + posterior_cov.sum(axis=0)
+            sum_residual += float(
+                _residual_sums(posterior_mean, gram[part], cross[part], squares[part]).sum()
+                + np.einsum("tsr,tsr->", gram[part], posterior_cov))
+        new_mean = sum_mean / T
+        new_cov = (sum_outer + sum_cov) / T - np.outer(new_mean, new_mean)
+        new_noise = max(sum_residual / n, floor)
+        change = max(np.linalg.norm(new_mean - mean) / max(np.linalg.norm(new_mean), floor),
+                     np.linalg.norm(new_cov - cov) / max(np.linalg.norm(new_cov), floor),
+                     abs(new_noise - noise) / new_noise)
+        mean, cov, noise = new_mean, new_cov, new_noise
+        if change < tol:
+            break
+    return mean, cov + floor * eye, noise
 
 
 def warn_about_status(result: MetaSPResult, adaptive: bool, step: float, tol: float) -> None:

@@ -152,6 +152,8 @@ def fit(
         init_B=args.init_B, starts=args.starts, sin_tol=args.sin_tol,
     )
     result = make_result(out, args)
+    if result.status != "diverged":
+        result.fit_prior(tasks)  # the head prior behind adapt(prior="empirical")
     result.diagnostics = diagnose(result, args, kernels.gradient(tasks, result.Theta,
                                                                  n_jobs=args.n_threads).G)
     warn_about_status(result, args.adaptive, args.step, args.tol)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -48,6 +49,56 @@ def _check_finite(array: np.ndarray, name: str) -> None:
         )
 
 
+def _import_pandas(caller: str):
+    try:
+        import pandas
+    except ImportError:
+        raise ImportError(f'{caller} needs pandas: pip install "metasp[pandas]"') from None
+    return pandas
+
+
+def _is_numeric_column(column) -> bool:
+    """Real numbers or booleans (which become 0 and 1); not complex, text, dates or categories."""
+    from pandas.api import types
+
+    return types.is_bool_dtype(column) or (
+        types.is_numeric_dtype(column) and not types.is_complex_dtype(column))
+
+
+def _feature_columns(df, group, target, features) -> list:
+    """The feature column labels: checked when given, every numeric column when not."""
+    if features is None:
+        candidates = [c for c in df.columns if c != group and c != target]
+        features = [c for c in candidates if _is_numeric_column(df[c])]
+        skipped = [c for c in candidates if c not in features]
+        if skipped:
+            warnings.warn(
+                f"left out non-numeric columns {skipped}; encode them (pd.get_dummies) and list "
+                "the features explicitly to use them, or pass features=[...] to silence this",
+                UserWarning, stacklevel=3,
+            )
+        if not features:
+            raise ValueError("df has no numeric feature columns besides the group and target")
+        return features
+    features = [features] if isinstance(features, str) else list(features)
+    if not features:
+        raise ValueError("features is empty; list at least one column, or pass None for all")
+    absent = [c for c in features if c not in df.columns]
+    if absent:
+        raise ValueError(f"feature columns {absent} are not in df; its columns are "
+                         f"{df.columns.tolist()}")
+    if len(set(features)) != len(features):
+        raise ValueError(f"features lists a column more than once: {features}")
+    for role, column in (("group", group), ("target", target)):
+        if column in features:
+            raise ValueError(f"the {role} column {column!r} cannot also be a feature")
+    text = {str(c): str(df[c].dtype) for c in features if not _is_numeric_column(df[c])}
+    if text:
+        raise TypeError(f"feature columns are not numeric (dtypes {text}); encode them first, "
+                        "for example with pd.get_dummies(df, columns=[...], drop_first=True)")
+    return features
+
+
 class Tasks:
     """T linear regression tasks stored as one stacked design matrix.
 
@@ -66,6 +117,9 @@ class Tasks:
         task has at least one sample).
     labels : array_like of shape (T,), optional
         A name for each task (for example the group labels of :meth:`from_groups`).
+    feature_names : sequence of str, optional
+        A name for each of the d columns of ``X`` (for example the columns read by
+        :meth:`from_frame`).
 
     Attributes
     ----------
@@ -73,6 +127,7 @@ class Tasks:
     y : ndarray of shape (N,), float64
     offsets : ndarray of shape (T + 1,), int64
     labels : ndarray of shape (T,) or None
+    feature_names : tuple of str or None
 
     Examples
     --------
@@ -83,7 +138,7 @@ class Tasks:
     (2, 2, [3, 5])
     """
 
-    def __init__(self, X, y, offsets, labels=None):
+    def __init__(self, X, y, offsets, labels=None, feature_names=None):
         X = _numeric_array(X, "X")
         y = _numeric_array(y, "y")
         offsets = _numeric_array(offsets, "offsets")
@@ -124,7 +179,15 @@ class Tasks:
                     f"labels must have one entry per task ({offsets.size - 1}); "
                     f"got shape {labels.shape}"
                 )
+        if feature_names is not None:
+            feature_names = tuple(feature_names)
+            if len(feature_names) != X.shape[1]:
+                raise ValueError(
+                    f"feature_names must have one entry per column of X ({X.shape[1]}); "
+                    f"got {len(feature_names)}"
+                )
         self.X, self.y, self.offsets, self.labels = X, y, offsets, labels
+        self.feature_names = feature_names
 
     @classmethod
     def from_list(cls, Xs: Sequence, ys: Sequence) -> Tasks:
@@ -224,6 +287,118 @@ class Tasks:
         np.cumsum(counts, out=offsets[1:])
         return cls(X, y, offsets, labels=labels)
 
+    @classmethod
+    def from_frame(cls, df, group, target, features=None, *, min_samples=1,
+                   dropna=False) -> Tasks:
+        """Tasks from a pandas DataFrame in long format: one row per sample.
+
+        Every choice that removes data is reported: columns left out and rows or tasks dropped
+        each raise a warning that counts them, and anything that cannot be used as it is (a
+        missing value without ``dropna=True``, a non-numeric feature, an infinite value) is a
+        clear error.
+
+        Parameters
+        ----------
+        df : pandas.DataFrame
+            The data: one row per sample (requires pandas, ``pip install "metasp[pandas]"``).
+        group : column label
+            The column saying which task each row belongs to (station, school, patient, day).
+        target : column label
+            The numeric column to predict.
+        features : column label or list of column labels, optional
+            The feature columns, in this order. By default every numeric or boolean column other
+            than ``group`` and ``target``; other columns are then left out with a warning that
+            names them. Listing a non-numeric column here is a ``TypeError``: encode it first
+            (``pd.get_dummies``).
+        min_samples : int, default 1
+            Tasks with fewer rows than this (after missing values are handled) are dropped with
+            a warning that counts them.
+        dropna : bool, default False
+            Rows with a missing value (NaN, None, NA) in the group, target or a feature column:
+            ``False`` raises a ``ValueError`` that counts them per column; ``True`` drops them
+            with a warning that counts them.
+
+        Returns
+        -------
+        Tasks
+            Tasks ordered by sorted group value, as in :meth:`from_groups`; the group values are
+            in :attr:`labels` and the feature columns in :attr:`feature_names`.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> from metasp import Tasks
+        >>> df = pd.DataFrame({"station": ["a", "a", "b", "b", "b"],
+        ...                    "temp": [1.0, 2.0, 3.0, 4.0, 5.0],
+        ...                    "wind": [0.5, 0.1, 0.2, 0.3, 0.9],
+        ...                    "pm25": [10.0, 12.0, 30.0, 31.0, 28.0]})
+        >>> tasks = Tasks.from_frame(df, group="station", target="pm25")
+        >>> tasks.labels.tolist(), tasks.feature_names, tasks.task_sizes.tolist()
+        (['a', 'b'], ('temp', 'wind'), [2, 3])
+        """
+        from ._validation import is_integer  # _validation imports this module
+
+        pd = _import_pandas("Tasks.from_frame")
+        if not isinstance(df, pd.DataFrame):
+            raise TypeError(f"df must be a pandas DataFrame; got {type(df).__name__}. For "
+                            "arrays, use Tasks.from_groups(X, y, groups)")
+        if not df.columns.is_unique:
+            duplicated = df.columns[df.columns.duplicated()].unique().tolist()
+            raise ValueError(f"df has duplicated column labels {duplicated}; rename them first")
+        if not is_integer(min_samples) or min_samples < 1:
+            raise ValueError(f"min_samples must be an integer >= 1; got {min_samples!r}")
+        if not isinstance(dropna, (bool, np.bool_)):
+            raise TypeError(f"dropna must be True or False; got {dropna!r}")
+        for role, column in (("group", group), ("target", target)):
+            if column not in df.columns:
+                raise ValueError(f"the {role} column {column!r} is not in df; its columns are "
+                                 f"{df.columns.tolist()}")
+        if group == target:
+            raise ValueError(f"group and target are the same column {group!r}")
+        if not _is_numeric_column(df[target]):
+            raise TypeError(f"the target column {target!r} has dtype {df[target].dtype}, which is "
+                            "not numeric; convert it (pd.to_numeric) first")
+        features = _feature_columns(df, group, target, features)
+
+        used = df[[group, target, *features]]
+        missing = used.isna()
+        missing_rows = missing.any(axis=1)
+        if missing_rows.any():
+            per_column = {str(c): int(n) for c, n in missing.sum().items() if n}
+            if not dropna:
+                raise ValueError(
+                    f"{int(missing_rows.sum())} of {len(used)} rows have missing values (count "
+                    f"per column: {per_column}); pass dropna=True to drop those rows, or impute "
+                    "them first"
+                )
+            warnings.warn(
+                f"dropped {int(missing_rows.sum())} of {len(used)} rows with missing values "
+                f"(count per column: {per_column})", UserWarning, stacklevel=2,
+            )
+            used = used[~missing_rows]
+        values = used[[target, *features]].to_numpy(dtype=np.float64)
+        infinite = np.isinf(values).any(axis=0)
+        if infinite.any():
+            columns = [str(c) for c, bad in zip([target, *features], infinite) if bad]
+            raise ValueError(f"columns {columns} contain infinite values; remove or replace them")
+
+        sizes = used[group].value_counts(sort=False)
+        small = sizes[sizes < min_samples]
+        if len(small):
+            keep = ~used[group].isin(small.index).to_numpy()
+            shown = ", ".join(repr(label) for label in small.index[:5])
+            warnings.warn(
+                f"dropped {len(small)} of {len(sizes)} tasks with fewer than min_samples="
+                f"{min_samples} rows ({int(small.sum())} rows in all; for example {shown})",
+                UserWarning, stacklevel=2,
+            )
+            used, values = used[keep], values[keep]
+        if len(used) == 0:
+            raise ValueError("no rows are left after dropping missing values and small tasks")
+        tasks = cls.from_groups(values[:, 1:], values[:, 0], used[group].to_numpy())
+        tasks.feature_names = tuple(features)
+        return tasks
+
     @property
     def n_tasks(self) -> int:
         """Number of tasks T."""
@@ -244,6 +419,148 @@ class Tasks:
         """Samples per task, m_t, as an int64 array of shape (T,)."""
         return np.diff(self.offsets)
 
+    def subset(self, indices) -> Tasks:
+        """The tasks ``indices`` (in that order) as new :class:`Tasks`; labels follow them.
+
+        Parameters
+        ----------
+        indices : array_like of int, or boolean mask of shape (T,)
+            Which tasks to keep.
+
+        Returns
+        -------
+        Tasks
+            A copy holding only those tasks.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from metasp import Tasks
+        >>> tasks = Tasks.from_array(np.zeros((4, 3, 2)), np.zeros((4, 3)))
+        >>> tasks.subset([2, 0]).n_tasks
+        2
+        """
+        indices = np.asarray(indices)
+        if indices.dtype == bool:
+            if indices.shape != (self.n_tasks,):
+                raise ValueError(f"a boolean task mask needs shape ({self.n_tasks},); "
+                                 f"got {indices.shape}")
+            indices = np.flatnonzero(indices)
+        if indices.size == 0:
+            raise ValueError("indices selects no task")
+        if indices.dtype.kind not in "iu" or indices.ndim != 1:
+            raise TypeError("indices must be a 1-D array of task numbers or a boolean mask")
+        if (indices < -self.n_tasks).any() or (indices >= self.n_tasks).any():
+            raise IndexError(f"task indices must lie in [0, {self.n_tasks}); got "
+                             f"{indices.min()}..{indices.max()}")
+        indices = indices % self.n_tasks
+        sizes = self.task_sizes[indices]
+        rows = np.concatenate([np.arange(self.offsets[t], self.offsets[t + 1]) for t in indices])
+        offsets = np.zeros(indices.size + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        labels = None if self.labels is None else self.labels[indices]
+        return Tasks(self.X[rows], self.y[rows], offsets, labels=labels,
+                     feature_names=self.feature_names)
+
+    def split_tasks(self, test_fraction=0.2, random_state=None) -> tuple[Tasks, Tasks]:
+        """Split into meta-train and meta-test tasks at random.
+
+        Parameters
+        ----------
+        test_fraction : float, default 0.2
+            Fraction of the tasks held out, in (0, 1); rounded to a whole number of tasks, at
+            least one on each side.
+        random_state : None, int or numpy.random.Generator, default None
+            Seed for the draw; the same seed gives the same split.
+
+        Returns
+        -------
+        train, test : Tasks
+            Disjoint sets of whole tasks (the order within each follows the original order).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from metasp import Tasks
+        >>> tasks = Tasks.from_array(np.zeros((10, 3, 2)), np.zeros((10, 3)))
+        >>> train, test = tasks.split_tasks(0.3, random_state=0)
+        >>> train.n_tasks, test.n_tasks
+        (7, 3)
+        """
+        test = self._test_task_mask(test_fraction, random_state)
+        return self.subset(~test), self.subset(test)
+
+    def _test_task_mask(self, test_fraction, random_state) -> np.ndarray:
+        if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float,
+                                                                             np.floating)):
+            raise TypeError(f"test_fraction must be a number in (0, 1); got {test_fraction!r}")
+        if not 0 < test_fraction < 1:
+            raise ValueError(f"test_fraction must lie strictly between 0 and 1; got "
+                             f"{test_fraction!r}")
+        if self.n_tasks < 2:
+            raise ValueError("splitting tasks needs at least 2 tasks")
+        n_test = min(max(int(round(test_fraction * self.n_tasks)), 1), self.n_tasks - 1)
+        chosen = np.random.default_rng(random_state).permutation(self.n_tasks)[:n_test]
+        mask = np.zeros(self.n_tasks, dtype=bool)
+        mask[chosen] = True
+        return mask
+
+    def split_samples(self, k, random_state=None) -> tuple[Tasks, Tasks]:
+        """Split every task into ``k`` support samples and the rest as query samples.
+
+        This is the few-shot protocol: fit a new task's head on the support set, score it on
+        the query set.
+
+        Parameters
+        ----------
+        k : int
+            Support samples per task, drawn at random without replacement. Every task needs
+            more than ``k`` samples (so that its query set is not empty); drop smaller tasks
+            first with :meth:`subset`.
+        random_state : None, int or numpy.random.Generator, default None
+            Seed for the draw; the same seed gives the same split.
+
+        Returns
+        -------
+        support, query : Tasks
+            Same tasks in the same order (and labels); ``support`` has ``k`` samples per task,
+            ``query`` the remaining ``m_t - k``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from metasp import Tasks
+        >>> tasks = Tasks.from_array(np.zeros((4, 10, 2)), np.zeros((4, 10)))
+        >>> support, query = tasks.split_samples(3, random_state=0)
+        >>> support.task_sizes.tolist(), query.task_sizes.tolist()
+        ([3, 3, 3, 3], [7, 7, 7, 7])
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise TypeError(f"k must be an integer; got {k!r}")
+        if k < 1:
+            raise ValueError(f"k must be at least 1; got {k}")
+        sizes = self.task_sizes
+        if (sizes <= k).any():
+            small = np.flatnonzero(sizes <= k)
+            raise ValueError(
+                f"{small.size} task(s) have at most k = {k} samples (first: task {small[0]} "
+                f"with {sizes[small[0]]}), so their query set would be empty; keep larger tasks "
+                f"with tasks.subset(np.flatnonzero(tasks.task_sizes > {k}))"
+            )
+        rng = np.random.default_rng(random_state)
+        # A random key per row; the k smallest keys of each task form its support set.
+        rank_in_task = _rank_within_tasks(rng.random(self.n_samples), self.offsets)
+        support = rank_in_task < k
+        return self._take_rows(support), self._take_rows(~support)
+
+    def _take_rows(self, mask: np.ndarray) -> Tasks:
+        """The rows where ``mask`` is True, task by task; every task must keep a row."""
+        counts = np.add.reduceat(mask.astype(np.int64), self.offsets[:-1])
+        offsets = np.zeros(self.n_tasks + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        return Tasks(self.X[mask], self.y[mask], offsets, labels=self.labels,
+                     feature_names=self.feature_names)
+
     def __len__(self) -> int:
         return self.n_tasks
 
@@ -259,6 +576,15 @@ class Tasks:
             f"Tasks(n_tasks={self.n_tasks}, n_features={self.n_features}, "
             f"samples per task {sizes.min()}..{sizes.max()})"
         )
+
+
+def _rank_within_tasks(keys: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Rank (0, 1, ...) of each row's key among the rows of its own task."""
+    task_of_row = np.repeat(np.arange(offsets.size - 1), np.diff(offsets))
+    order = np.lexsort((keys, task_of_row))
+    ranks = np.empty(keys.size, dtype=np.int64)
+    ranks[order] = np.arange(keys.size) - offsets[task_of_row[order]]
+    return ranks
 
 
 def as_tasks(Xs, ys=None) -> Tasks:

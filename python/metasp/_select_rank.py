@@ -1,0 +1,199 @@
+"""Choose the rank s of the shared subspace by cross-validation within tasks."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._progress import progress
+from ._result import ConvergenceWarning, posterior_heads
+from ._tasks import _rank_within_tasks, as_tasks
+from ._validation import check_rank, is_integer
+
+__all__ = ["RankSelection", "select_rank"]
+
+DEFAULT_RANKS = range(1, 11)
+
+
+@dataclass(eq=False)
+class RankSelection:
+    """Cross-validated prediction error of each candidate rank, from :func:`select_rank`.
+
+    Attributes
+    ----------
+    best_rank : int
+        The rank with the lowest mean held-out MSE.
+    ranks : ndarray of int, shape (n_ranks,)
+        The candidate ranks, in the order given.
+    mean_mse, std_mse : ndarray of shape (n_ranks,)
+        Mean and standard deviation over the folds of the held-out MSE.
+    fold_mse : ndarray of shape (n_ranks, cv)
+        Held-out MSE of every rank on every fold.
+    n_unconverged : ndarray of int, shape (n_ranks,)
+        Fits that stopped at ``max_iter`` (their warnings are summarised in one).
+    """
+
+    best_rank: int
+    ranks: np.ndarray
+    mean_mse: np.ndarray
+    std_mse: np.ndarray
+    fold_mse: np.ndarray
+    n_unconverged: np.ndarray
+
+    def table(self) -> list:
+        """The scores as a list of dicts (``rank``, ``mean_mse``, ``std_mse``), one per rank."""
+        return [{"rank": int(s), "mean_mse": float(mean), "std_mse": float(std)}
+                for s, mean, std in zip(self.ranks, self.mean_mse, self.std_mse)]
+
+    def __str__(self) -> str:
+        lines = ["rank  held-out MSE (mean +- sd over folds)"]
+        for s, mean, std in zip(self.ranks, self.mean_mse, self.std_mse):
+            mark = "  <- best" if s == self.best_rank else ""
+            lines.append(f"{s:>4}  {mean:.4f} +- {std:.4f}{mark}")
+        return "\n".join(lines)
+
+
+def _sample_folds(tasks, cv: int, rng) -> np.ndarray:
+    """Fold number of every sample: folds are balanced within each task; -1 = never held out.
+
+    A task with 2 <= m_t < cv samples has one sample in each of its first m_t folds; a task
+    with a single sample is never held out (it would have nothing left to fit its head).
+    """
+    folds = _rank_within_tasks(rng.random(tasks.n_samples), tasks.offsets) % cv
+    single = np.repeat(tasks.task_sizes == 1, tasks.task_sizes)
+    folds[single] = -1
+    return folds
+
+
+def select_rank(Xs, ys=None, ranks=DEFAULT_RANKS, cv=5, random_state=None, *,
+                heads="posterior", verbose=False, **fit_options):
+    r"""Choose the rank s by held-out prediction error, holding out samples within tasks.
+
+    The samples of every task are split at random into ``cv`` folds. For each fold and each
+    candidate rank, :func:`metasp.fit` runs on the remaining samples of *all* tasks, and the
+    held-out samples are predicted in the fitted subspace, :math:`\hat y = x^\top B^\top w_t`.
+    The score of a rank is the mean squared error over the held-out samples, averaged over
+    folds; the best rank has the lowest mean. This is the way to choose s on real data, where
+    the true rank is unknown.
+
+    The heads :math:`w_t` are, by default, the posterior means of each task's head given its
+    training samples under the fitted head prior (what :meth:`MetaSPResult.adapt` returns with
+    its default ``prior="empirical"``), so that a rank is scored the way the model is used.
+    ``heads="fitted"`` uses the rows of the fitted ``W`` instead; those unregularised
+    least-squares heads can overfit tasks whose features barely vary, and then penalise
+    larger ranks heavily (on the Beijing PM2.5 day tasks, held-out MSE 50 at rank 7 against
+    0.19 at rank 2 with converged fits, where posterior heads give 0.12 and 0.16).
+
+    Tasks too small to split are handled as follows: a task with fewer than ``cv`` samples
+    (but at least 2) has one sample held out in each of its first ``m_t`` folds and is fully
+    used for training in the others; a task with a single sample is never held out (it still
+    helps to fit the subspace).
+
+    Parameters
+    ----------
+    Xs : tasks in any form accepted by :func:`metasp.fit`
+        Design matrices (list of (m_t, d) arrays, a (T, m, d) array, or a :class:`Tasks`).
+    ys : list of array_like, array_like (T, m), or None
+        Targets; ``None`` when ``Xs`` is a :class:`metasp.Tasks`.
+    ranks : iterable of int, default range(1, 11)
+        Candidate ranks; each must satisfy ``1 <= s <= min(T, d)``. The default is cut at
+        ``min(T, d)``.
+    cv : int, default 5
+        Number of folds within each task (at least 2).
+    random_state : None, int or numpy.random.Generator, default None
+        Seeds the fold assignment and the fits.
+    heads : {"posterior", "fitted"}, default "posterior"
+        How the held-out samples of a task are predicted: with the posterior-mean head under
+        the fitted head prior, or with the task's row of ``W``.
+    verbose : bool, default False
+        Show a progress bar over the ``len(ranks) * cv`` fits.
+    **fit_options
+        Passed to :func:`metasp.fit` (for example ``max_iter``, ``tol``, ``n_jobs``).
+
+    Returns
+    -------
+    RankSelection
+        ``best_rank`` and the table of scores (``ranks``, ``mean_mse``, ``std_mse``,
+        ``fold_mse``); ``str()`` of it prints the table.
+
+    Warns
+    -----
+    ConvergenceWarning
+        Once, when some fits stopped at ``max_iter``; the count per rank is in
+        ``n_unconverged``.
+
+    Examples
+    --------
+    >>> import metasp
+    >>> X, y, B, W = metasp.datasets.make_hps(T=100, m=20, d=15, s=2, sigma=0.1, random_state=0)
+    >>> metasp.select_rank(X, y, ranks=[1, 2, 3], cv=3, random_state=0, tol=1e-6).best_rank
+    2
+    """
+    from ._solver import fit
+
+    tasks = as_tasks(Xs, ys)
+    if ranks is DEFAULT_RANKS:
+        ranks = range(1, min(DEFAULT_RANKS.stop - 1, tasks.n_tasks, tasks.n_features) + 1)
+    try:
+        ranks = np.array([check_rank(s, tasks) for s in ranks], dtype=np.int64)
+    except TypeError as error:
+        raise TypeError(f"ranks must be an iterable of integers: {error}") from None
+    if ranks.size == 0:
+        raise ValueError("ranks is empty: give at least one candidate rank")
+    if not is_integer(cv):
+        raise TypeError(f"cv must be an integer; got {type(cv).__name__}")
+    if cv < 2:
+        raise ValueError(f"cv must be at least 2; got {cv}")
+    if heads not in ("posterior", "fitted"):
+        raise ValueError(f"heads must be 'posterior' or 'fitted'; got {heads!r}")
+    if "s" in fit_options:
+        raise TypeError("pass the candidate ranks as ranks=..., not s=")
+    if (tasks.task_sizes < 2).all():
+        raise ValueError("every task has a single sample: there is nothing to hold out within "
+                         "tasks; select the rank by holding out whole tasks instead")
+    rng = np.random.default_rng(random_state)
+    folds = _sample_folds(tasks, cv, rng)
+    fit_options.setdefault("random_state", rng)
+    fold_mse = np.full((ranks.size, cv), np.nan)
+    n_unconverged = np.zeros(ranks.size, dtype=np.int64)
+    jobs = [(i, fold) for fold in range(cv) for i in range(ranks.size)]
+    train = held_out = None
+    for i, fold in progress(jobs, desc="select_rank", enable=verbose):
+        if i == 0:
+            mask = folds == fold
+            if not mask.any():  # only when every task is smaller than this fold number
+                continue
+            train, held_out = tasks._take_rows(~mask), _held_out_rows(tasks, mask)
+        elif held_out is None:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            result = fit(train, s=int(ranks[i]), **fit_options)
+        n_unconverged[i] += result.status == "max_iter"
+        task_of_row, X, y = held_out
+        Theta = result.Theta if heads == "fitted" else posterior_heads(result, train) @ result.B
+        prediction = np.einsum("nd,nd->n", X, Theta[task_of_row])
+        fold_mse[i, fold] = np.mean((y - prediction) ** 2)
+    used = ~np.isnan(fold_mse[0])
+    mean_mse = fold_mse[:, used].mean(axis=1)
+    std_mse = fold_mse[:, used].std(axis=1)
+    if n_unconverged.any():
+        warnings.warn(
+            f"select_rank: {int(n_unconverged.sum())} of {ranks.size * int(used.sum())} fits "
+            "stopped at max_iter; the scores are those of the unconverged fits. Increase "
+            "max_iter for a sharper comparison.",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    return RankSelection(
+        best_rank=int(ranks[np.argmin(mean_mse)]), ranks=ranks, mean_mse=mean_mse,
+        std_mse=std_mse, fold_mse=fold_mse, n_unconverged=n_unconverged,
+    )
+
+
+def _held_out_rows(tasks, mask):
+    """(task of each held-out row, its features, its targets)."""
+    task_of_row = np.repeat(np.arange(tasks.n_tasks), tasks.task_sizes)
+    return task_of_row[mask], tasks.X[mask], tasks.y[mask]

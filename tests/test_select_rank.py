@@ -1,0 +1,118 @@
+"""select_rank: the rank by held-out prediction error within tasks."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import metasp
+from metasp._select_rank import _sample_folds
+
+from conftest import ragged_tasks
+
+# Ranks above the truth converge slowly; the scores of capped fits are what is compared here.
+capped = pytest.mark.filterwarnings("ignore::metasp.ConvergenceWarning")
+FAST = {"max_iter": 200}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@capped
+def test_finds_the_true_rank_with_a_clear_gap(seed):
+    X, y, B, W = metasp.datasets.make_hps(T=80, m=16, d=12, s=3, sigma=0.1, random_state=seed)
+    selection = metasp.select_rank(X, y, ranks=range(1, 7), cv=4, random_state=seed,
+                                    **FAST)
+    assert selection.best_rank == 3
+    assert selection.ranks.tolist() == [1, 2, 3, 4, 5, 6]
+    assert selection.fold_mse.shape == (6, 4)
+    np.testing.assert_allclose(selection.mean_mse, selection.fold_mse.mean(axis=1))
+    # Too small a rank is far worse than the truth: the gap is clear.
+    assert selection.mean_mse[1] > 5 * selection.mean_mse[2]
+    assert [row["rank"] for row in selection.table()] == [1, 2, 3, 4, 5, 6]
+    assert "<- best" in str(selection).splitlines()[3]
+
+
+@capped
+def test_is_reproducible():
+    X, y, _, _ = metasp.datasets.make_hps(T=60, m=10, d=10, s=2, sigma=0.1, random_state=0)
+    first = metasp.select_rank(X, y, ranks=[1, 2, 3], cv=3, random_state=7, **FAST)
+    second = metasp.select_rank(X, y, ranks=[1, 2, 3], cv=3, random_state=7, **FAST)
+    np.testing.assert_array_equal(first.fold_mse, second.fold_mse)
+
+
+@capped
+@pytest.mark.parametrize("heads", ["posterior", "fitted"])
+def test_held_out_error_is_the_prediction_error_of_the_fit_on_the_other_samples(heads):
+    Xs, ys, _, _ = ragged_tasks(T=40, d=8, s=2, sizes=(6, 12))
+    tasks = metasp.Tasks.from_list(Xs, ys)
+    selection = metasp.select_rank(tasks, ranks=[2], cv=3, random_state=3, heads=heads, **FAST)
+    folds = _sample_folds(tasks, 3, np.random.default_rng(3))
+    rng = np.random.default_rng(3)
+    rng.random(tasks.n_samples)  # the fold draw
+    for fold in range(3):
+        held = folds == fold
+        train = tasks._take_rows(~held)
+        result = metasp.fit(train, s=2, random_state=rng, **FAST)
+        errors = []
+        for t in range(tasks.n_tasks):
+            rows = held[tasks.offsets[t]:tasks.offsets[t + 1]]
+            X, y = tasks[t][0][rows], tasks[t][1][rows]
+            w = result.W[t] if heads == "fitted" else result.adapt(*train[t])
+            errors.extend(y - result.predict(X, w))
+        assert selection.fold_mse[0, fold] == pytest.approx(np.mean(np.square(errors)))
+
+
+def test_folds_are_balanced_within_tasks_and_small_tasks_are_handled():
+    sizes = [1, 2, 3, 10, 11]
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    tasks = metasp.Tasks(np.ones((offsets[-1], 2)), np.zeros(offsets[-1]), offsets)
+    folds = _sample_folds(tasks, 5, np.random.default_rng(0))
+    per_task = np.split(folds, offsets[1:-1])
+    assert per_task[0].tolist() == [-1]  # a single sample is never held out
+    assert sorted(per_task[1].tolist()) == [0, 1]  # fewer samples than folds: one per fold
+    assert sorted(per_task[2].tolist()) == [0, 1, 2]
+    assert np.bincount(per_task[3]).tolist() == [2, 2, 2, 2, 2]
+    assert sorted(np.bincount(per_task[4]).tolist()) == [2, 2, 2, 2, 3]
+
+
+@capped
+def test_runs_with_tasks_smaller_than_the_number_of_folds():
+    Xs, ys, _, _ = ragged_tasks(T=80, d=6, s=2, sizes=(1, 12), seed=4)
+    selection = metasp.select_rank(Xs, ys, ranks=[1, 2, 3], cv=5, random_state=0, **FAST)
+    assert selection.best_rank == 2
+    assert np.isfinite(selection.fold_mse).all()
+
+
+def test_unconverged_fits_give_one_warning_with_a_count():
+    X, y, _, _ = metasp.datasets.make_hps(T=40, m=10, d=8, s=2, sigma=0.1, random_state=0)
+    with pytest.warns(metasp.ConvergenceWarning, match=r"6 of 6 fits stopped at max_iter") as w:
+        selection = metasp.select_rank(X, y, ranks=[1, 2], cv=3, random_state=0, max_iter=2)
+    assert len(w) == 1
+    assert selection.n_unconverged.tolist() == [3, 3]
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"ranks": []}, ValueError, "ranks is empty"),
+    ({"ranks": [0, 1]}, ValueError, r"1 <= s <= min\(T, d\)"),
+    ({"ranks": [11]}, ValueError, r"1 <= s <= min\(T, d\)"),
+    ({"ranks": [1.5]}, TypeError, "ranks must be an iterable of integers"),
+    ({"cv": 1}, ValueError, "cv must be at least 2"),
+    ({"cv": 2.0}, TypeError, "cv must be an integer"),
+    ({"s": 2}, TypeError, "ranks=..., not s="),
+    ({"heads": "ols"}, ValueError, "heads must be 'posterior' or 'fitted'"),
+])
+def test_rejects(kwargs, error, match):
+    X, y, _, _ = metasp.datasets.make_hps(T=20, m=6, d=10, s=2, random_state=0)
+    with pytest.raises(error, match=match):
+        metasp.select_rank(X, y, **kwargs)
+
+
+@capped
+def test_default_ranks_stop_at_the_number_of_features():
+    X, y, _, _ = metasp.datasets.make_hps(T=30, m=8, d=3, s=1, sigma=0.1, random_state=0)
+    selection = metasp.select_rank(X, y, cv=2, random_state=0, **FAST)
+    assert selection.ranks.tolist() == [1, 2, 3]
+
+
+def test_single_sample_tasks_cannot_be_scored():
+    with pytest.raises(ValueError, match="single sample"):
+        metasp.select_rank([np.ones((1, 3))] * 4, [np.ones(1)] * 4, ranks=[1])
