@@ -21,6 +21,8 @@ OSCILLATION_WINDOW = 20
 # near 1 (the Marchenko-Pastur edge): measured at most 1.25 for right-rank fits of make_hps data
 # (6 shapes x 5 seeds, sigma 0.1 to 2), 0.9 to 4.9 for fits of rank s - 1.
 RANK_SPIKE = 1.6
+# The rank check needs a fit this close to a stationary point (relative change).
+STATIONARY = 1e-6
 # A final loss below this fraction of the mean squared target is an exact fit: its residuals
 # are rounding, with nothing left to explain.
 EXACT_FIT = 1e-12
@@ -91,7 +93,11 @@ def diagnose(result: MetaSPResult, args, gradient: np.ndarray | None) -> list:
             f"step='auto', or lower s.",
         ))
     exact_fit = len(loss) and loss[-1] <= EXACT_FIT * np.mean(tasks.y**2)
-    if (gradient is not None and result.status in ("converged", "stalled")
+    # Only at a stationary point are the residual correlations noise when the rank is right
+    # (not after an early stop, e.g. by sin_tol).
+    change = np.asarray(result.history.get("rel_change", ()))
+    stationary = len(change) and change[-1] <= STATIONARY
+    if (gradient is not None and result.status in ("converged", "stalled") and stationary
             and min(T, d) > s and not exact_fit):
         spike = rank_spike(gradient, tasks.task_sizes, s)
         if spike > RANK_SPIKE:
