@@ -314,7 +314,7 @@ SolveResult run_start(const TasksView& tasks, Index s, const SolveOptions& optio
             if (out.rel_change.back() <= options.switch_tol ||
                 plateau(out.loss, options.switch_window, options.switch_tol * options.switch_tol))
                 break;
-        } else if (stalled(out.loss, out.rel_change, options.patience)) {
+        } else if (options.tol > 0 && stalled(out.loss, out.rel_change, options.patience)) {
             out.status = Status::stalled;
             break;
         }

@@ -214,7 +214,7 @@ def _run_start(args, kind, V0) -> dict:
             if (hist["rel_change"][-1] <= SWITCH_TOL
                     or _plateau(hist["loss"], SWITCH_WINDOW, SWITCH_TOL**2)):
                 break
-        elif _stalled(hist["loss"], hist["rel_change"], PATIENCE):
+        elif args.tol > 0 and _stalled(hist["loss"], hist["rel_change"], PATIENCE):
             status = "stalled"
             break
     n_iht = n_iter

@@ -49,8 +49,8 @@ struct SolveOptions {
     // iterations (a plateau: the basin is found).
     double switch_tol = 1e-2;
     int switch_window = 10;
-    // Without refine: "stalled" when neither the best loss nor the best relative change has
-    // improved for this many iterations.
+    // Without refine and with tol > 0: "stalled" when neither the best loss nor the best
+    // relative change has improved for this many iterations.
     int patience = 100;
     // A loss above divergence_factor times the loss at Theta = 0 counts as diverged.
     double divergence_factor = 1e8;
