@@ -241,3 +241,16 @@ def test_polish_rejects_a_missing_start():
     X, y, _, _ = metasp.datasets.make_hps(T=10, m=5, d=10, s=2, random_state=0)
     with pytest.raises(TypeError, match="starting subspace B is missing"):
         metasp.polish(X, y)
+
+
+def test_stall_rule():
+    """The "stalled" rule of the hard-thresholding phase (the C++ solver has the same)."""
+    from metasp.reference import _stalled
+
+    steady = list(0.9 ** np.arange(200.0))
+    assert not _stalled(steady, steady, patience=100)
+    flat_loss = [1.0] * 200
+    cycling_change = [0.1, 0.2] * 100
+    assert _stalled(flat_loss, cycling_change, patience=100)
+    # A noisy fit near convergence: the loss is flat to rounding, but the change still falls.
+    assert not _stalled(flat_loss, steady, patience=100)

@@ -184,10 +184,6 @@ def _run_start(args, kind, V0) -> dict:
                 if conjugate:
                     direction = G + beta * Pp if beta != 0 else G
             target = Theta + step * (direction if conjugate else G)
-        if conjugate and retry:
-            direction_valid = False
-        else:
-            direction_valid = True
         if not np.isfinite(np.sum(target**2)):
             status = "diverged"
             break
@@ -196,8 +192,8 @@ def _run_start(args, kind, V0) -> dict:
         norm = np.linalg.norm(new_Theta)
         change = np.linalg.norm(new_Theta - Theta)
         Theta, n_iter = new_Theta, k + 1
-        if conjugate and not direction_valid:
-            direction = None  # restart after a backtracking step
+        if retry:
+            direction = None  # the directions restart after a backtracking step
         hist["step"].append(step)
         hist["beta"].append(beta)
         hist["rel_change"].append(change / norm if norm > 0 else 0.0)
