@@ -7,6 +7,8 @@ shapes of ``accuracy_targets.py``, through the private binding (``switch_tol`` i
 option). Writes ``switch_tol.csv``. Run from the repository root::
 
     OMP_NUM_THREADS=2 python benchmarks/switch_tol.py --out results/accuracy
+    OMP_NUM_THREADS=2 python benchmarks/switch_tol.py --out results/accuracy \
+        --first-seed 100 --name switch_tol_seeds100.csv
 """
 
 from __future__ import annotations
@@ -39,12 +41,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="results/accuracy")
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=1000, help="data seeds start here")
+    parser.add_argument("--name", default="switch_tol.csv", help="output file name")
     args = parser.parse_args(argv)
     lines = []
     for shape in NOISELESS + NOISY:
         results = {tol: [] for tol in SWITCH_TOLS}
         for seed in range(args.seeds):
-            X, y, B, _ = metasp.datasets.make_hps(random_state=1000 + seed, **shape)
+            X, y, B, _ = metasp.datasets.make_hps(random_state=args.first_seed + seed, **shape)
             tasks = metasp.Tasks.from_array(X, y)
             # Worse than the oracle beyond rounding (noiseless losses end near 1e-30).
             oracle = quiet(metasp.polish, tasks, B=B, max_iter=1000).history["loss"][-1]
@@ -55,7 +59,7 @@ def main(argv=None):
                                      out["n_iter"]))
         for tol, rows in results.items():
             sins, worse, iters = (np.array(column) for column in zip(*rows))
-            line = dict(shape, switch_tol=tol, seeds=args.seeds,
+            line = dict(shape, switch_tol=tol, seeds=args.seeds, first_seed=args.first_seed,
                         exact_recoveries=int(np.sum(sins < EXACT)), median_sin=float(np.median(sins)),
                         worse_minimum=int(worse.sum()), median_iter=int(np.median(iters)),
                         max_iter=int(iters.max()))
@@ -63,7 +67,7 @@ def main(argv=None):
             print(line, flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "switch_tol.csv", lines)
+    write_csv(out / args.name, lines)
 
 
 if __name__ == "__main__":
