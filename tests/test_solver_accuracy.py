@@ -254,3 +254,16 @@ def test_stall_rule():
     assert _stalled(flat_loss, cycling_change, patience=100)
     # A noisy fit near convergence: the loss is flat to rounding, but the change still falls.
     assert not _stalled(flat_loss, steady, patience=100)
+
+
+def test_large_subspaces_polish_after_hard_thresholding_converges():
+    """Beyond dense normal equations the polish is slow ALS: hard thresholding goes further."""
+    X, y, B, _ = metasp.datasets.make_hps(T=60, m=30, d=70, s=3, sigma=0.05, random_state=0)
+    small = dict(accel="cg", refine="als", random_state=0)
+    dense = metasp.fit(X, y, 3, **small)
+    tasks = metasp.Tasks.from_array(X, y)
+    out = _core.solve(tasks.X, tasks.y, tasks.offsets, 3, True, 1.0, 1000, 1e-10, 1, 0, None,
+                      1e8, 1e-12, 300, conjugate=True, refine=True, max_dense=100)
+    assert out["n_iht_iter"] > np.sum(dense.history["phase"] == "iht")
+    assert out["status"] == dense.status == "converged"
+    assert sin_angle(out["B"], dense.B) < 1e-8

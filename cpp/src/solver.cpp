@@ -36,6 +36,8 @@ double sin_angle(const Matrix& V, const RowMatrix& B) {
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+// Factor on switch_tol when the polish has no Newton step (see run_start).
+constexpr double kSlowPolishSwitch = 1e-6;
 // Consecutive step halvings of CGIHT's backtracking before the loss counts as diverging.
 constexpr int kMaxRetries = 40;
 
@@ -226,6 +228,11 @@ SolveResult run_start(const TasksView& tasks, Index s, const SolveOptions& optio
     double accepted_loss = 0;
     int retries = 0;
     const int iht_budget = options.refine ? std::max(1, options.max_iter / 2) : options.max_iter;
+    // Without the Newton step (d * s too large for dense normal equations) the polish is plain
+    // alternating least squares, which converges slowly: hard thresholding then runs much
+    // longer before handing over.
+    const bool newton_polish = d * s <= options.basis.max_dense;
+    const double switch_tol = newton_polish ? options.switch_tol : kSlowPolishSwitch * options.switch_tol;
     for (int k = 0; k < iht_budget; ++k) {
         const bool cg_step = conjugate && have_direction && have_subspace;
         // Normalized IHT: the step is an exact line search along the gradient projected on
@@ -311,8 +318,8 @@ SolveResult run_start(const TasksView& tasks, Index s, const SolveOptions& optio
             break;
         }
         if (options.refine) {
-            if (out.rel_change.back() <= options.switch_tol ||
-                plateau(out.loss, options.switch_window, options.switch_tol * options.switch_tol))
+            if (out.rel_change.back() <= switch_tol ||
+                plateau(out.loss, options.switch_window, switch_tol * switch_tol))
                 break;
         } else if (options.tol > 0 && stalled(out.loss, out.rel_change, options.patience)) {
             out.status = Status::stalled;

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _core
 from ._result import MetaSPResult, warn_about_status
 from ._tasks import Tasks
 from ._validation import DIVERGENCE_FACTOR, VANISHING_PROJECTION, check_fit_arguments
@@ -99,6 +100,7 @@ def fit(
 
 # Switch to the polish (the C++ SolveOptions defaults), "stalled" patience, CGIHT constants.
 SWITCH_TOL, SWITCH_WINDOW, PATIENCE = 1e-2, 10, 100
+SLOW_POLISH_SWITCH = 1e-6
 MAX_CONJUGACY, MAX_RETRIES = 2.0, 40
 
 
@@ -140,6 +142,8 @@ def _run_start(args, kind, V0) -> dict:
     accepted = None  # CGIHT backtracking: (Theta, svd, loss) of the last accepted iterate
     retries = 0
     iht_budget = max(1, args.max_iter // 2) if args.refine else args.max_iter
+    # Without the Newton step (d * s beyond dense normal equations) the polish is slow ALS.
+    switch_tol = SWITCH_TOL * (1.0 if d * s <= _core.MAX_DENSE_NORMAL else SLOW_POLISH_SWITCH)
     for k in range(iht_budget):
         G, task_loss, _, _ = gradient(tasks, Theta)
         loss = task_loss.mean()
@@ -207,8 +211,8 @@ def _run_start(args, kind, V0) -> dict:
             status = "converged"
             break
         if args.refine:
-            if (hist["rel_change"][-1] <= SWITCH_TOL
-                    or _plateau(hist["loss"], SWITCH_WINDOW, SWITCH_TOL**2)):
+            if (hist["rel_change"][-1] <= switch_tol
+                    or _plateau(hist["loss"], SWITCH_WINDOW, switch_tol**2)):
                 break
         elif args.tol > 0 and _stalled(hist["loss"], hist["rel_change"], PATIENCE):
             status = "stalled"
