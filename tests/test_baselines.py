@@ -5,6 +5,8 @@ import pytest
 
 import metasp
 from metasp import ConvergenceWarning, baselines
+from metasp.baselines._anil import _anil_meta_gradient, _split_tasks
+from metasp.baselines._common import _without_targets
 from metasp.metrics import sin_angle
 
 from conftest import ragged_tasks
@@ -101,24 +103,23 @@ def test_oracle_returns_the_truth(easy):
 def test_anil_meta_gradient_matches_finite_differences():
     X, y, _, _ = metasp.datasets.make_hps(T=6, m=8, d=5, s=2, sigma=0.1, random_state=2)
     tasks = metasp.Tasks.from_array(X, y)
-    support, query = baselines._split_tasks(tasks, 0.5)
-    without_y = baselines._without_targets(support)
+    support, query = _split_tasks(tasks, 0.5)
+    without_y = _without_targets(support)
     B = np.random.default_rng(0).standard_normal((2, 5))
     for order, steps in ((2, 1), (2, 3)):
-        _, grad = baselines._anil_meta_gradient(support, without_y, query, B, 0.2, steps, order,
-                                                None)
+        _, grad = _anil_meta_gradient(support, without_y, query, B, 0.2, steps, order, None)
         numeric = np.zeros_like(B)
         for index in np.ndindex(B.shape):
             shift = np.zeros_like(B)
             shift[index] = 1e-6
-            up = baselines._anil_meta_gradient(support, without_y, query, B + shift, 0.2, steps,
-                                               order, None)[0]
-            down = baselines._anil_meta_gradient(support, without_y, query, B - shift, 0.2,
-                                                 steps, order, None)[0]
+            up = _anil_meta_gradient(support, without_y, query, B + shift, 0.2, steps, order,
+                                     None)[0]
+            down = _anil_meta_gradient(support, without_y, query, B - shift, 0.2, steps, order,
+                                       None)[0]
             numeric[index] = (up - down) / 2e-6
         np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)
     # First order drops the terms through the heads: it differs from the exact gradient.
-    first = baselines._anil_meta_gradient(support, without_y, query, B, 0.2, 3, 1, None)[1]
+    first = _anil_meta_gradient(support, without_y, query, B, 0.2, 3, 1, None)[1]
     assert np.linalg.norm(first - grad) > 1e-3 * np.linalg.norm(grad)
 
 

@@ -46,10 +46,13 @@ def test_shared_subspace_wins_with_few_shots(shared_tasks):
 
 
 def test_same_seed_same_table_and_splits_independent_of_the_methods(shared_tasks):
-    first = few_shot(["pooled", "metasp"], shared_tasks, shots=(4,), n_repeats=2, rank=2,
-                     random_state=3)
-    second = few_shot(["pooled"], shared_tasks, shots=(4,), n_repeats=2, rank=2, random_state=3)
-    assert first[0]["mse"] == second[0]["mse"]
+    first = few_shot(["pooled", "metasp", "ridge_tuned"], shared_tasks, shots=(4,), n_repeats=2,
+                     rank=2, random_state=3)
+    second = few_shot(["ridge_tuned", "pooled"], shared_tasks, shots=(4,), n_repeats=2, rank=2,
+                      random_state=3)
+    assert first[0]["mse"] == second[1]["mse"]
+    assert first[2]["mse"] == second[0]["mse"]  # its own draws do not depend on the others'
+    second = second[1:]
     third = few_shot(["pooled"], shared_tasks, shots=(4,), n_repeats=2, rank=2, random_state=4)
     assert third[0]["mse"] != second[0]["mse"]
 

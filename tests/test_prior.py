@@ -135,3 +135,49 @@ def test_noiseless_data_gives_a_tiny_positive_noise_variance(noiseless):
     X, y, B, W = noiseless
     result = metasp.fit(X, y, 3, random_state=0)
     assert 0 < result.noise_variance < 1e-10
+
+
+def test_prior_depends_on_the_subspace_not_on_its_basis_or_on_W(fitted):
+    result, _ = fitted
+    X, y, *_ = random_effects_tasks()
+    rotation = np.linalg.qr(np.random.default_rng(9).standard_normal((2, 2)))[0]
+    other = MetaSPResult(B=rotation @ result.B, W=np.zeros_like(result.W), Theta=result.Theta,
+                         singular_values=result.singular_values, n_iter=0, status="converged")
+    other.fit_prior(X, y, tol=1e-10, max_iter=3000)
+    result = MetaSPResult(B=result.B, W=result.W, Theta=result.Theta,
+                          singular_values=result.singular_values, n_iter=0,
+                          status="converged").fit_prior(X, y, tol=1e-10, max_iter=3000)
+    np.testing.assert_allclose(other.noise_variance, result.noise_variance, rtol=1e-6)
+    np.testing.assert_allclose(other.head_mean, rotation @ result.head_mean, atol=1e-6)
+    np.testing.assert_allclose(other.head_cov, rotation @ result.head_cov @ rotation.T,
+                               atol=1e-6)
+    X_new, y_new = X[0, :2], y[0, :2]
+    np.testing.assert_allclose(other.predict(X[0], other.adapt(X_new, y_new)),
+                               result.predict(X[0], result.adapt(X_new, y_new)), atol=1e-6)
+
+
+def test_the_prior_maximises_the_marginal_likelihood(fitted):
+    from metasp._result import _em_step, _task_sufficient_statistics
+
+    result, _ = fitted
+    X, y, *_ = random_effects_tasks()
+    tasks = metasp.Tasks.from_array(X, y)
+    statistics = _task_sufficient_statistics(tasks, result.B)
+
+    def log_likelihood(mean, cov, noise):
+        return _em_step((mean, cov, noise), statistics, tasks.n_samples, 0.0, 10**6)[1]
+
+    best = log_likelihood(result.head_mean, result.head_cov, result.noise_variance)
+    rng = np.random.default_rng(10)
+    for _ in range(10):
+        bump = 0.02 * rng.standard_normal((2, 2))
+        assert log_likelihood(result.head_mean + 0.02 * rng.standard_normal(2),
+                              result.head_cov + bump @ bump.T,
+                              result.noise_variance * (1 + 0.02 * rng.standard_normal())) < best
+    # and the log-likelihood agrees with the direct Gaussian density of one task's targets
+    Z = X @ result.B.T
+    V = result.noise_variance * np.eye(12)[None] + Z @ result.head_cov @ Z.transpose(0, 2, 1)
+    r = y - Z @ result.head_mean
+    direct = -0.5 * sum(np.linalg.slogdet(V[t])[1] + r[t] @ np.linalg.solve(V[t], r[t])
+                        for t in range(len(y)))
+    assert best == pytest.approx(direct, rel=1e-10)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import metasp
-from metasp._select_rank import _sample_folds
+from metasp._select_rank import _choose, _sample_folds
 
 from conftest import ragged_tasks
 
@@ -99,6 +99,7 @@ def test_unconverged_fits_give_one_warning_with_a_count():
     ({"cv": 2.0}, TypeError, "cv must be an integer"),
     ({"s": 2}, TypeError, "ranks=..., not s="),
     ({"heads": "ols"}, ValueError, "heads must be 'posterior' or 'fitted'"),
+    ({"rule": "2se"}, ValueError, "rule must be 'min' or '1se'"),
 ])
 def test_rejects(kwargs, error, match):
     X, y, _, _ = metasp.datasets.make_hps(T=20, m=6, d=10, s=2, random_state=0)
@@ -116,3 +117,21 @@ def test_default_ranks_stop_at_the_number_of_features():
 def test_single_sample_tasks_cannot_be_scored():
     with pytest.raises(ValueError, match="single sample"):
         metasp.select_rank([np.ones((1, 3))] * 4, [np.ones(1)] * 4, ranks=[1])
+
+
+def test_one_standard_error_rule_takes_the_smallest_rank_close_to_the_best():
+    ranks = np.array([1, 2, 3, 4, 5])
+    mean = np.array([2.0, 0.5, 0.30, 0.29, 0.28])
+    se = np.full(5, 0.015)
+    assert _choose(ranks, mean, se, "min") == 5
+    assert _choose(ranks, mean, se, "1se") == 4
+    assert _choose(ranks, mean, np.full(5, 0.03), "1se") == 3
+    assert _choose(ranks[::-1], mean[::-1], se, "1se") == 4  # order of candidates is irrelevant
+
+
+@capped
+def test_one_standard_error_rule_finds_the_true_rank():
+    X, y, _, _ = metasp.datasets.make_hps(T=80, m=16, d=12, s=3, sigma=0.1, random_state=5)
+    selection = metasp.select_rank(X, y, ranks=range(1, 7), cv=4, random_state=5, rule="1se",
+                                   **FAST)
+    assert selection.best_rank == 3

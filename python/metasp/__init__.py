@@ -3,7 +3,7 @@
 Meta Subspace Pursuit (arXiv:2409.02708) with a C++ core. Start with :func:`fit`.
 """
 
-from . import baselines, datasets, experiments, kernels, metrics, reference
+from . import baselines, datasets, evaluate, experiments, kernels, metrics, reference
 from ._io import load
 from ._result import (ConvergenceWarning, Diagnostic, DiagnosticWarning, DivergenceWarning,
                       MetaSPResult)
@@ -24,6 +24,7 @@ __all__ = [
     "Tasks",
     "baselines",
     "datasets",
+    "evaluate",
     "experiments",
     "fit",
     "kernels",

@@ -37,6 +37,9 @@ def add_demo_command(commands):
                         help="largest rank tried by select_rank (default: 10 = d)")
     parser.add_argument("--cv", type=int, default=3,
                         help="folds within days for select_rank (default: 3)")
+    parser.add_argument("--rank-rule", choices=("min", "1se"), default="min",
+                        help="select_rank's rule: lowest score, or smallest rank within one "
+                             "standard error of it (default: min)")
     parser.add_argument("--max-iter", type=int, default=300,
                         help="solver iteration cap (default: 300)")
     parser.add_argument("--baselines", choices=("none", "fast", "all"), default="fast",
@@ -69,7 +72,7 @@ def run_demo(args, parser):
         methods[1:1] = [name for name in available if name in FAST_BASELINES]
     fit_options = {"max_iter": args.max_iter}
     select_options = {"ranks": range(1, min(args.max_rank, tasks.n_features) + 1),
-                      "cv": args.cv}
+                      "cv": args.cv, "rule": args.rank_rule}
     print(f"\nFew-shot comparison: {args.repeats} random splits, {args.test_fraction:.0%} of "
           f"the days held out; rank chosen by select_rank (ranks 1..{args.max_rank}, "
           f"{args.cv} folds within days) on each split's training days; k = "
@@ -86,7 +89,7 @@ def run_demo(args, parser):
     print("few-shot MSE of log(1 + PM2.5) on held-out days (mean +- sd over splits; * = "
           "lowest):")
     print(evaluate.format_table(table))
-    _print_verdict(table, args.shots)
+    _print_verdict(table, args.shots, tasks.n_features)
     if args.csv:
         _write_csv(table, args.csv)
         print(f"table written to {args.csv}")
@@ -96,17 +99,28 @@ def run_demo(args, parser):
     return 0
 
 
-def _print_verdict(table, shots):
+def _print_verdict(table, shots, n_features):
     cell = {(row["method"], row["shots"]): row for row in table}
+    ranks = table[0]["ranks"]
+    if all(rank == n_features for rank in ranks):
+        print(f"note: the chosen rank is d = {n_features} in every split, so the 'subspace' is "
+              "the whole feature space and every subspace method (metasp and the baselines) "
+              "fits the same model; the gain over ridge and pooled models comes from the "
+              "empirical head prior.")
     for k in shots:
+        ours = cell["metasp", k]
         others = [row for row in table if row["shots"] == k and row["method"] != "metasp"]
         best = min(others, key=lambda row: row["mean_mse"])
-        ours = cell["metasp", k]
         margin = best["mean_mse"] - ours["mean_mse"]
         spread = max(ours["std_mse"], best["std_mse"])
-        verdict = ("metasp lowest, margin above the spread" if margin > spread else
-                   "metasp lowest, margin within the spread" if margin > 0 else
-                   f"metasp not lowest ({best['method']} is)")
+        if abs(margin) <= 1e-3 * ours["mean_mse"]:
+            verdict = f"tie with {best['method']}"
+        elif margin > spread:
+            verdict = "metasp lowest, margin above the spread"
+        elif margin > 0:
+            verdict = "metasp lowest, margin within the spread"
+        else:
+            verdict = f"metasp not lowest ({best['method']} is)"
         print(f"k = {k}: metasp {ours['mean_mse']:.4f}, best other {best['method']} "
               f"{best['mean_mse']:.4f}: {verdict} (margin {margin:+.4f}, spread {spread:.4f})")
 

@@ -194,10 +194,12 @@ class MetaSPResult:
         With the subspace ``B`` fixed, the training tasks are modelled as
         :math:`w_t \sim N(\mu, \Sigma)`, :math:`y_t = X_t B^\top w_t + \varepsilon_t`,
         :math:`\varepsilon_t \sim N(0, \sigma^2 I)`, and :math:`(\mu, \Sigma, \sigma^2)` are
-        estimated by maximum marginal likelihood (EM, started from the mean and covariance of
-        the rows of ``W`` and the variance of their training residuals). Unlike the raw
-        covariance of ``W``, this removes the estimation noise of each training head from
-        :math:`\Sigma`, so that new heads are shrunk as much as the data warrant.
+        estimated by maximum marginal likelihood: EM accelerated by SQUAREM, started from
+        per-task least squares in the subspace. Unlike the raw covariance of ``W``, this
+        removes the estimation noise of each training head from :math:`\Sigma`, so that new
+        heads are shrunk as much as the data warrant. The prior depends on ``B`` and the data
+        only, not on ``W``, so results of different solvers with the same subspace get the same
+        prior.
         :func:`metasp.fit` calls it itself; call it on results from other solvers (for example
         ``metasp.baselines``).
 
@@ -208,9 +210,10 @@ class MetaSPResult:
         ys : list of array_like, array_like (T, m), or None
             Their targets; ``None`` when ``Xs`` is a :class:`metasp.Tasks`.
         max_iter : int, default 100
-            Maximum EM iterations.
+            Maximum number of EM steps (each accelerated iteration takes three).
         tol : float, default 1e-5
-            Stop when the relative change of the parameters falls below ``tol``.
+            Stop when the relative change of the parameters over an accelerated iteration
+            falls below ``tol``.
 
         Returns
         -------
@@ -225,7 +228,7 @@ class MetaSPResult:
             raise ValueError(f"the result has heads for {self.W.shape[0]} tasks but "
                              f"{tasks.n_tasks} tasks were given: pass the training tasks")
         self.head_mean, self.head_cov, self.noise_variance = _fit_head_prior(
-            tasks, self.B, self.W, max_iter, tol)
+            tasks, self.B, max_iter, tol)
         return self
 
     def predict(self, X, w) -> np.ndarray:
@@ -311,45 +314,99 @@ def posterior_heads(result, tasks) -> np.ndarray:
     return np.linalg.solve(gram + precision, rhs[..., None])[..., 0]
 
 
-def _fit_head_prior(tasks, B, W, max_iter, tol):
-    """EM for the Gaussian random-effects model of the heads; returns (mean, cov, noise var)."""
-    gram, cross, squares = _task_sufficient_statistics(tasks, B)
-    T, s = W.shape
+def _em_step(params, statistics, n, floor, block):
+    """One EM step from ``params = (mean, cov, noise)``; returns (new params, log-likelihood of
+    ``params``), the log marginal likelihood up to its constant."""
+    gram, cross, squares = statistics
+    mean, cov, noise = params
+    T, s = cross.shape
+    cov_inv = np.linalg.inv(cov)
+    shift = cov_inv @ mean
+    sum_mean, sum_outer, sum_cov = np.zeros(s), np.zeros((s, s)), np.zeros((s, s))
+    sum_residual = log_det = quadratic = 0.0
+    for first in range(0, T, block):
+        part = slice(first, first + block)
+        precision = gram[part] / noise
+        precision += cov_inv
+        posterior_cov = np.linalg.inv(precision)
+        rhs = cross[part] / noise + shift
+        posterior_mean = np.einsum("tsr,tr->ts", posterior_cov, rhs)
+        sum_mean += posterior_mean.sum(axis=0)
+        sum_outer += posterior_mean.T @ posterior_mean
+        sum_cov += posterior_cov.sum(axis=0)
+        sum_residual += float(
+            _residual_sums(posterior_mean, gram[part], cross[part], squares[part]).sum()
+            + np.einsum("tsr,tsr->", gram[part], posterior_cov))
+        log_det += float(np.linalg.slogdet(precision)[1].sum())
+        quadratic += float(squares[part].sum() / noise - np.einsum("ts,ts->", rhs,
+                                                                    posterior_mean))
+    # y_t ~ N(Z_t mu, noise I + Z_t Sigma Z_t^T): determinant lemma and completed square.
+    log_likelihood = -0.5 * (quadratic + T * float(mean @ shift) + n * np.log(noise)
+                             + T * float(np.linalg.slogdet(cov)[1]) + log_det)
+    new_mean = sum_mean / T
+    new_cov = (sum_outer + sum_cov) / T - np.outer(new_mean, new_mean)
+    new_cov = (new_cov + new_cov.T) / 2 + floor * np.eye(s)
+    new_noise = max(sum_residual / n, floor)
+    return (new_mean, new_cov, new_noise), log_likelihood
+
+
+def _pack(params):
+    mean, cov, noise = params
+    return np.concatenate([mean, cov.ravel(), [noise]])
+
+
+def _unpack(vector, s):
+    cov = vector[s:s + s * s].reshape(s, s)
+    return vector[:s], (cov + cov.T) / 2, float(vector[-1])
+
+
+def _valid(params, floor):
+    _, cov, noise = params
+    return noise >= floor and np.linalg.eigvalsh(cov)[0] >= floor
+
+
+def _fit_head_prior(tasks, B, max_iter, tol):
+    """Maximum marginal likelihood (mean, cov, noise variance) of the Gaussian random-effects
+    model of the heads in the subspace ``B``: EM accelerated by SQUAREM (Varadhan and Roland,
+    2008), started from per-task least squares in the subspace."""
+    statistics = _task_sufficient_statistics(tasks, B)
+    gram, cross, squares = statistics
+    T, s = cross.shape
     n = tasks.n_samples
     scale = max(float(squares.sum()) / n, np.finfo(float).tiny)
     floor = 1e-12 * scale  # keeps the variances invertible on noiseless data
-    noise = max(float(_residual_sums(W, gram, cross, squares).sum()) / n, floor)
-    mean = W.mean(axis=0)
-    cov = np.atleast_2d(np.cov(W.T, bias=True)) if T > 1 else np.eye(s) * scale
     eye = np.eye(s)
+    # Start: per-task least squares (minimum norm when a task has fewer than s samples).
+    jitter = 1e-10 * np.trace(gram, axis1=1, axis2=2)[:, None, None] / s + floor
+    heads = np.linalg.solve(gram + jitter * eye, cross[..., None])[..., 0]
+    noise = max(float(_residual_sums(heads, gram, cross, squares).sum()) / n, floor)
+    cov = (np.atleast_2d(np.cov(heads.T, bias=True)) if T > 1 else scale * eye) + floor * eye
+    params = (heads.mean(axis=0), cov, noise)
     # The E-step runs over blocks of tasks so that its temporaries stay small.
-    block = max(1, 2**13 // (s * s))
-    for _ in range(max_iter):
-        cov_inv = np.linalg.inv(cov + floor * eye)
-        shift = cov_inv @ mean
-        sum_mean, sum_outer, sum_cov, sum_residual = np.zeros(s), np.zeros((s, s)), 0.0, 0.0
-        for first in range(0, T, block):
-            part = slice(first, first + block)
-            precision = gram[part] / noise
-            precision += cov_inv
-            posterior_cov = np.linalg.inv(precision)
-            posterior_mean = np.einsum("tsr,tr->ts", posterior_cov, cross[part] / noise + shift)
-            sum_mean += posterior_mean.sum(axis=0)
-            sum_outer += posterior_mean.T @ posterior_mean
-            sum_cov = sum_cov + posterior_cov.sum(axis=0)
-            sum_residual += float(
-                _residual_sums(posterior_mean, gram[part], cross[part], squares[part]).sum()
-                + np.einsum("tsr,tsr->", gram[part], posterior_cov))
-        new_mean = sum_mean / T
-        new_cov = (sum_outer + sum_cov) / T - np.outer(new_mean, new_mean)
-        new_noise = max(sum_residual / n, floor)
-        change = max(np.linalg.norm(new_mean - mean) / max(np.linalg.norm(new_mean), floor),
-                     np.linalg.norm(new_cov - cov) / max(np.linalg.norm(new_cov), floor),
-                     abs(new_noise - noise) / new_noise)
-        mean, cov, noise = new_mean, new_cov, new_noise
+    block = max(1, 2**14 // (s * s))
+
+    def step(params):
+        return _em_step(params, statistics, n, floor, block)
+
+    for _ in range(max(1, max_iter // 3)):
+        first, _ = step(params)
+        second, first_likelihood = step(first)
+        x0, x1, x2 = _pack(params), _pack(first), _pack(second)
+        r, v = x1 - x0, x2 - 2 * x1 + x0
+        candidate = second
+        if np.linalg.norm(v) > 0:
+            alpha = -max(1.0, np.linalg.norm(r) / np.linalg.norm(v))
+            extrapolated = _unpack(x0 - 2 * alpha * r + alpha**2 * v, s)
+            if _valid(extrapolated, floor):
+                stabilised, extrapolated_likelihood = step(extrapolated)
+                if extrapolated_likelihood >= first_likelihood:  # else plain EM: monotone
+                    candidate = stabilised
+        change = np.linalg.norm(_pack(candidate) - x0) / max(np.linalg.norm(_pack(candidate)),
+                                                             floor)
+        params = candidate
         if change < tol:
             break
-    return mean, cov + floor * eye, noise
+    return params
 
 
 def warn_about_status(result: MetaSPResult, adaptive: bool, step: float, tol: float) -> None:

@@ -24,7 +24,8 @@ class RankSelection:
     Attributes
     ----------
     best_rank : int
-        The rank with the lowest mean held-out MSE.
+        The chosen rank: the lowest mean held-out MSE (``rule="min"``), or the smallest rank
+        within one standard error of it (``rule="1se"``).
     ranks : ndarray of int, shape (n_ranks,)
         The candidate ranks, in the order given.
     mean_mse, std_mse : ndarray of shape (n_ranks,)
@@ -68,7 +69,7 @@ def _sample_folds(tasks, cv: int, rng) -> np.ndarray:
 
 
 def select_rank(Xs, ys=None, ranks=DEFAULT_RANKS, cv=5, random_state=None, *,
-                heads="posterior", verbose=False, **fit_options):
+                heads="posterior", rule="min", verbose=False, **fit_options):
     r"""Choose the rank s by held-out prediction error, holding out samples within tasks.
 
     The samples of every task are split at random into ``cv`` folds. For each fold and each
@@ -107,6 +108,10 @@ def select_rank(Xs, ys=None, ranks=DEFAULT_RANKS, cv=5, random_state=None, *,
     heads : {"posterior", "fitted"}, default "posterior"
         How the held-out samples of a task are predicted: with the posterior-mean head under
         the fitted head prior, or with the task's row of ``W``.
+    rule : {"min", "1se"}, default "min"
+        ``"min"``: the rank with the lowest mean score. ``"1se"``: the smallest rank whose mean
+        score is within one standard error (fold standard deviation / sqrt(folds)) of the
+        lowest: a lower-dimensional subspace when the scores flatten out.
     verbose : bool, default False
         Show a progress bar over the ``len(ranks) * cv`` fits.
     **fit_options
@@ -146,6 +151,8 @@ def select_rank(Xs, ys=None, ranks=DEFAULT_RANKS, cv=5, random_state=None, *,
         raise TypeError(f"cv must be an integer; got {type(cv).__name__}")
     if cv < 2:
         raise ValueError(f"cv must be at least 2; got {cv}")
+    if rule not in ("min", "1se"):
+        raise ValueError(f"rule must be 'min' or '1se'; got {rule!r}")
     if heads not in ("posterior", "fitted"):
         raise ValueError(f"heads must be 'posterior' or 'fitted'; got {heads!r}")
     if "s" in fit_options:
@@ -188,9 +195,18 @@ def select_rank(Xs, ys=None, ranks=DEFAULT_RANKS, cv=5, random_state=None, *,
             stacklevel=2,
         )
     return RankSelection(
-        best_rank=int(ranks[np.argmin(mean_mse)]), ranks=ranks, mean_mse=mean_mse,
+        best_rank=_choose(ranks, mean_mse, std_mse / np.sqrt(used.sum()), rule),
+        ranks=ranks, mean_mse=mean_mse,
         std_mse=std_mse, fold_mse=fold_mse, n_unconverged=n_unconverged,
     )
+
+
+def _choose(ranks, mean_mse, standard_error, rule):
+    best = int(np.argmin(mean_mse))
+    if rule == "min":
+        return int(ranks[best])
+    within = mean_mse <= mean_mse[best] + standard_error[best]
+    return int(ranks[within].min())
 
 
 def _held_out_rows(tasks, mask):

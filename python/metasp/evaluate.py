@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
+import zlib
 
 import numpy as np
 
@@ -344,8 +345,11 @@ def few_shot(methods, tasks, shots=(3, 5, 8), n_repeats=5, test_fraction=0.2,
                                           **fit_options).best_rank
         ranks_used.append(repeat_rank)
         splits = {k: test.split_samples(k, random_state=split_rng) for k in shots}
+        method_entropy = int(rng.integers(2**63))
         for name, method in methods.items():
-            predict = method(train, repeat_rank, np.random.default_rng(rng.integers(2**63)))
+            # Seeded by name: a method's draws do not depend on which other methods run.
+            method_rng = np.random.default_rng([method_entropy, zlib.crc32(name.encode())])
+            predict = method(train, repeat_rank, method_rng)
             for k, (support, query) in splits.items():
                 scores[name, k].append(float(np.mean((query.y - predict(support, query)) ** 2)))
     rows = [{"method": name, "shots": k, "mean_mse": float(np.mean(values)),

@@ -1,4 +1,4 @@
-"""The paper's experiments and the literature's standard grid, reproducible from one command.
+r"""The paper's experiments and the literature's standard grid, reproducible from one command.
 
 Each experiment simulates tasks from the hard-parameter-sharing model, runs the methods of
 :mod:`metasp.baselines` and :func:`metasp.fit` on them, and writes one CSV row per run (and a
@@ -8,7 +8,11 @@ PNG plot when matplotlib is installed)::
     python -m metasp experiment error_vs_T --quick --out results
 
 or, from Python, :func:`run`. ``quick=True`` runs a small version in a few seconds (a smoke
-test); the full versions of all experiments together take about 20 minutes on 2 cores.
+test); the full versions of all experiments together take about 15 minutes on 2 cores.
+
+On a machine shared with other work, set ``OMP_WAIT_POLICY=passive`` and
+``OPENBLAS_NUM_THREADS=1``: busy-waiting OpenMP and OpenBLAS threads that compete for cores
+made single C++ kernel passes 10-20 times and small NumPy calls up to 100 times slower there.
 
 Columns of the method experiments: ``experiment, method, T, m, d, s, s_fit, sigma, features,
 diversity, seed, sin_angle, frobenius_error, fewshot_mse, wall_time, n_iter, status,
@@ -16,8 +20,21 @@ warnings``. ``sin_angle`` compares the estimated and true subspaces (when ``s_fi
 ``s``, the smaller one against the larger: is it contained in it); ``fewshot_mse`` is the mean
 squared prediction error on noisy held-out samples of new tasks whose heads were fitted on
 ``2 s`` samples each (so its floor is ``sigma**2``); ``wall_time`` is the seconds the method
-took, excluding the evaluation. The ``rip`` experiment has its own columns (see
-:data:`EXPERIMENTS`).
+took, excluding the evaluation.
+
+The ``rip`` experiment has the columns ``experiment, direction, T, m, d, rank, seed, trials,
+delta, wall_time``: ``delta`` is :math:`\max |\,\|\mathcal A(\Theta)\|^2 /
+\|\Theta\|_F^2 - 1|` for the task operator :math:`\mathcal A(\Theta)_t = X_t \theta_t /
+\sqrt{m}`, over ``trials`` random rank-``rank`` directions spread over all tasks
+(``random_rank_r``, a lower bound on the restricted-isometry constant), or exactly over the
+rank-one directions inside a single task (``one_task``; it is 1 whenever m < d).
+
+Unless an experiment varies it: d = 100, s = 5, T = 800, m = 25, sigma = 0.5, standard normal
+features and heads (``diversity`` is the condition number of the head covariance, 1 = isotropic).
+Every method runs with its defaults, except for iteration caps on the d = 100 grids (ANIL 300
+outer steps, AltMin 100, AltMinGD 300, Burer-Monteiro 300, trace norm 200 FISTA steps; runs
+that hit them say ``max_iter``), the trace-norm weight from the true sigma, and ANIL only up to
+T = 1600 in ``error_vs_T``.
 """
 
 from __future__ import annotations
@@ -176,18 +193,21 @@ def _settings(grid: list[dict]) -> list[dict]:
     return settings
 
 
-def _run_methods(name, grid, methods, seeds, show, options=None) -> list[dict]:
-    """Every method on every (setting, seed); ``methods`` may depend on the setting."""
+def _run_methods(name, grid, methods, seeds, show, options=None):
+    """Every method on every (setting, seed), one row at a time; ``methods`` may depend on the
+    setting."""
     options = options or {}
     units = [(setting, seed) for setting in _settings(grid) for seed in seeds]
-    rows = []
+    try:  # import SciPy (for L-BFGS) now, so that its import time is not one run's wall time
+        import scipy.optimize  # noqa: F401
+    except ImportError:
+        pass
     for setting, seed in _progress(units, total=len(units), desc=name, enable=show):
         data = _simulate(setting, seed)
         chosen = methods(setting) if callable(methods) else methods
         for method in chosen:
             row = _evaluate(method, options.get(method, {}), data, setting, seed)
-            rows.append({"experiment": name, **row})
-    return rows
+            yield {"experiment": name, **row}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,33 +229,37 @@ def _rip(quick, seeds, show):
     m_values = (5, 20) if quick else (5, 10, 20, 50, 100, 200)
     d, rank = (_QUICK["d"], 2 * _QUICK["s"]) if quick else (100, 10)
     trials = 5 if quick else 50
-    rows = []
     units = [(T, m, seed) for T in T_values for m in m_values for seed in seeds]
-    for T, m, seed in _progress(units, total=len(units), desc="rip", enable=show):
-        rng = np.random.default_rng([seed, T, m])
-        start = time.perf_counter()
-        X = rng.standard_normal((T, m, d))
-        tasks = Tasks.from_array(X, np.zeros((T, m)))
-        # Random rank-r directions spread over all tasks: ||A(Theta)||^2 / ||Theta||_F^2 - 1.
-        ratios = []
-        for _ in range(trials):
-            Theta = rng.standard_normal((T, rank)) @ rng.standard_normal((rank, d))
-            energy = np.sum(gradient(tasks, Theta).task_loss)  # sum_t ||X_t theta_t||^2 / m
-            ratios.append(energy / np.sum(Theta**2) - 1.0)
-        spread = float(np.max(np.abs(ratios)))
-        # Directions inside one task (rank 1): exact, from the extreme eigenvalues of X_t^T X_t/m.
-        small = X @ X.transpose(0, 2, 1) if m <= d else X.transpose(0, 2, 1) @ X
-        eigenvalues = np.linalg.eigvalsh(small) / m
-        lowest = 0.0 if m < d else eigenvalues[:, 0].min()
-        one_task = float(max(eigenvalues[:, -1].max() - 1.0, 1.0 - lowest))
-        wall_time = time.perf_counter() - start
-        for direction, delta, count in (("random_rank_r", spread, trials), ("one_task", one_task, T)):
-            rows.append({"experiment": "rip", "direction": direction, "T": T, "m": m, "d": d,
-                         "rank": rank, "seed": seed, "trials": count, "delta": delta,
-                         "wall_time": wall_time})
+
+    def rows():
+        for T, m, seed in _progress(units, total=len(units), desc="rip", enable=show):
+            rng = np.random.default_rng([seed, T, m])
+            start = time.perf_counter()
+            X = rng.standard_normal((T, m, d))
+            tasks = Tasks.from_array(X, np.zeros((T, m)))
+            # Random rank-r directions spread over all tasks: ||A(Theta)||^2/||Theta||_F^2 - 1.
+            ratios = []
+            for _ in range(trials):
+                Theta = rng.standard_normal((T, rank)) @ rng.standard_normal((rank, d))
+                energy = np.sum(gradient(tasks, Theta).task_loss)  # sum_t ||X_t theta_t||^2/m
+                ratios.append(energy / np.sum(Theta**2) - 1.0)
+            spread = float(np.max(np.abs(ratios)))
+            # Directions inside one task (rank 1): exact, from the extreme eigenvalues of
+            # X_t^T X_t / m; with m < d the smallest is 0.
+            small = X @ X.transpose(0, 2, 1) if m <= d else X.transpose(0, 2, 1) @ X
+            eigenvalues = np.linalg.eigvalsh(small) / m
+            lowest = 0.0 if m < d else eigenvalues[:, 0].min()
+            one_task = float(max(eigenvalues[:, -1].max() - 1.0, 1.0 - lowest))
+            wall_time = time.perf_counter() - start
+            for direction, delta, count in (("random_rank_r", spread, trials),
+                                            ("one_task", one_task, T)):
+                yield {"experiment": "rip", "direction": direction, "T": T, "m": m, "d": d,
+                       "rank": rank, "seed": seed, "trials": count, "delta": delta,
+                       "wall_time": wall_time}
+
     plot = {"x": "m", "y": ["delta"], "group": "direction", "panel": "T", "logx": True,
             "logy": True}
-    return rows, RIP_COLUMNS, plot
+    return rows(), RIP_COLUMNS, plot
 
 
 def _rank(quick, seeds, show):
@@ -334,7 +358,7 @@ _RUNNERS = {
 }
 
 # Repeats per setting of the full runs, sized to the 20-minute budget (quick runs: 1).
-_DEFAULT_SEEDS = {"rip": 3, "rank": 5, "meta_vs_anil": 10, "error_vs_T": 2, "error_vs_m": 2,
+_DEFAULT_SEEDS = {"rip": 3, "rank": 5, "meta_vs_anil": 20, "error_vs_T": 2, "error_vs_m": 2,
                   "noise": 2, "non_gaussian": 2, "low_diversity": 2, "runtime": 1}
 
 
@@ -342,12 +366,18 @@ _DEFAULT_SEEDS = {"rip": 3, "rank": 5, "meta_vs_anil": 10, "error_vs_T": 2, "err
 # Output
 
 
-def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+def _write_csv(path: Path, rows, columns: list[str]) -> list[dict]:
+    """Write each row as soon as it exists (a long run can be watched, and survives a crash
+    up to the last run); returns the rows."""
+    written = []
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in rows:
             writer.writerow({key: _format(row[key]) for key in columns})
+            handle.flush()
+            written.append(row)
+    return written
 
 
 def _format(value):
@@ -372,8 +402,10 @@ def _plot(path: Path, name: str, rows: list[dict], spec: dict) -> None:
             xs = sorted(xs)
         for line, metric in enumerate(metrics):
             ax = axes[line, column]
-            for label in groups:
-                _draw_group(ax, subset, spec, group, label, xs, metric)
+            for index, label in enumerate(groups):
+                # Fixed style per method, so a method has the same colour in every panel.
+                style = {"color": f"C{index % 10}", "linestyle": "-" if index < 10 else "--"}
+                _draw_group(ax, subset, spec, group, label, xs, metric, style)
             ax.set_xlabel(spec["x"])
             ax.set_ylabel(metric)
             if spec.get("categorical"):
@@ -381,28 +413,41 @@ def _plot(path: Path, name: str, rows: list[dict], spec: dict) -> None:
                               rotation=30 if len(xs) > 4 else 0)
             elif spec.get("logx"):
                 ax.set_xscale("log")
-            if spec.get("logy") or metric in ("sin_angle", "frobenius_error", "wall_time"):
+            if _log_y(spec, metric):
                 ax.set_yscale("log")
             if panel is not None:
                 ax.set_title(f"{spec['panel']} = {panel}")
             ax.grid(True, alpha=0.3)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="outside right center", fontsize="small")
+    legend = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    if legend:
+        ordered = [label for label in map(str, groups) if label in legend]
+        figure.legend([legend[label] for label in ordered], ordered, loc="outside right center",
+                      fontsize="small")
     figure.suptitle(f"{name}: median over seeds, band = 25-75%" if not spec.get("strip")
                     else f"{name}: every seed (dots) and median (bar)")
     figure.savefig(path, dpi=110)
 
 
-def _draw_group(ax, rows, spec, group, label, xs, metric):
+def _log_y(spec, metric) -> bool:
+    return spec.get("logy") or metric in ("sin_angle", "frobenius_error", "wall_time")
+
+
+def _draw_group(ax, rows, spec, group, label, xs, metric, style):
     positions, medians, low, high = [], [], [], []
     for index, x in enumerate(xs):
         values = np.array([row[metric] for row in rows
                            if row[group] == label and row[spec["x"]] == x], dtype=float)
         values = values[np.isfinite(values)]
+        if _log_y(spec, metric):
+            values = values[values > 1e-12]  # the oracle's exact subspace has sin angle ~1e-16
         if values.size == 0:
             continue
         if spec.get("strip"):
-            ax.scatter(np.full(values.size, index), values, s=10, alpha=0.5, label=None)
+            ax.scatter(np.full(values.size, index), values, s=10, alpha=0.5,
+                       color=style["color"])
             ax.hlines(np.median(values), index - 0.3, index + 0.3, color="k")
             continue
         positions.append(index if spec.get("categorical") else x)
@@ -410,8 +455,8 @@ def _draw_group(ax, rows, spec, group, label, xs, metric):
         low.append(np.quantile(values, 0.25))
         high.append(np.quantile(values, 0.75))
     if positions:
-        (handle,) = ax.plot(positions, medians, marker="o", markersize=3, label=str(label))
-        ax.fill_between(positions, low, high, alpha=0.15, color=handle.get_color())
+        ax.plot(positions, medians, marker="o", markersize=3, label=str(label), **style)
+        ax.fill_between(positions, low, high, alpha=0.15, color=style["color"])
 
 
 def run(name, *, quick=False, seeds=None, out="results", progress=True, plot=True):
@@ -461,7 +506,7 @@ def run(name, *, quick=False, seeds=None, out="results", progress=True, plot=Tru
     folder.mkdir(parents=True, exist_ok=True)
     rows, columns, spec = _RUNNERS[name](bool(quick), range(int(seeds)), bool(progress))
     paths = {"csv": folder / f"{name}.csv"}
-    _write_csv(paths["csv"], rows, columns)
+    rows = _write_csv(paths["csv"], rows, columns)
     if not plot:
         return paths
     try:

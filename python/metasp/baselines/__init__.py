@@ -1,0 +1,49 @@
+r"""Competing methods for learning a shared linear subspace, under the interface of :func:`metasp.fit`.
+
+Every function here has the signature ``name(Xs, ys=None, s=None, **options)``, accepts the same
+task inputs as :func:`metasp.fit` (lists of per-task arrays, a 3-D array, or a
+:class:`metasp.Tasks`), and returns a :class:`metasp.MetaSPResult`: ``B`` (s, d) with
+orthonormal rows, heads ``W`` (T, s), ``Theta = W @ B``, so that
+:meth:`~metasp.MetaSPResult.adapt` and :meth:`~metasp.MetaSPResult.predict` work the same for
+every method. ``B`` and ``W`` are put in the same canonical form as Meta-SP's: the rows of ``B``
+are the right singular vectors of ``Theta``, ``W = Theta @ B.T``.
+
+Methods that only estimate the subspace (:func:`mom`, :func:`anil`, :func:`oracle`) fit the heads
+by per-task least squares in the estimated subspace (the minimum-norm solution when a task has
+fewer than ``s`` samples). The heavy passes over the data (gradients, Hessian-vector products)
+and partial SVDs run in the C++ kernels of :mod:`metasp.kernels`.
+
+The methods, with the objective each one minimises, where
+:math:`L(\Theta) = \sum_t \frac{1}{2 m_t}\|y_t - X_t\theta_t\|_2^2` is Meta-SP's loss:
+
+- :func:`mom`: method of moments, no optimisation.
+- :func:`anil`: ANIL (almost no inner loop) meta-learning for linear regression.
+- :func:`burer_monteiro`: :math:`L(WB) + \frac18 \|BB^\top - W^\top W\|_F^2` over ``(W, B)``.
+- :func:`altmin`, :func:`altmin_gd`: :math:`L(WB)` by alternating minimisation.
+- :func:`nuclear_norm`: :math:`\frac1T L(\Theta) + \frac{\lambda}{\sqrt T}\|\Theta\|_*`.
+- :func:`single_task`: per-task least squares or ridge, then a rank-s truncation.
+- :func:`oracle`: the true subspace, heads by least squares; the reference for the others.
+"""
+
+from ._altmin import altmin, altmin_gd
+from ._anil import anil
+from ._closed_form import mom, oracle, single_task
+from ._factored import burer_monteiro
+from ._trace_norm import default_lambda, noise_level, nuclear_norm
+
+__all__ = [
+    "altmin",
+    "altmin_gd",
+    "anil",
+    "burer_monteiro",
+    "default_lambda",
+    "mom",
+    "noise_level",
+    "nuclear_norm",
+    "oracle",
+    "single_task",
+]
+
+# The functions live in private submodules: list them so that doctest runs their examples
+# when it tests this package.
+__test__ = {name: globals()[name] for name in __all__}

@@ -1,0 +1,102 @@
+"""Pieces shared by the baselines: validation, least-squares heads, canonical results,
+kernel passes and starting points."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from .. import kernels
+from .._result import ConvergenceWarning, MetaSPResult
+from .._tasks import Tasks, as_tasks
+from .._validation import check_rank, is_integer, is_real
+
+
+def _prepare(Xs, ys, s) -> tuple[Tasks, int]:
+    tasks = as_tasks(Xs, ys)
+    return tasks, check_rank(s, tasks)
+
+
+def _check_choice(value, name: str, choices: tuple) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+def _check_positive(value, name: str, allow_zero: bool = False) -> float:
+    if not is_real(value):
+        raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
+    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{name} must be {bound} and finite; got {value!r}")
+    return float(value)
+
+
+def _check_count(value, name: str, minimum: int = 1) -> int:
+    if not is_integer(value):
+        raise TypeError(f"{name} must be an integer; got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}; got {value}")
+    return int(value)
+
+
+def _per_task_sum(values: np.ndarray, tasks: Tasks) -> np.ndarray:
+    """Sum rows of a per-sample array within each task."""
+    return np.add.reduceat(values, tasks.offsets[:-1], axis=0)
+
+
+def _task_heads(tasks: Tasks, B: np.ndarray) -> np.ndarray:
+    """Per-task least squares heads in the row space of ``B`` (s, d): the (T, s) array ``W``.
+
+    The minimum-norm solution when a task's ``X_t B^T`` is rank deficient (``m_t < s``).
+    """
+    Z = tasks.X @ B.T
+    grams = _per_task_sum(Z[:, :, None] * Z[:, None, :], tasks)
+    moments = _per_task_sum(Z * tasks.y[:, None], tasks)
+    return np.einsum("tij,tj->ti", np.linalg.pinv(grams, hermitian=True), moments)
+
+
+def _result(W, B, n_iter, status, history=None) -> MetaSPResult:
+    """A MetaSPResult in Meta-SP's canonical form from any factorisation ``Theta = W @ B``."""
+    Q, R = np.linalg.qr(np.asarray(B, dtype=np.float64).T)
+    U, singular_values, Vt = np.linalg.svd(W @ R.T, full_matrices=False)
+    B = np.ascontiguousarray(Vt @ Q.T)
+    W = U * singular_values
+    return MetaSPResult(
+        B=B, W=W, Theta=W @ B, singular_values=singular_values, n_iter=int(n_iter),
+        status=status, history={key: np.asarray(value) for key, value in (history or {}).items()},
+    )
+
+
+def _warn_max_iter(method: str, max_iter: int, detail: str) -> None:
+    warnings.warn(
+        f"{method} stopped at max_iter={max_iter} ({detail}); increase max_iter or tol.",
+        ConvergenceWarning,
+        stacklevel=3,
+    )
+
+
+def _moments(tasks: Tasks, n_jobs) -> np.ndarray:
+    """(T, d) per-task moments ``X_t^T y_t / m_t``: the negative gradient at Theta = 0."""
+    zero = np.zeros((tasks.n_tasks, tasks.n_features))
+    return kernels.gradient(tasks, zero, n_jobs=n_jobs).G
+
+
+def _hessian_product(tasks_without_y: Tasks, Theta, n_jobs) -> np.ndarray:
+    """Row t: ``X_t^T X_t theta_t / m_t`` (the gradient pass with the targets set to zero)."""
+    return -kernels.gradient(tasks_without_y, Theta, n_jobs=n_jobs).G
+
+
+def _without_targets(tasks: Tasks) -> Tasks:
+    # Shares X (already C-contiguous float64: Tasks does not copy it).
+    return Tasks(tasks.X, np.zeros_like(tasks.y), tasks.offsets)
+
+
+def _spectral_start(tasks: Tasks, s: int, seed: int, n_jobs):
+    """Top-s SVD ``U S V^T`` of the stacked moments ``X_t^T y_t / m_t`` (the first Meta-SP step)."""
+    return kernels.truncated_svd(_moments(tasks, n_jobs), s, random_state=seed, n_jobs=n_jobs)
+
+
+def _random_rows(rng, s: int, d: int) -> np.ndarray:
+    return np.linalg.qr(rng.standard_normal((d, s)))[0].T
