@@ -21,7 +21,7 @@ def test_docstring_examples(module):
     assert failures == 0
 
 
-PUBLIC = [metasp.fit, metasp.datasets.make_hps, metasp.kernels.gradient, metasp.kernels.curvature,
+PUBLIC = [metasp.fit, metasp.polish, metasp.datasets.make_hps, metasp.kernels.gradient, metasp.kernels.curvature,
           metasp.kernels.truncated_svd, metasp.metrics.sin_angle, metasp.metrics.subspace_distance,
           metasp.metrics.frobenius_error, metasp.MetaSPResult.adapt, metasp.MetaSPResult.predict,
           metasp.Tasks.from_frame, metasp.load, metasp.MetaSPResult.save,

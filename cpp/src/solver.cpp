@@ -1,11 +1,15 @@
 #include "metasp/solver.hpp"
 
+#include "metasp/conjugate.hpp"
 #include "metasp/gradient.hpp"
 #include "metasp/parallel.hpp"
 
 #include <Eigen/Eigenvalues>
+#include <Eigen/QR>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <utility>
 
@@ -17,6 +21,7 @@ std::string to_string(Status status) {
         case Status::max_iter: return "max_iter";
         case Status::diverged: return "diverged";
         case Status::interrupted: return "interrupted";
+        case Status::stalled: return "stalled";
     }
     return "unknown";
 }
@@ -30,6 +35,12 @@ double sin_angle(const Matrix& V, const RowMatrix& B) {
 
 namespace {
 
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+// Factor on switch_tol when the polish has no Newton step (see run_start).
+constexpr double kSlowPolishSwitch = 1e-6;
+// Consecutive step halvings of CGIHT's backtracking before the loss counts as diverging.
+constexpr int kMaxRetries = 40;
+
 void check_options(const TasksView& tasks, Index s, const SolveOptions& options) {
     check_tasks(tasks);
     const Index T = tasks.n_tasks(), d = tasks.n_features();
@@ -40,12 +51,21 @@ void check_options(const TasksView& tasks, Index s, const SolveOptions& options)
     if (options.max_iter < 1) throw std::invalid_argument("max_iter must be at least 1");
     if (!(options.tol >= 0) || !std::isfinite(options.tol))
         throw std::invalid_argument("tol must be non-negative and finite");
+    if (!(options.sin_tol >= 0) || !std::isfinite(options.sin_tol))
+        throw std::invalid_argument("sin_tol must be non-negative and finite");
+    for (const Matrix& start : options.starts)
+        if (start.rows() != d || start.cols() != s)
+            throw std::invalid_argument("every extra start must have shape (d, s)");
+    if (!(options.switch_tol >= 0) || options.switch_window < 1 || options.patience < 1)
+        throw std::invalid_argument("switch_tol >= 0, switch_window >= 1 and patience >= 1 are required");
     check_threads(options.n_threads);
     if (!(options.divergence_factor > 1))
         throw std::invalid_argument("divergence_factor must be greater than 1");
     const auto& ref = options.reference_B;
     if (ref.size() > 0 && (ref.rows() != s || ref.cols() != d))
         throw std::invalid_argument("reference_B must have shape (s, d)");
+    if (options.init == Init::given && (options.init_B.rows() != s || options.init_B.cols() != d))
+        throw std::invalid_argument("init_B must have shape (s, d)");
 }
 
 // Summed in task order, so the value does not depend on the thread count.
@@ -57,28 +77,92 @@ double sum(const Vector& values) {
 
 double mean(const Vector& values) { return sum(values) / double(values.size()); }
 
-}  // namespace
+Matrix orthonormal_columns(const Matrix& Y) {
+    const Eigen::HouseholderQR<Matrix> qr(Y);
+    return qr.householderQ() * Matrix::Identity(Y.rows(), Y.cols());
+}
 
-SolveResult solve(const TasksView& tasks, Index s, const SolveOptions& options,
-                  const StopRequested& stop_requested) {
-    check_options(tasks, s, options);
+// The loss stopped improving: over the last `window` entries it fell by at most a relative rtol
+// (or rose).
+bool plateau(const std::vector<double>& loss, int window, double rtol) {
+    const size_t n = loss.size();
+    if (n <= size_t(window)) return false;
+    return loss[n - 1 - window] - loss[n - 1] <= rtol * std::abs(loss[n - 1]);
+}
+
+// Neither the best loss nor the best relative change improved over the last `patience`
+// iterations (checked every `patience` iterations, so the cost stays linear).
+bool stalled(const std::vector<double>& loss, const std::vector<double>& rel_change, int patience) {
+    const size_t n = rel_change.size(), p = size_t(patience);
+    if (n < 2 * p || n % p != 0 || loss.size() < n) return false;
+    const auto best = [](const std::vector<double>& v, size_t begin, size_t end) {
+        return *std::min_element(v.begin() + begin, v.begin() + end);
+    };
+    const double loss_before = best(loss, 0, n - p), loss_now = best(loss, n - p, n);
+    const double change_before = best(rel_change, 0, n - p), change_now = best(rel_change, n - p, n);
+    return loss_now >= loss_before * (1 - 1e-12) && change_now >= 0.5 * change_before;
+}
+
+Status status_of(RefineStatus status) {
+    switch (status) {
+        case RefineStatus::converged: return Status::converged;
+        case RefineStatus::max_iter: return Status::max_iter;
+        case RefineStatus::stalled: return Status::stalled;
+        case RefineStatus::interrupted: return Status::interrupted;
+    }
+    return Status::stalled;
+}
+
+// One start: hard thresholding from `init` (V0 for a given or random start), then the
+// least-squares polish when options.refine.
+SolveResult run_start(const TasksView& tasks, Index s, const SolveOptions& options, Init init,
+                      const Matrix& V0, std::uint64_t seed, const StopRequested& stop_requested) {
     const Index T = tasks.n_tasks(), d = tasks.n_features();
     const int n_threads = options.n_threads;
+    const bool conjugate = options.adaptive_step && options.conjugate;
+    const bool track = options.reference_B.size() > 0;
     const auto stop = [&] { return stop_requested && stop_requested(); };
 
     SolveResult out;
     RowMatrix theta = RowMatrix::Zero(T, d);
     RowMatrix work(T, d);  // gradient, then the step's target, then the next iterate
+    RowMatrix direction, projected_gradient, projected_direction;  // CGIHT only
     Vector per_task(T);
     TruncatedSVD svd;      // its basis warm-starts the next truncated SVD
-    bool have_subspace = false;
+    bool have_subspace = false, have_direction = false, done = false;
     out.status = Status::max_iter;
 
+    {   // loss at Theta = 0, as the gradient pass would sum it
+        double total = 0;
+        for (Index t = 0; t < T; ++t) {
+            double loss = 0;
+            for (Index i = tasks.begin(t), end = i + tasks.size(t); i < end; ++i) loss += tasks.y[i] * tasks.y[i];
+            total += loss / double(tasks.size(t));
+        }
+        out.initial_loss = total / double(T);
+    }
     const auto diverging = [&](double loss) {
         return !std::isfinite(loss) || loss > options.divergence_factor * out.initial_loss;
     };
 
-    Vector projected(T), curvature(T);
+    if (init != Init::zero) {
+        Matrix V = V0;
+        if (init == Init::spectral) {  // top-s row space of the stacked X_t^T y_t / m_t
+            task_gradient(tasks, theta, work, per_task, n_threads);
+            V = truncated_svd(work, s, Matrix(), seed, n_threads, options.svd, stop_requested).V;
+        }
+        RowMatrix W(T, s);
+        task_heads(tasks, V, W, per_task, n_threads);
+        const Factors start = canonical_factors(W, V);
+        tall_product(start.W, start.V.transpose(), theta, n_threads);
+        svd.V = start.V;
+        svd.W = start.W;
+        svd.singular_values = start.singular_values;
+        svd.basis = start.V;
+        have_subspace = true;
+    }
+
+    Vector projected(T), curvature(T), aa(T), ad(T), dd(T);
     // Exact minimiser along the gradient projected on the row space. When that projection
     // vanishes (the gradient is orthogonal to the row space, e.g. when s = T), the ratio is
     // rounding noise: search along the whole gradient instead.
@@ -93,43 +177,123 @@ SolveResult solve(const TasksView& tasks, Index s, const SolveOptions& options,
         return denominator > 0 ? numerator / denominator : 0.0;
     };
 
-    for (int k = 0; k < options.max_iter; ++k) {
+    // CGIHT: p = G + beta p_prev with beta making P p conjugate to P p_prev (P: projection on
+    // the current row space), then the exact line search along p restricted to the row space.
+    // Writes the new direction into `direction`; returns the step and sets beta.
+    double beta = kNaN;
+    const auto conjugate_step = [&] {
+        RowMatrix Cr(T, s), Cp(T, s);
+        tall_product(work, svd.V, Cr, n_threads);
+        tall_product(direction, svd.V, Cp, n_threads);
+        const double gradient_norm = work.squaredNorm(), rr = Cr.squaredNorm();
+        double numerator, denominator;
+        beta = 0;
+        if (rr <= kVanishingProjection * gradient_norm) {  // as in line_search
+            task_curvature(tasks, work, curvature, n_threads);
+            numerator = gradient_norm;
+            denominator = sum(curvature);
+        } else {
+            projected_gradient.resize(T, d);
+            projected_direction.resize(T, d);
+            tall_product(Cr, svd.V.transpose(), projected_gradient, n_threads);
+            tall_product(Cp, svd.V.transpose(), projected_direction, n_threads);
+            task_curvature_pair(tasks, projected_gradient, projected_direction, aa, ad, dd, n_threads);
+            const double Saa = sum(aa), Sad = sum(ad), Sdd = sum(dd);
+            const double rp = (Cr.array() * Cp.array()).sum();
+            const double b = -Sad / Sdd;
+            numerator = rr + b * rp;
+            denominator = Saa + 2 * b * Sad + b * b * Sdd;
+            const bool restart = !(Sdd > 0) || !std::isfinite(b) ||
+                                 std::abs(b) * std::sqrt(Cp.squaredNorm()) > kMaxConjugacy * std::sqrt(rr) ||
+                                 !(numerator > 0) || !(denominator > 0);
+            if (restart) {
+                numerator = rr;
+                denominator = Saa;
+            } else {
+                beta = b;
+            }
+        }
+        // Only the old direction's part inside the row space carries over: that is where the
+        // line search measured it; its outside part would be an unmeasured step.
+        if (beta != 0)
+            direction = work + beta * projected_direction;
+        else
+            direction = work;
+        return denominator > 0 ? numerator / denominator : 0.0;
+    };
+
+    // Backtracking state of CGIHT: the last iterate that lowered the loss.
+    RowMatrix accepted_theta;
+    TruncatedSVD accepted_svd;
+    double accepted_loss = 0;
+    int retries = 0;
+    const int iht_budget = options.refine ? std::max(1, options.max_iter / 2) : options.max_iter;
+    // Without the Newton step (d * s too large for dense normal equations) the polish is plain
+    // alternating least squares, which converges slowly: hard thresholding then runs much
+    // longer before handing over.
+    const bool newton_polish = d * s <= options.basis.max_dense;
+    const double switch_tol = newton_polish ? options.switch_tol : kSlowPolishSwitch * options.switch_tol;
+    for (int k = 0; k < iht_budget; ++k) {
+        const bool cg_step = conjugate && have_direction && have_subspace;
         // Normalized IHT: the step is an exact line search along the gradient projected on
         // the current row space, computed in the same pass over X as the gradient.
-        const bool fused_step = options.adaptive_step && have_subspace;
+        const bool fused_step = options.adaptive_step && have_subspace && !cg_step;
         if (fused_step)
             task_gradient(tasks, theta, work, per_task, n_threads, svd.V, projected, curvature);
         else
             task_gradient(tasks, theta, work, per_task, n_threads);
         const double loss = mean(per_task);
-        if (k == 0) {
-            out.initial_loss = loss;
-        } else {
+        // CGIHT is safeguarded by backtracking: an update that raised the loss is undone and
+        // retried with half the step along the same direction, then the directions restart.
+        const bool retry = conjugate && k > 0 && !(loss <= accepted_loss) && retries < kMaxRetries;
+        if (k > 0) {
             out.loss.push_back(loss);
-            if (diverging(loss)) { out.status = Status::diverged; break; }
+            if (!retry && diverging(loss)) { out.status = Status::diverged; break; }
         }
         if (stop()) { out.status = Status::interrupted; break; }
 
         double step = options.step;
-        if (fused_step) {
-            step = line_search();
-        } else if (options.adaptive_step) {
-            // No subspace yet: take the top-s row space of the gradient itself.
-            svd = truncated_svd(work, s, Matrix(), options.seed, n_threads, options.svd, stop_requested);
-            have_subspace = true;
-            RowMatrix C(T, s);
-            tall_product(work, svd.V, C, n_threads);
-            task_curvature(tasks, C, svd.V, curvature, n_threads);
-            projected = C.rowwise().squaredNorm();
-            step = line_search();
+        beta = conjugate ? 0.0 : kNaN;
+        if (retry) {
+            ++retries;
+            theta = accepted_theta;
+            svd = accepted_svd;
+            step = 0.5 * out.step.back();
+            work = theta + step * direction;
+        } else {
+            if (conjugate) {
+                retries = 0;
+                accepted_loss = k > 0 ? loss : (init == Init::zero ? out.initial_loss : loss);
+                accepted_theta = theta;
+                accepted_svd = svd;
+            }
+            if (cg_step) {
+                step = conjugate_step();
+            } else if (fused_step) {
+                step = line_search();
+            } else if (options.adaptive_step) {
+                // No subspace yet: take the top-s row space of the gradient itself.
+                svd = truncated_svd(work, s, Matrix(), seed, n_threads, options.svd, stop_requested);
+                have_subspace = true;
+                RowMatrix C(T, s);
+                tall_product(work, svd.V, C, n_threads);
+                task_curvature(tasks, C, svd.V, curvature, n_threads);
+                projected = C.rowwise().squaredNorm();
+                step = line_search();
+            }
+            if (cg_step) {
+                work = theta + step * direction;
+            } else {
+                if (conjugate) direction = work;  // a restart: the direction is the gradient
+                work = theta + step * work;  // the gradient step, before hard thresholding
+            }
         }
-
-        work = theta + step * work;  // the gradient step, before hard thresholding
+        have_direction = conjugate && !retry;
         if (!std::isfinite(work.squaredNorm())) { out.status = Status::diverged; break; }
         if (stop()) { out.status = Status::interrupted; break; }
 
         const Matrix warm_start = have_subspace ? svd.basis : Matrix();
-        svd = truncated_svd(work, s, warm_start, options.seed, n_threads, options.svd, stop_requested);
+        svd = truncated_svd(work, s, warm_start, seed, n_threads, options.svd, stop_requested);
         have_subspace = true;
         if (stop()) { out.status = Status::interrupted; break; }
         tall_product(svd.W, svd.V.transpose(), work, n_threads);  // H_s: the rank-s iterate
@@ -139,29 +303,124 @@ SolveResult solve(const TasksView& tasks, Index s, const SolveOptions& options,
         std::swap(theta, work);
         out.n_iter = k + 1;
         out.step.push_back(step);
+        out.beta.push_back(beta);
         out.rel_change.push_back(norm > 0 ? change / norm : 0.0);
         out.svd_steps.push_back(svd.n_steps);
-        if (options.reference_B.size() > 0) out.sin_angle.push_back(sin_angle(svd.V, options.reference_B));
-        if (options.tol > 0 && change <= options.tol * norm) { out.status = Status::converged; break; }
+        out.phase.push_back(0);
+        if (track) out.sin_angle.push_back(sin_angle(svd.V, options.reference_B));
+        if (track && options.sin_tol > 0 && out.sin_angle.back() <= options.sin_tol) {
+            out.status = Status::converged;
+            done = true;
+            break;
+        }
+        if (options.tol > 0 && change <= options.tol * norm) {
+            out.status = Status::converged;
+            break;
+        }
+        if (options.refine) {
+            if (out.rel_change.back() <= switch_tol ||
+                plateau(out.loss, options.switch_window, switch_tol * switch_tol))
+                break;
+        } else if (options.tol > 0 && stalled(out.loss, out.rel_change, options.patience)) {
+            out.status = Status::stalled;
+            break;
+        }
     }
+    out.n_iht_iter = out.n_iter;
 
-    if (out.status == Status::converged || out.status == Status::max_iter) {
+    if (out.status != Status::diverged && out.status != Status::interrupted) {
         task_loss(tasks, theta, per_task, n_threads);
         out.loss.push_back(mean(per_task));
         if (diverging(out.loss.back())) out.status = Status::diverged;
     }
 
-    out.Theta = std::move(theta);
-    if (out.n_iter > 0) {
-        out.W = svd.W;
-        out.B = svd.V.transpose();
-        out.singular_values = svd.singular_values;
-    } else {  // stopped before the first update: Theta is still zero
-        out.W = RowMatrix::Zero(T, s);
-        out.B = RowMatrix::Identity(s, d);
-        out.singular_values = Vector::Zero(s);
+    bool refined = false;
+    if (options.refine && !done && have_subspace && out.status != Status::diverged &&
+        out.status != Status::interrupted) {
+        RefineOptions refine_options;
+        refine_options.max_iter = options.max_iter - out.n_iter;
+        refine_options.tol = options.tol;
+        refine_options.sin_tol = options.sin_tol;
+        refine_options.n_threads = n_threads;
+        refine_options.reference_B = options.reference_B;
+        refine_options.basis = options.basis;
+        RefineResult polished = refine(tasks, svd.V, refine_options, stop_requested);
+        out.status = status_of(polished.status);
+        if (polished.n_iter > 0) {
+            refined = true;
+            out.n_iter += polished.n_iter;
+            for (int k = 0; k < polished.n_iter; ++k) {
+                out.loss.push_back(polished.loss[k]);
+                out.rel_change.push_back(polished.rel_change[k]);
+                if (track) out.sin_angle.push_back(polished.sin_angle[k]);
+                out.step.push_back(kNaN);
+                out.beta.push_back(kNaN);
+                out.svd_steps.push_back(0);
+                out.phase.push_back(1);
+            }
+            out.Theta = std::move(polished.Theta);
+            out.W = std::move(polished.factors.W);
+            out.B = polished.factors.V.transpose();
+            out.singular_values = std::move(polished.factors.singular_values);
+        }
+    }
+
+    if (!refined) {
+        out.Theta = std::move(theta);
+        if (have_subspace) {
+            out.W = svd.W;
+            out.B = svd.V.transpose();
+            out.singular_values = svd.singular_values;
+        } else {  // stopped before the first update: Theta is still zero
+            out.W = RowMatrix::Zero(T, s);
+            out.B = RowMatrix::Identity(s, d);
+            out.singular_values = Vector::Zero(s);
+        }
     }
     return out;
+}
+
+double final_loss(const SolveResult& result) {
+    return result.loss.empty() ? result.initial_loss : result.loss.back();
+}
+
+}  // namespace
+
+SolveResult solve(const TasksView& tasks, Index s, const SolveOptions& options,
+                  const StopRequested& stop_requested) {
+    check_options(tasks, s, options);
+    SolveResult best;
+    std::vector<double> start_loss;
+    std::vector<int> start_iter;
+    int best_start = 0;
+    const int n_starts = 1 + int(options.starts.size());
+    for (int start = 0; start < n_starts; ++start) {
+        Init init = options.init;
+        Matrix V0;
+        if (start > 0) {
+            init = Init::given;
+            V0 = orthonormal_columns(options.starts[start - 1]);
+        } else if (init == Init::given) {
+            V0 = orthonormal_columns(options.init_B.transpose());
+        }
+        SolveResult run = run_start(tasks, s, options, init, V0, options.seed + std::uint64_t(start),
+                                    stop_requested);
+        start_loss.push_back(run.status == Status::diverged ? kNaN : final_loss(run));
+        start_iter.push_back(run.n_iter);
+        const bool interrupted = run.status == Status::interrupted;
+        const bool better = start == 0 || (run.status != Status::diverged &&
+                                           (best.status == Status::diverged ||
+                                            final_loss(run) < final_loss(best)));
+        if (better || interrupted) {
+            best = std::move(run);
+            best_start = start;
+        }
+        if (interrupted) break;
+    }
+    best.start_loss = std::move(start_loss);
+    best.start_iter = std::move(start_iter);
+    best.best_start = best_start;
+    return best;
 }
 
 }  // namespace metasp

@@ -4,16 +4,19 @@ Meta Subspace Pursuit (arXiv:2409.02708) with a C++ core. Start with :func:`fit`
 """
 
 from . import baselines, datasets, evaluate, experiments, kernels, metrics, reference
-from ._result import ConvergenceWarning, DivergenceWarning, MetaSPResult
 from ._io import load
+from ._result import (ConvergenceWarning, Diagnostic, DiagnosticWarning, DivergenceWarning,
+                      MetaSPResult)
 from ._select_rank import RankSelection, select_rank
-from ._solver import fit
+from ._solver import fit, polish
 from ._tasks import Tasks
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConvergenceWarning",
+    "Diagnostic",
+    "DiagnosticWarning",
     "DivergenceWarning",
     "MetaSP",
     "MetaSPResult",
@@ -27,6 +30,7 @@ __all__ = [
     "kernels",
     "load",
     "metrics",
+    "polish",
     "reference",
     "select_rank",
 ]

@@ -48,7 +48,7 @@ def save(result: MetaSPResult, path) -> Path:
     arrays, scalars = {}, {}
     for field in dataclasses.fields(result):
         value = getattr(result, field.name)
-        if field.name == "metadata":
+        if field.name in ("metadata", "diagnostics"):  # diagnostics describe the fit, not the model
             continue
         if field.name == "history":
             for key, entry in value.items():

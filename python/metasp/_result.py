@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
 from ._tasks import _check_finite, _numeric_array, as_tasks
 from ._validation import is_real
 
-__all__ = ["ConvergenceWarning", "DivergenceWarning", "MetaSPResult"]
+__all__ = ["ConvergenceWarning", "Diagnostic", "DiagnosticWarning", "DivergenceWarning",
+           "MetaSPResult"]
 
 
 class ConvergenceWarning(UserWarning):
@@ -19,6 +21,21 @@ class ConvergenceWarning(UserWarning):
 
 class DivergenceWarning(RuntimeWarning):
     """The iteration diverged; the result is the last finite iterate and should not be used."""
+
+
+class DiagnosticWarning(ConvergenceWarning):
+    """The fit shows a known failure signature; ``result.diagnostics`` says which and what to do.
+
+    A kind of :class:`ConvergenceWarning`: code that silences those for fits it makes on
+    purpose with a wrong rank (rank selection) silences these too.
+    """
+
+
+class Diagnostic(NamedTuple):
+    """One finding about a fit: a stable ``code`` and an actionable ``message``."""
+
+    code: str  #: "step_too_large", "rank_too_small" or "too_few_samples"
+    message: str
 
 
 @dataclass(eq=False)
@@ -37,13 +54,16 @@ class MetaSPResult:
         Singular values of ``Theta``, descending.
     n_iter : int
         Iterations run.
-    status : {"converged", "max_iter", "diverged"}
-        Why the solver stopped.
+    status : {"converged", "max_iter", "stalled", "diverged"}
+        Why the solver stopped; "stalled": neither the loss nor the change improved any more.
     history : dict of str to ndarray
         One entry per iteration: ``"loss"`` (mean over tasks of the mean squared residual of the
         new iterate), ``"step"``, ``"rel_change"`` (``||Theta^{k+1} - Theta^k||_F /
         ||Theta^{k+1}||_F``), ``"sin_angle"`` when ``reference_B`` was given, and
-        ``"svd_steps"`` (subspace-iteration steps of the truncated SVD; C++ solver only).
+        ``"svd_steps"`` (subspace-iteration steps of the truncated SVD; C++ solver only),
+        ``"beta"`` (conjugacy coefficient, 0 on a restart; with ``accel="cg"``), ``"phase"``
+        (``"iht"`` for hard thresholding, ``"polish"`` for least squares; ``step`` is NaN
+        there), and ``"start_loss"`` (final loss of each start).
     metadata : dict
         Free-form, JSON-serialisable information kept with the model by :meth:`save` (for
         example feature names and training options); empty after :func:`metasp.fit`.
@@ -55,6 +75,9 @@ class MetaSPResult:
     noise_variance : float or None
         Noise variance of the training tasks (maximum marginal likelihood, from the training
         residuals), set by :meth:`fit_prior`.
+    diagnostics : list of Diagnostic
+        Failure signatures found in the fit (empty for a clean fit); each also raised a
+        :class:`DiagnosticWarning`.
     """
 
     B: np.ndarray
@@ -68,6 +91,7 @@ class MetaSPResult:
     head_mean: np.ndarray | None = None
     head_cov: np.ndarray | None = None
     noise_variance: float | None = None
+    diagnostics: list = field(default_factory=list)
 
     @property
     def rank(self) -> int:
@@ -408,6 +432,14 @@ def warn_about_status(result: MetaSPResult, adaptive: bool, step: float, tol: fl
             DivergenceWarning,
             stacklevel=3,
         )
+    elif result.status == "stalled":
+        warnings.warn(
+            f"Meta-SP stalled after {result.n_iter} iterations: neither the loss nor the change "
+            "improved any more. Use step='auto' with the default polish (refine='auto'), or try "
+            "n_starts=5.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
     elif result.status == "max_iter" and tol > 0:
         change = result.history["rel_change"][-1]
         warnings.warn(
@@ -416,5 +448,15 @@ def warn_about_status(result: MetaSPResult, adaptive: bool, step: float, tol: fl
             + ("" if adaptive else ", or use step='auto', which usually needs fewer iterations")
             + ".",
             ConvergenceWarning,
+            stacklevel=3,
+        )
+
+
+def warn_about_diagnostics(result: MetaSPResult) -> None:
+    """One warning with every finding's sentence (a diverged fit has its own warning)."""
+    if result.diagnostics and result.status != "diverged":
+        warnings.warn(
+            "Meta-SP: " + " ".join(finding.message for finding in result.diagnostics),
+            DiagnosticWarning,
             stacklevel=3,
         )

@@ -1,10 +1,13 @@
-"""metasp.fit: Meta Subspace Pursuit with the compiled core."""
+"""metasp.fit and metasp.polish: Meta Subspace Pursuit with the compiled core."""
 
 from __future__ import annotations
 
-from . import _core
-from ._result import MetaSPResult, warn_about_status
-from ._validation import DIVERGENCE_FACTOR, check_fit_arguments
+import numpy as np
+
+from . import _core, kernels
+from ._diagnostics import diagnose
+from ._result import MetaSPResult, warn_about_diagnostics, warn_about_status
+from ._validation import DIVERGENCE_FACTOR, check_fit_arguments, check_polish_arguments
 
 # Truncated-SVD accuracy inside the solver: Ritz residuals below 1e-12 of the largest
 # eigenvalue of A^T A, which keeps the C++ iterates within ~1e-10 of exact-SVD iterates.
@@ -18,9 +21,13 @@ def fit(
     s=None,
     *,
     step="auto",
+    accel="cg",
+    refine="auto",
     init="zero",
+    n_starts=1,
     max_iter=1000,
     tol=1e-10,
+    sin_tol=None,
     n_jobs=None,
     random_state=None,
     reference_B=None,
@@ -34,7 +41,13 @@ def fit(
               \quad \text{subject to} \quad \operatorname{rank}(\Theta) \le s
 
     by a gradient step on every task followed by rank-s hard thresholding (truncated SVD) of
-    the stacked :math:`T \times d` iterate, starting from :math:`\Theta^0 = 0`.
+    the stacked :math:`T \times d` iterate. By default (no parameter to tune) the steps follow
+    conjugate directions with an exact line search (CGIHT), and once hard thresholding has found
+    the basin of the minimum a least-squares polish finishes the job: exact per-task heads
+    alternated with damped Newton steps of the subspace (heads eliminated), falling back to the
+    exact least-squares subspace for fixed heads (alternating least squares). The polish reaches
+    the noise floor, and exact recovery without noise, in a few sweeps where hard thresholding
+    alone crawls.
 
     Parameters
     ----------
@@ -45,24 +58,42 @@ def fit(
     ys : list of array_like (m_t,), array_like (T, m), or None
         The targets; ``None`` when ``Xs`` is a :class:`metasp.Tasks`.
     s : int
-        Rank of the shared subspace, ``1 <= s <= min(T, d)``.
+        Rank of the shared subspace, ``1 <= s <= min(T, d)``; :func:`metasp.select_rank`
+        chooses it on real data.
     step : "auto" or float, default "auto"
-        ``"auto"``: normalized iterative hard thresholding, an exact line search along the
-        gradient projected on the current subspace (no tuning). A float ``gamma``: the paper's
-        fixed step, :math:`\theta_t \leftarrow \theta_t + \frac{\gamma}{m_t} X_t^\top
-        (y_t - X_t\theta_t)`; it diverges when ``gamma`` is too large for the data.
-    init : {"zero"}, default "zero"
-        Starting point; ``"zero"`` is the paper's :math:`\Theta^0 = 0`.
+        ``"auto"``: an exact line search along the (conjugate) direction restricted to the
+        current subspace (no tuning). A float ``gamma``: the paper's fixed step,
+        :math:`\theta_t \leftarrow \theta_t + \frac{\gamma}{m_t} X_t^\top (y_t - X_t\theta_t)`;
+        it diverges when ``gamma`` is too large for the data.
+    accel : {"cg", None}, default "cg"
+        With ``step="auto"``: ``"cg"`` for conjugate directions (CGIHT, restarted when the
+        conjugacy coefficient blows up, safeguarded by halving a step that raised the loss);
+        ``None`` for normalized IHT (steepest descent with the exact step). Ignored with a fixed
+        step.
+    refine : {"auto", "als", None}, default "auto"
+        The least-squares polish after hard thresholding. ``"auto"``: on with ``step="auto"``,
+        off with a fixed step (the paper's algorithm); ``"als"``: on; ``None``: off.
+    init : {"zero", "spectral"} or array_like of shape (s, d), default "zero"
+        Starting point. ``"zero"``: the paper's :math:`\Theta^0 = 0`. ``"spectral"``: the top-s
+        row space of the stacked :math:`X_t^\top y_t / m_t` with least-squares heads. An array:
+        its row space, with least-squares heads (a warm start).
+    n_starts : int, default 1
+        Starts to run; the second and later begin from random subspaces (drawn from
+        ``random_state``), and the fit with the lowest training loss is returned.
     max_iter : int, default 1000
-        Maximum number of iterations.
+        Maximum number of iterations per start, hard thresholding and polish together (with the
+        polish, hard thresholding takes at most half).
     tol : float, default 1e-10
         Stop when :math:`\|\Theta^{k+1} - \Theta^k\|_F \le \text{tol}\,\|\Theta^{k+1}\|_F`.
-        With ``tol=0`` the solver runs exactly ``max_iter`` iterations.
+        The polish also stops when the loss stops decreasing. With ``tol=0`` and no polish the
+        solver runs exactly ``max_iter`` iterations.
+    sin_tol : float, optional
+        With ``reference_B``: also stop once the sin angle to it is below ``sin_tol``.
     n_jobs : int or None, default None
         Threads, with scikit-learn's meaning: ``None`` or ``-1`` all available (honours
         ``OMP_NUM_THREADS``), ``-2`` all but one, ``0`` is an error. Results do not depend on it.
     random_state : None, int or numpy.random.Generator, default None
-        Seeds the random start of the first truncated SVD (the only randomness).
+        Seeds the random start of the first truncated SVD and the random starts.
     reference_B : array_like of shape (s, d), optional
         The true subspace, in simulations: the sine of the largest principal angle to it is
         recorded in ``history["sin_angle"]`` after every iteration.
@@ -70,19 +101,24 @@ def fit(
     Returns
     -------
     MetaSPResult
-        ``B``, ``W``, ``Theta``, ``singular_values``, ``n_iter``, ``status``, ``history``,
-        and :meth:`~MetaSPResult.adapt` / :meth:`~MetaSPResult.predict` for new tasks.
+        ``B``, ``W``, ``Theta``, ``singular_values``, ``n_iter``, ``status`` (``"converged"``,
+        ``"max_iter"``, ``"stalled"`` or ``"diverged"``), ``history``, ``diagnostics``, and
+        :meth:`~MetaSPResult.adapt` / :meth:`~MetaSPResult.predict` for new tasks.
 
     Warns
     -----
     DivergenceWarning
         When the iteration diverged (``status == "diverged"``); the warning says what to change.
     ConvergenceWarning
-        When ``max_iter`` was reached with ``tol > 0``.
+        When ``max_iter`` was reached with ``tol > 0``, or the iteration stalled.
+    DiagnosticWarning
+        When ``result.diagnostics`` found one of the known failure signatures (step too large,
+        rank too small, too few samples); the warning says what to change.
 
     See Also
     --------
     metasp.reference.fit : The same algorithm in plain NumPy with an exact SVD (the test oracle).
+    metasp.polish : The least-squares polish alone, from a given subspace.
 
     References
     ----------
@@ -90,6 +126,8 @@ def fit(
        Meta Subspace Pursuit", arXiv:2409.02708.
     .. [2] Tanner, Wei, "Normalized iterative hard thresholding for matrix completion",
        SIAM J. Sci. Comput. 35 (2013).
+    .. [3] Blanchard, Tanner, Wei, "CGIHT: conjugate gradient iterative hard thresholding for
+       compressed sensing and matrix completion", Information and Inference 4 (2015).
 
     Examples
     --------
@@ -98,28 +136,100 @@ def fit(
     >>> result = metasp.fit(X, y, 3, random_state=0)
     >>> result.status
     'converged'
-    >>> bool(metasp.metrics.sin_angle(result.B, B) < 1e-6)
+    >>> bool(metasp.metrics.sin_angle(result.B, B) < 1e-10)
     True
     """
     args = check_fit_arguments(
         Xs, ys, s, step, init, max_iter, tol, n_jobs, random_state, reference_B,
-        available_threads=_core.max_threads(),
+        available_threads=_core.max_threads(), accel=accel, refine=refine, n_starts=n_starts,
+        sin_tol=sin_tol,
     )
     tasks = args.tasks
     out = _core.solve(
         tasks.X, tasks.y, tasks.offsets, args.s, args.adaptive, args.step, args.max_iter,
         args.tol, args.n_threads, args.seed, args.reference_B, DIVERGENCE_FACTOR, SVD_TOL,
-        SVD_MAX_STEPS,
+        SVD_MAX_STEPS, conjugate=args.conjugate, refine=args.refine, init=args.init,
+        init_B=args.init_B, starts=args.starts, sin_tol=args.sin_tol,
     )
-    history = {key: out[key] for key in ("loss", "step", "rel_change")}
+    result = make_result(out, args)
+    if result.status != "diverged":
+        result.fit_prior(tasks)  # the head prior behind adapt(prior="empirical")
+    result.diagnostics = diagnose(result, args, kernels.gradient(tasks, result.Theta,
+                                                                 n_jobs=args.n_threads).G)
+    warn_about_status(result, args.adaptive, args.step, args.tol)
+    warn_about_diagnostics(result)
+    return result
+
+
+def polish(Xs, ys=None, B=None, *, max_iter=100, tol=1e-10, n_jobs=None, reference_B=None):
+    r"""The least-squares polish alone, started from the subspace spanned by the rows of ``B``.
+
+    Alternates exact per-task heads in the current subspace with a damped Newton step of the
+    subspace (heads eliminated; the exact least-squares subspace for fixed heads when Newton
+    does not lower the loss) until the relative change is below ``tol`` or the loss stops
+    decreasing. Started from the true subspace in a simulation, this is the oracle-initialised
+    least-squares estimator: the floor :func:`fit` is measured against.
+
+    Parameters
+    ----------
+    Xs : list of array_like (m_t, d), array_like (T, m, d), or Tasks
+        The design matrices, as in :func:`fit`.
+    ys : list of array_like (m_t,), array_like (T, m), or None
+        The targets; ``None`` when ``Xs`` is a :class:`metasp.Tasks`.
+    B : array_like of shape (s, d)
+        Rows spanning the starting subspace (need not be orthonormal).
+    max_iter : int, default 100
+        Maximum number of sweeps.
+    tol : float, default 1e-10
+        Relative-change tolerance, as in :func:`fit`.
+    n_jobs : int or None, default None
+        Threads, as in :func:`fit`.
+    reference_B : array_like of shape (s, d), optional
+        Records ``history["sin_angle"]`` to it.
+
+    Returns
+    -------
+    MetaSPResult
+        As from :func:`fit`; ``history["phase"]`` is ``"polish"`` throughout.
+
+    Examples
+    --------
+    >>> import metasp
+    >>> X, y, B, W = metasp.datasets.make_hps(T=50, m=10, d=20, s=2, sigma=0.1, random_state=0)
+    >>> oracle = metasp.polish(X, y, B)
+    >>> oracle.status
+    'converged'
+    """
+    args = check_polish_arguments(Xs, ys, B, max_iter, tol, n_jobs, reference_B,
+                                  available_threads=_core.max_threads())
+    tasks = args.tasks
+    out = _core.refine(tasks.X, tasks.y, tasks.offsets, np.asfortranarray(args.init_B.T),
+                       args.max_iter, args.tol, args.n_threads, args.reference_B)
+    n = out["n_iter"]
+    history = {"loss": out["loss"], "rel_change": out["rel_change"],
+               "phase": np.full(n, "polish")}
     if args.reference_B is not None:
         history["sin_angle"] = out["sin_angle"]
-    history["svd_steps"] = out["svd_steps"]
     result = MetaSPResult(
+        B=out["B"], W=out["W"], Theta=out["Theta"], singular_values=out["singular_values"],
+        n_iter=n, status=out["status"], history=history,
+    )
+    warn_about_status(result, True, 1.0, args.tol)
+    return result
+
+
+def make_result(out: dict, args) -> MetaSPResult:
+    """A MetaSPResult from the dictionary ``_core.solve`` (or the reference) returns."""
+    history = {key: np.asarray(out[key]) for key in ("loss", "step", "rel_change")}
+    if args.conjugate:
+        history["beta"] = np.asarray(out["beta"])
+    if args.reference_B is not None:
+        history["sin_angle"] = np.asarray(out["sin_angle"])
+    if "svd_steps" in out:
+        history["svd_steps"] = np.asarray(out["svd_steps"])
+    history["phase"] = np.where(np.asarray(out["phase"]) == 0, "iht", "polish")
+    history["start_loss"] = np.asarray(out["start_loss"])
+    return MetaSPResult(
         B=out["B"], W=out["W"], Theta=out["Theta"], singular_values=out["singular_values"],
         n_iter=out["n_iter"], status=out["status"], history=history,
     )
-    if result.status != "diverged":
-        result.fit_prior(tasks)  # the head prior behind adapt(prior="empirical")
-    warn_about_status(result, args.adaptive, args.step, args.tol)
-    return result

@@ -52,9 +52,76 @@ def check_step(step) -> tuple[bool, float]:
     return False, float(step)
 
 
-def check_init(init) -> None:
-    if init != "zero":
-        raise ValueError(f"init must be 'zero' (Theta^0 = 0, as in the paper); got {init!r}")
+INIT_OPTIONS = ("zero", "spectral")
+
+
+def check_init(init, s: int, d: int) -> tuple[str, np.ndarray | None]:
+    """Return (kind, B0): kind "zero", "spectral" or "given" (then B0 is (s, d) orthonormal)."""
+    if isinstance(init, str):
+        if init not in INIT_OPTIONS:
+            raise ValueError(
+                f"init must be 'zero' (Theta^0 = 0, as in the paper), 'spectral' or an (s, d) "
+                f"array spanning a starting subspace; got {init!r}"
+            )
+        return init, None
+    if init is None or not hasattr(init, "__len__"):
+        raise ValueError(
+            f"init must be 'zero' (Theta^0 = 0, as in the paper), 'spectral' or an (s, d) array "
+            f"spanning a starting subspace; got {init!r}"
+        )
+    B0 = orthonormal_rows(init, "init", d)
+    if B0.shape[0] != s:
+        raise ValueError(f"an init array must have shape (s, d) = ({s}, {d}); got {np.shape(init)}")
+    return "given", B0
+
+
+def check_accel(accel) -> bool:
+    """Return whether to use conjugate directions."""
+    if accel is None:
+        return False
+    if isinstance(accel, str) and accel == "cg":
+        return True
+    raise ValueError(f"accel must be 'cg' (conjugate directions) or None (plain NIHT); got {accel!r}")
+
+
+def check_refine(refine, adaptive: bool) -> bool:
+    """Return whether to run the least-squares polish; "auto" means yes with step="auto"."""
+    if refine is None:
+        return False
+    if isinstance(refine, str) and refine in ("auto", "als"):
+        return adaptive if refine == "auto" else True
+    raise ValueError(
+        f"refine must be 'auto' (on with step='auto', off with a fixed step), 'als' or None; "
+        f"got {refine!r}"
+    )
+
+
+def check_n_starts(n_starts) -> int:
+    if not is_integer(n_starts):
+        raise TypeError(f"n_starts must be an integer; got {type(n_starts).__name__}")
+    if not 1 <= n_starts <= 1000:
+        raise ValueError(f"n_starts must be between 1 and 1000; got {n_starts}")
+    return int(n_starts)
+
+
+def check_sin_tol(sin_tol, reference_B) -> float:
+    """0.0 for None (no sin-angle stopping)."""
+    if sin_tol is None:
+        return 0.0
+    if not is_real(sin_tol):
+        raise TypeError(f"sin_tol must be a real number or None; got {type(sin_tol).__name__}")
+    if not (np.isfinite(sin_tol) and 0 < sin_tol < 1):
+        raise ValueError(f"sin_tol must be in (0, 1); got {sin_tol!r}")
+    if reference_B is None:
+        raise ValueError("sin_tol needs reference_B: the subspace the sin angle is measured to")
+    return float(sin_tol)
+
+
+def random_starts(n_starts: int, s: int, d: int, seed: int) -> list:
+    """Orthonormal (d, s) bases for the starts after the first, drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+    return [np.asfortranarray(np.linalg.qr(rng.standard_normal((d, s)))[0])
+            for _ in range(n_starts - 1)]
 
 
 # The C++ core counts in C ints.
@@ -151,16 +218,25 @@ class FitArguments(NamedTuple):
     n_threads: int
     seed: int
     reference_B: np.ndarray | None
+    conjugate: bool = False
+    refine: bool = False
+    init: str = "zero"
+    init_B: np.ndarray | None = None
+    starts: list = []
+    sin_tol: float = 0.0
 
 
 def check_fit_arguments(
-    Xs, ys, s, step, init, max_iter, tol, n_jobs, random_state, reference_B, available_threads
+    Xs, ys, s, step, init, max_iter, tol, n_jobs, random_state, reference_B, available_threads,
+    accel=None, refine=None, n_starts=1, sin_tol=None,
 ) -> FitArguments:
     """Validate everything :func:`metasp.fit` and :func:`metasp.reference.fit` accept."""
     tasks = as_tasks(Xs, ys)
     s = check_rank(s, tasks)
     adaptive, step = check_step(step)
-    check_init(init)
+    init, init_B = check_init(init, s, tasks.n_features)
+    reference_B = check_reference_B(reference_B, s, tasks.n_features)
+    seed = seed_from(random_state)
     return FitArguments(
         tasks=tasks,
         s=s,
@@ -169,6 +245,27 @@ def check_fit_arguments(
         max_iter=check_max_iter(max_iter),
         tol=check_tol(tol),
         n_threads=resolve_n_jobs(n_jobs, available_threads),
-        seed=seed_from(random_state),
-        reference_B=check_reference_B(reference_B, s, tasks.n_features),
+        seed=seed,
+        reference_B=reference_B,
+        conjugate=check_accel(accel) and adaptive,
+        refine=check_refine(refine, adaptive),
+        init=init,
+        init_B=init_B,
+        starts=random_starts(check_n_starts(n_starts), s, tasks.n_features, seed),
+        sin_tol=check_sin_tol(sin_tol, reference_B),
+    )
+
+
+def check_polish_arguments(Xs, ys, B, max_iter, tol, n_jobs, reference_B, available_threads):
+    """Validate what :func:`metasp.polish` accepts; the start is ``init_B``."""
+    tasks = as_tasks(Xs, ys)
+    if B is None:
+        raise TypeError("the starting subspace B is missing: call polish(Xs, ys, B)")
+    init_B = orthonormal_rows(B, "B", tasks.n_features)
+    s = check_rank(init_B.shape[0], tasks)
+    return FitArguments(
+        tasks=tasks, s=s, adaptive=True, step=1.0, max_iter=check_max_iter(max_iter),
+        tol=check_tol(tol), n_threads=resolve_n_jobs(n_jobs, available_threads), seed=0,
+        reference_B=check_reference_B(reference_B, s, tasks.n_features), refine=True,
+        init="given", init_B=init_B,
     )

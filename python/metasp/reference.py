@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _core
 from ._result import MetaSPResult, warn_about_status
 from ._tasks import Tasks
 from ._validation import DIVERGENCE_FACTOR, VANISHING_PROJECTION, check_fit_arguments
@@ -54,55 +55,139 @@ def fit(
     s=None,
     *,
     step="auto",
+    accel="cg",
+    refine="auto",
     init="zero",
+    n_starts=1,
     max_iter=1000,
     tol=1e-10,
+    sin_tol=None,
     n_jobs=None,
     random_state=None,
     reference_B=None,
 ) -> MetaSPResult:
     """Meta-SP in NumPy: same signature, algorithm and result as :func:`metasp.fit`.
 
-    ``n_jobs`` and ``random_state`` are validated but unused: the SVD is exact and NumPy's BLAS
-    chooses its own threads. ``history`` has no ``"svd_steps"``.
+    ``n_jobs`` is validated but unused: the SVD is exact and NumPy's BLAS chooses its own
+    threads; ``random_state`` only draws the extra starts. ``history`` has no ``"svd_steps"``.
     """
+    from ._diagnostics import diagnose
+    from ._result import warn_about_diagnostics
+    from ._solver import make_result
+
     args = check_fit_arguments(
         Xs, ys, s, step, init, max_iter, tol, n_jobs, random_state, reference_B,
-        available_threads=1,
+        available_threads=1, accel=accel, refine=refine, n_starts=n_starts, sin_tol=sin_tol,
     )
+    best, start_loss, start_iter = None, [], []
+    starts = [(args.init, None if args.init_B is None else args.init_B.T)]
+    starts += [("given", V0) for V0 in args.starts]
+    for kind, V0 in starts:
+        run = _run_start(args, kind, V0)
+        final = run["loss"][-1] if len(run["loss"]) else run["initial_loss"]
+        start_loss.append(np.nan if run["status"] == "diverged" else final)
+        start_iter.append(run["n_iter"])
+        if best is None or (run["status"] != "diverged" and (
+                best["status"] == "diverged" or final < best["final_loss"])):
+            best = dict(run, final_loss=final)
+    best["start_loss"], best["start_iter"] = start_loss, start_iter
+    result = make_result(best, args)
+    result.diagnostics = diagnose(result, args, gradient(args.tasks, result.Theta).G)
+    warn_about_status(result, args.adaptive, args.step, args.tol)
+    warn_about_diagnostics(result)
+    return result
+
+
+# Switch to the polish (the C++ SolveOptions defaults), "stalled" patience, CGIHT constants.
+SWITCH_TOL, SWITCH_WINDOW, PATIENCE = 1e-2, 10, 100
+SLOW_POLISH_SWITCH = 1e-6
+MAX_CONJUGACY, MAX_RETRIES = 2.0, 40
+
+
+def _plateau(loss, window, rtol):
+    return len(loss) > window and loss[-1 - window] - loss[-1] <= rtol * abs(loss[-1])
+
+
+def _stalled(loss, rel_change, patience):
+    n = len(rel_change)
+    if n < 2 * patience or n % patience or len(loss) < n:
+        return False
+    loss_before, loss_now = min(loss[:n - patience]), min(loss[n - patience:n])
+    change_before, change_now = min(rel_change[:n - patience]), min(rel_change[n - patience:n])
+    return loss_now >= loss_before * (1 - 1e-12) and change_now >= 0.5 * change_before
+
+
+def _run_start(args, kind, V0) -> dict:
+    """One start: hard thresholding, then the polish; see ``run_start`` in cpp/src/solver.cpp."""
     tasks, s = args.tasks, args.s
     T, d = tasks.n_tasks, tasks.n_features
+    conjugate = args.adaptive and args.conjugate
     Theta = np.zeros((T, d))
-    svd = None
-    history = {"loss": [], "step": [], "rel_change": [], "sin_angle": []}
-    status, n_iter, initial_loss = "max_iter", 0, 0.0
+    svd, direction = None, None
+    hist = {"loss": [], "step": [], "beta": [], "rel_change": [], "sin_angle": [], "phase": []}
+    status, n_iter, done = "max_iter", 0, False
+    initial_loss = np.mean(np.add.reduceat(tasks.y**2, tasks.offsets[:-1]) / tasks.task_sizes)
 
     def diverging(loss):
         return not np.isfinite(loss) or loss > DIVERGENCE_FACTOR * initial_loss
 
-    for k in range(args.max_iter):
+    if kind != "zero":
+        if kind == "spectral":
+            V0 = truncated_svd(gradient(tasks, Theta).G, s).V
+        W0, _ = heads(tasks, V0)
+        W0, V, S = canonical_factors(W0, V0)
+        Theta = W0 @ V.T
+        svd = TruncatedSVD(V=V, singular_values=S, W=W0, basis=V, n_steps=0, converged=True)
+
+    accepted = None  # CGIHT backtracking: (Theta, svd, loss) of the last accepted iterate
+    retries = 0
+    iht_budget = max(1, args.max_iter // 2) if args.refine else args.max_iter
+    # Without the Newton step (d * s beyond dense normal equations) the polish is slow ALS.
+    switch_tol = SWITCH_TOL * (1.0 if d * s <= _core.MAX_DENSE_NORMAL else SLOW_POLISH_SWITCH)
+    for k in range(iht_budget):
         G, task_loss, _, _ = gradient(tasks, Theta)
         loss = task_loss.mean()
-        if k == 0:
-            initial_loss = loss
-        else:
-            history["loss"].append(loss)
-            if diverging(loss):
+        retry = conjugate and k > 0 and not loss <= accepted[2] and retries < MAX_RETRIES
+        if k > 0:
+            hist["loss"].append(loss)
+            if not retry and diverging(loss):
                 status = "diverged"
                 break
-        step = args.step
-        if args.adaptive:
-            # Normalized IHT: exact line search along the gradient projected on the current
-            # row space V; the first V is the top-s row space of the gradient.
-            V = (svd if svd is not None else truncated_svd(G, s)).V
-            C = G @ V
-            projected, denominator = np.sum(C**2), curvature(tasks, C, V).sum()
-            if projected <= VANISHING_PROJECTION * np.sum(G**2):
-                # The gradient is orthogonal to the row space: search along all of it.
-                identity = np.eye(d)
-                projected, denominator = np.sum(G**2), curvature(tasks, G, identity).sum()
-            step = projected / denominator if denominator > 0 else 0.0
-        target = Theta + step * G
+        step, beta = args.step, (0.0 if conjugate else np.nan)
+        if retry:
+            retries += 1
+            Theta, svd = accepted[0], accepted[1]
+            step = 0.5 * hist["step"][-1]
+            target = Theta + step * direction
+        else:
+            if conjugate:
+                retries = 0
+                accepted = (Theta, svd, loss if (k > 0 or kind != "zero") else initial_loss)
+            if args.adaptive:
+                V = (svd if svd is not None else truncated_svd(G, s)).V
+                Cr = G @ V
+                rr, gradient_norm = np.sum(Cr**2), np.sum(G**2)
+                whole = rr <= VANISHING_PROJECTION * gradient_norm
+                if whole:  # the gradient is orthogonal to the row space: search along all of it
+                    numerator, denominator = gradient_norm, curvature(tasks, G, np.eye(d)).sum()
+                else:
+                    numerator, denominator = rr, curvature(tasks, Cr, V).sum()
+                if conjugate and direction is not None and not whole:
+                    Cp = direction @ V
+                    Pr, Pp = Cr @ V.T, Cp @ V.T
+                    aa, ad, dd = _curvature_pair(tasks, Pr, Pp)
+                    b = -ad / dd if dd > 0 else np.nan
+                    num = rr + b * np.sum(Cr * Cp)
+                    den = aa + 2 * b * ad + b * b * dd
+                    restart = (not dd > 0 or not np.isfinite(b)
+                               or abs(b) * np.sqrt(np.sum(Cp**2)) > MAX_CONJUGACY * np.sqrt(rr)
+                               or not num > 0 or not den > 0)
+                    if not restart:
+                        numerator, denominator, beta = num, den, b
+                step = numerator / denominator if denominator > 0 else 0.0
+                if conjugate:
+                    direction = G + beta * Pp if beta != 0 else G
+            target = Theta + step * (direction if conjugate else G)
         if not np.isfinite(np.sum(target**2)):
             status = "diverged"
             break
@@ -111,27 +196,206 @@ def fit(
         norm = np.linalg.norm(new_Theta)
         change = np.linalg.norm(new_Theta - Theta)
         Theta, n_iter = new_Theta, k + 1
-        history["step"].append(step)
-        history["rel_change"].append(change / norm if norm > 0 else 0.0)
+        if retry:
+            direction = None  # the directions restart after a backtracking step
+        hist["step"].append(step)
+        hist["beta"].append(beta)
+        hist["rel_change"].append(change / norm if norm > 0 else 0.0)
+        hist["phase"].append(0)
         if args.reference_B is not None:
-            history["sin_angle"].append(sin_angle(svd.V.T, args.reference_B))
+            hist["sin_angle"].append(sin_angle(svd.V.T, args.reference_B))
+            if args.sin_tol > 0 and hist["sin_angle"][-1] <= args.sin_tol:
+                status, done = "converged", True
+                break
         if args.tol > 0 and change <= args.tol * norm:
             status = "converged"
             break
+        if args.refine:
+            if (hist["rel_change"][-1] <= switch_tol
+                    or _plateau(hist["loss"], SWITCH_WINDOW, switch_tol**2)):
+                break
+        elif args.tol > 0 and _stalled(hist["loss"], hist["rel_change"], PATIENCE):
+            status = "stalled"
+            break
+    n_iht = n_iter
 
-    if status != "diverged":
-        history["loss"].append(gradient(tasks, Theta).task_loss.mean())
-        if diverging(history["loss"][-1]):
+    if status not in ("diverged", "interrupted"):
+        hist["loss"].append(gradient(tasks, Theta).task_loss.mean())
+        if diverging(hist["loss"][-1]):
             status = "diverged"
-    if args.reference_B is None:
-        del history["sin_angle"]
-    if n_iter > 0:
-        W, B, singular_values = svd.W, svd.V.T, svd.singular_values
-    else:
-        W, B, singular_values = np.zeros((T, s)), np.eye(s, d), np.zeros(s)
-    result = MetaSPResult(
-        B=np.ascontiguousarray(B), W=W, Theta=Theta, singular_values=singular_values,
-        n_iter=n_iter, status=status, history={k: np.asarray(v) for k, v in history.items()},
-    )
-    warn_about_status(result, args.adaptive, args.step, args.tol)
-    return result
+    W, B, singular_values = ((svd.W, svd.V.T, svd.singular_values) if svd is not None
+                             else (np.zeros((T, s)), np.eye(s, d), np.zeros(s)))
+    if args.refine and not done and svd is not None and status != "diverged":
+        polished = refine_path(tasks, svd.V, max_iter=args.max_iter - n_iter, tol=args.tol,
+                               sin_tol=args.sin_tol, reference_B=args.reference_B)
+        status = polished["status"]
+        n = polished["n_iter"]
+        if n > 0:
+            n_iter += n
+            hist["loss"] += list(polished["loss"])
+            hist["rel_change"] += list(polished["rel_change"])
+            hist["sin_angle"] += list(polished["sin_angle"])
+            hist["step"] += [np.nan] * n
+            hist["beta"] += [np.nan] * n
+            hist["phase"] += [1] * n
+            Theta, W, B = polished["Theta"], polished["W"], polished["B"]
+            singular_values = polished["singular_values"]
+    out = {key: np.asarray(value) for key, value in hist.items()}
+    out.update(Theta=Theta, W=W, B=np.ascontiguousarray(B), singular_values=singular_values,
+               n_iter=n_iter, n_iht_iter=n_iht, status=status, initial_loss=initial_loss)
+    return out
+
+
+def _curvature_pair(tasks: Tasks, A: np.ndarray, D: np.ndarray):
+    """Sums over tasks of ||X_t a_t||^2/m_t, <X_t a_t, X_t d_t>/m_t, ||X_t d_t||^2/m_t."""
+    starts, sizes = tasks.offsets[:-1], tasks.task_sizes
+    u = np.einsum("ij,ij->i", tasks.X, np.repeat(A, sizes, axis=0))
+    v = np.einsum("ij,ij->i", tasks.X, np.repeat(D, sizes, axis=0))
+    return tuple(float(np.sum(np.add.reduceat(p, starts) / sizes)) for p in (u * u, u * v, v * v))
+
+
+# ---------------------------------------------------------------------------------------------
+# The least-squares polish (cpp/src/refine.cpp), in NumPy.
+
+
+def heads(tasks: Tasks, V: np.ndarray):
+    """Per-task least-squares heads in span(V) (minimum norm) and the per-task losses."""
+    W = np.empty((tasks.n_tasks, V.shape[1]))
+    task_loss = np.empty(tasks.n_tasks)
+    for t in range(tasks.n_tasks):
+        X, y = tasks[t]
+        Z = X @ V
+        W[t] = np.linalg.lstsq(Z, y, rcond=None)[0]
+        task_loss[t] = np.sum((y - Z @ W[t]) ** 2) / len(y)
+    return W, task_loss
+
+
+def canonical_factors(W: np.ndarray, U: np.ndarray):
+    """``W U^T = W' V^T`` with orthonormal V and ``W' = P diag(singular values)``, descending."""
+    Q, R = np.linalg.qr(U)
+    P, S, Zt = np.linalg.svd(W @ R.T, full_matrices=False)
+    return P * S, Q @ Zt.T, S
+
+
+def basis_system(tasks: Tasks, W: np.ndarray, V=None):
+    """Normal equations of one basis step; see ``assemble_basis_system`` in cpp/src/refine.cpp.
+
+    Without ``V``: the least-squares basis U for fixed heads W (ALS). With the orthonormal
+    ``V`` (W: the exact heads in span(V)): the Newton system of the correction D of V, heads
+    eliminated. Returns ``(M, rhs, scale)``; solve with :func:`solve_basis_system`.
+    """
+    T, d, s = tasks.n_tasks, tasks.n_features, W.shape[1]
+    n = d * s
+    M, rhs = np.zeros((n, n)), np.zeros(n)
+    for t in range(T):
+        X, y = tasks[t]
+        m, w = len(y), W[t]
+        S = X.T @ X / m
+        if V is None:
+            b = X.T @ y / m
+        else:
+            Z = X @ V
+            g = b = X.T @ (y - Z @ w) / m
+            Ainv = np.linalg.pinv(Z.T @ Z / m, rcond=1e-12, hermitian=True)
+            K = Z.T @ X / m
+            u = K.T @ Ainv
+            S = S - u @ K
+        for a in range(s):
+            rhs[a * d:(a + 1) * d] += w[a] * b
+            for c in range(s):
+                block = w[a] * w[c] * S
+                if V is not None:
+                    block = (block + w[a] * np.outer(u[:, c], g) + w[c] * np.outer(g, u[:, a])
+                             - Ainv[a, c] * np.outer(g, g))
+                M[a * d:(a + 1) * d, c * d:(c + 1) * d] += block
+    scale = max(np.mean(np.diag(M)), np.finfo(float).tiny)
+    if V is not None:
+        M += np.kron(np.eye(s), scale * V @ V.T)
+    return M, rhs, scale
+
+
+def solve_basis_system(system, d: int, s: int, shift: float = 0.0, definite: bool = False):
+    """``(M + shift I)^{-1} rhs`` as a (d, s) matrix; None if not positive definite and
+    ``definite``."""
+    M, rhs, _ = system
+    M = M + shift * np.eye(len(rhs))
+    try:
+        L = np.linalg.cholesky(M)
+        solution = np.linalg.solve(L.T, np.linalg.solve(L, rhs))
+    except np.linalg.LinAlgError:
+        if definite:
+            return None
+        solution = np.linalg.lstsq(M, rhs, rcond=None)[0]
+    return solution.reshape(s, d).T
+
+
+# Damping of the Newton step (the C++ kDampingAttempts, kDampingFactor, kMinDamping).
+DAMPING_ATTEMPTS, DAMPING_FACTOR, MIN_DAMPING = 6, 10.0, 1e-6
+# Below this relative change, a sweep whose loss did not decrease is rounding at a stationary
+# point (the C++ kStationaryChange).
+STATIONARY_CHANGE = 1e-6
+
+
+def _orthonormal(U: np.ndarray) -> np.ndarray:
+    return np.linalg.qr(U)[0]
+
+
+def refine_path(tasks: Tasks, V0: np.ndarray, *, max_iter: int, tol: float, sin_tol: float = 0.0,
+                reference_B=None, newton: bool = True) -> dict:
+    """Alternating least squares with damped Newton basis steps from span(V0).
+
+    The NumPy twin of ``metasp::refine`` (cpp/src/refine.cpp): same steps, same acceptance
+    rules, same stopping rule; returns the same keys as ``metasp._core.refine``.
+    """
+    V = _orthonormal(V0)
+    W, task_loss = heads(tasks, V)
+    W, V, S = canonical_factors(W, V)
+    loss = start_loss = task_loss.mean()
+    Theta = W @ V.T
+    d, s = V.shape
+    damping = 0.0
+    out = {"loss": [], "rel_change": [], "sin_angle": [], "n_newton": 0}
+    status, n_iter = "max_iter", 0
+    for k in range(max_iter):
+        accepted = False
+        if newton:
+            system = basis_system(tasks, W, V)
+            for _ in range(DAMPING_ATTEMPTS):
+                D = solve_basis_system(system, d, s, damping * system[2], definite=True)
+                if D is not None:
+                    V_step = _orthonormal(V + D)
+                    W_step, task_loss = heads(tasks, V_step)
+                    next_loss = task_loss.mean()
+                    if next_loss < loss:
+                        candidate = canonical_factors(W_step, V_step)
+                        accepted = True
+                        out["n_newton"] += 1
+                        damping = 0.0 if damping / DAMPING_FACTOR < MIN_DAMPING else damping / DAMPING_FACTOR
+                        break
+                damping = max(damping * DAMPING_FACTOR, MIN_DAMPING)
+        if not accepted:
+            U = solve_basis_system(basis_system(tasks, W), d, s)
+            _, V_rot, _ = canonical_factors(W, U)
+            W_step, task_loss = heads(tasks, V_rot)
+            next_loss = task_loss.mean()
+            candidate = canonical_factors(W_step, V_rot)
+        next_Theta = candidate[0] @ candidate[1].T
+        norm = np.linalg.norm(next_Theta)
+        rel_change = np.linalg.norm(next_Theta - Theta) / norm if norm > 0 else 0.0
+        if not next_loss < loss and not rel_change <= tol:
+            status = "converged" if rel_change <= STATIONARY_CHANGE else "stalled"
+            break
+        (W, V, S), Theta, loss, n_iter = candidate, next_Theta, next_loss, k + 1
+        out["loss"].append(loss)
+        out["rel_change"].append(rel_change)
+        if reference_B is not None:
+            out["sin_angle"].append(sin_angle(V.T, reference_B))
+        if rel_change <= tol or (sin_tol > 0 and reference_B is not None
+                                 and out["sin_angle"][-1] <= sin_tol):
+            status = "converged"
+            break
+    out.update(Theta=Theta, W=W, B=np.ascontiguousarray(V.T), singular_values=S, n_iter=n_iter,
+               status=status, start_loss=start_loss)
+    for key in ("loss", "rel_change", "sin_angle"):
+        out[key] = np.asarray(out[key])
+    return out

@@ -1,0 +1,110 @@
+"""Failure signatures of a Meta-SP fit, each with what to do about it.
+
+The paper names three ways Meta-SP fails: the loss oscillates (the step is too large), the loss
+plateaus well above the noise level (the rank is too small, or the data too noisy), and the
+error grows with the iterations (too few samples). :func:`diagnose` looks for each in a
+finished fit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._result import Diagnostic, MetaSPResult
+from .kernels import truncated_svd
+
+# Oscillation: at least this fraction of the last iterations raised the loss.
+OSCILLATION_FRACTION = 0.3
+OSCILLATION_WINDOW = 20
+# Rank: the top squared singular value of the residual correlations, relative to the edge of
+# their noise bulk, above which a shared direction is left in the residuals. Pure noise stays
+# near 1 (the Marchenko-Pastur edge): measured at most 1.25 for right-rank fits of make_hps data
+# (6 shapes x 5 seeds, sigma 0.1 to 2), 0.9 to 4.9 for fits of rank s - 1.
+RANK_SPIKE = 1.6
+# The rank check needs a fit this close to a stationary point (relative change).
+STATIONARY = 1e-6
+# A final loss below this fraction of the mean squared target is an exact fit: its residuals
+# are rounding, with nothing left to explain.
+EXACT_FIT = 1e-12
+# Growing error: the final sin angle to reference_B this many times its minimum (and above
+# GROWTH_FLOOR) means the iterates moved away from the truth.
+GROWTH_FACTOR = 2.0
+GROWTH_FLOOR = 1e-3
+
+
+def _oscillating(loss: np.ndarray) -> bool:
+    recent = loss[-OSCILLATION_WINDOW - 1:]
+    if len(recent) < OSCILLATION_WINDOW // 2:
+        return False
+    return np.mean(np.diff(recent) > 0) >= OSCILLATION_FRACTION
+
+
+def rank_spike(gradient: np.ndarray, task_sizes: np.ndarray, s: int) -> float:
+    """Top squared singular value of the residual correlations over the noise-bulk edge.
+
+    ``gradient`` holds the rows :math:`X_t^\\top r_t / m_t`; scaled by :math:`\\sqrt{m_t}` they
+    have about the same noise level in every task. For a T x d' matrix of i.i.d. noise of
+    variance v the top squared singular value is about :math:`v(\\sqrt{T} + \\sqrt{d'})^2`; v is
+    estimated from the whole matrix, and d' = d - s since the rows are orthogonal to the fitted
+    subspace at a stationary point.
+    """
+    G = gradient * np.sqrt(task_sizes)[:, None]
+    T, d = G.shape
+    total = np.sum(G**2)
+    if total == 0 or not np.isfinite(total):
+        return 0.0
+    effective = max(d - s, 1)
+    variance = total / (T * effective)
+    edge = variance * (np.sqrt(T) + np.sqrt(effective)) ** 2
+    top = truncated_svd(G, 1, random_state=0).singular_values[0] ** 2
+    return float(top / edge)
+
+
+def diagnose(result: MetaSPResult, args, gradient: np.ndarray | None) -> list:
+    """Findings for a finished fit; ``args`` are the validated fit arguments."""
+    findings = []
+    tasks, s = args.tasks, args.s
+    loss = np.asarray(result.history.get("loss", ()))
+    iht = loss[: int(np.sum(result.history.get("phase", np.array([])) == "iht"))] if len(loss) else loss
+    if not args.adaptive and (result.status == "diverged" or _oscillating(iht)):
+        what = "diverged" if result.status == "diverged" else "oscillates"
+        findings.append(Diagnostic(
+            "step_too_large",
+            f"The loss {what} with the fixed step {args.step:g}: the step is too large for these "
+            f"tasks. Use step='auto' (no tuning needed) or a smaller step such as "
+            f"{args.step / 4:g}.",
+        ))
+    T, d = tasks.n_tasks, tasks.n_features
+    unknowns = s * (T + d - s)
+    if tasks.n_samples < unknowns:
+        findings.append(Diagnostic(
+            "too_few_samples",
+            f"There are {tasks.n_samples} samples for the {unknowns} unknowns of a rank-{s} "
+            f"model (s(T + d - s); {unknowns / T:.1f} samples per task are needed, there are "
+            f"{tasks.n_samples / T:.1f}): the subspace cannot be identified. Collect more samples "
+            f"per task, add tasks, or lower s.",
+        ))
+    sin = np.asarray(result.history.get("sin_angle", ()))
+    if len(sin) > 1 and sin[-1] > max(GROWTH_FACTOR * sin.min(), GROWTH_FLOOR):
+        findings.append(Diagnostic(
+            "too_few_samples",
+            f"The sin angle to reference_B grew from {sin.min():.3g} to {sin[-1]:.3g} during the "
+            f"iterations: too few samples per task for this step. Collect more samples, use "
+            f"step='auto', or lower s.",
+        ))
+    exact_fit = len(loss) and loss[-1] <= EXACT_FIT * np.mean(tasks.y**2)
+    # Only at a stationary point are the residual correlations noise when the rank is right
+    # (not after an early stop, e.g. by sin_tol).
+    change = np.asarray(result.history.get("rel_change", ()))
+    stationary = len(change) and change[-1] <= STATIONARY
+    if (gradient is not None and result.status in ("converged", "stalled") and stationary
+            and min(T, d) > s and not exact_fit):
+        spike = rank_spike(gradient, tasks.task_sizes, s)
+        if spike > RANK_SPIKE:
+            findings.append(Diagnostic(
+                "rank_too_small",
+                f"The loss plateaued with a shared direction left in the residuals (its "
+                f"strength is {spike:.1f} times the noise level): the rank s = {s} is too "
+                f"small. Increase s (metasp.select_rank chooses it by cross-validation).",
+            ))
+    return findings

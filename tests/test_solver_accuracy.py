@@ -1,0 +1,269 @@
+"""CGIHT, the least-squares polish, starts, stopping rules and diagnostics (issue 6)."""
+
+import warnings
+
+import numpy as np
+import pytest
+from conftest import ragged_tasks
+
+import metasp
+from metasp import _core
+from metasp.metrics import sin_angle
+
+
+def projector(B):
+    return B.T @ B
+
+
+def small_noisy(seed=3, **kwargs):
+    shape = dict(T=80, m=12, d=25, s=3, sigma=0.1)
+    shape.update(kwargs)
+    return metasp.datasets.make_hps(random_state=seed, **shape)
+
+
+# ---------------------------------------------------------------- C++ against the NumPy reference
+
+
+@pytest.mark.parametrize("layout", ["equal", "ragged"])
+def test_cgiht_matches_reference(layout):
+    if layout == "equal":
+        X, y, B, _ = small_noisy()
+    else:
+        X, y, B, _ = ragged_tasks()
+    options = dict(accel="cg", refine=None, tol=0, max_iter=30, reference_B=B)
+    result = metasp.fit(X, y, 3, random_state=0, **options)
+    expected = metasp.reference.fit(X, y, 3, **options)
+    assert result.n_iter == expected.n_iter == 30
+    scale = np.abs(expected.Theta).max()
+    np.testing.assert_allclose(result.Theta, expected.Theta, rtol=0, atol=1e-10 * scale)
+    np.testing.assert_allclose(result.history["loss"], expected.history["loss"], rtol=1e-9)
+    # Conjugate directions are really used, and restarts happen.
+    beta = result.history["beta"]
+    np.testing.assert_allclose(beta[:15], expected.history["beta"][:15], rtol=1e-6, atol=1e-9)
+    assert np.any(beta > 0)
+
+
+def test_polish_matches_reference():
+    X, y, B, _ = small_noisy(sigma=0.3)
+    tasks = metasp.Tasks.from_array(X, y)
+    start = np.linalg.qr(B.T + 0.3 * np.random.default_rng(0).standard_normal(B.T.shape))[0]
+    result = metasp.polish(tasks, B=start.T, max_iter=4, tol=0)
+    expected = metasp.reference.refine_path(tasks, start, max_iter=4, tol=0)
+    assert result.n_iter == expected["n_iter"] == 4
+    np.testing.assert_allclose(result.Theta, expected["Theta"], rtol=0,
+                               atol=1e-11 * np.abs(expected["Theta"]).max())
+    np.testing.assert_allclose(result.history["loss"], expected["loss"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("max_dense", [_core.MAX_DENSE_NORMAL, 1])
+def test_alternating_least_squares_matches_reference(max_dense):
+    """Pure ALS (no Newton step), with the dense Cholesky and the conjugate-gradient solve."""
+    X, y, B, _ = small_noisy(sigma=0.3)
+    tasks = metasp.Tasks.from_array(X, y)
+    start = np.linalg.qr(B.T + 0.3 * np.random.default_rng(1).standard_normal(B.T.shape))[0]
+    out = _core.refine(tasks.X, tasks.y, tasks.offsets, np.asfortranarray(start), 5, 0.0, 1,
+                       max_dense=max_dense, newton=False)
+    expected = metasp.reference.refine_path(tasks, start, max_iter=5, tol=0, newton=False)
+    assert out["n_iter"] == 5 and out["n_newton"] == expected["n_newton"] == 0
+    np.testing.assert_allclose(out["Theta"], expected["Theta"], rtol=0,
+                               atol=1e-9 * np.abs(expected["Theta"]).max())
+
+
+def test_default_fit_matches_reference_to_convergence():
+    Xs, ys, B, _ = ragged_tasks(sigma=0.05, sizes=(6, 30))
+    result = metasp.fit(Xs, ys, 3, random_state=0)
+    expected = metasp.reference.fit(Xs, ys, 3)
+    assert result.status == expected.status == "converged"
+    assert set(result.history["phase"]) == {"iht", "polish"}
+    np.testing.assert_allclose(result.Theta, expected.Theta, rtol=0,
+                               atol=1e-8 * np.abs(expected.Theta).max())
+
+
+def test_polish_does_not_depend_on_the_thread_count():
+    # Large enough that the normal-equation accumulation really runs in parallel.
+    X, y, _, _ = metasp.datasets.make_hps(T=600, m=10, d=20, s=3, sigma=0.2, random_state=4)
+    one = metasp.fit(X, y, 3, n_jobs=1, random_state=5)
+    two = metasp.fit(X, y, 3, n_jobs=2, random_state=5)
+    assert one.n_iter == two.n_iter
+    np.testing.assert_allclose(two.Theta, one.Theta, rtol=0, atol=1e-12 * np.abs(one.Theta).max())
+
+
+# ---------------------------------------------------------------- accuracy and speed of the default
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_default_recovers_exactly_near_the_information_limit(seed):
+    # m = 5 per task; m_IT = s(T + d - s)/T = 3.7. Plain NIHT reaches only ~1e-3 in 1000 steps.
+    X, y, B, _ = metasp.datasets.make_hps(T=200, m=5, d=50, s=3, random_state=seed)
+    result = metasp.fit(X, y, 3, random_state=0)
+    assert result.status == "converged"
+    assert sin_angle(result.B, B) < 1e-8
+    assert result.n_iter < 300
+
+
+def test_default_reaches_the_oracle_least_squares_fit():
+    X, y, B, _ = metasp.datasets.make_hps(T=50, m=10, d=50, s=3, sigma=0.1, random_state=2)
+    result = metasp.fit(X, y, 3, random_state=0)
+    oracle = metasp.polish(X, y, B, max_iter=200)
+    assert result.status == oracle.status == "converged"
+    assert result.history["loss"][-1] <= oracle.history["loss"][-1] * (1 + 1e-9)
+    assert sin_angle(result.B, oracle.B) < 1e-6
+
+
+def test_conjugate_directions_need_fewer_iterations_than_niht(noiseless):
+    X, y, _, _ = noiseless
+    cg = metasp.fit(X, y, 3, refine=None, random_state=0)
+    niht = metasp.fit(X, y, 3, accel=None, refine=None, random_state=0)
+    assert cg.status == niht.status == "converged"
+    assert cg.n_iter < niht.n_iter / 2
+
+
+def test_polish_finishes_what_hard_thresholding_starts(noiseless):
+    X, y, B, _ = noiseless
+    result = metasp.fit(X, y, 3, random_state=0, reference_B=B)
+    phase = result.history["phase"]
+    assert phase[0] == "iht" and phase[-1] == "polish"
+    assert np.all(np.isnan(result.history["step"][phase == "polish"]))
+    assert result.history["sin_angle"][-1] < 1e-12
+
+
+# ---------------------------------------------------------------- starts and stopping
+
+
+@pytest.mark.parametrize("init", ["spectral", "zero", "array"])
+def test_initialisations_recover_the_subspace(init, noiseless):
+    X, y, B, _ = noiseless
+    start = B + 0.2 * np.random.default_rng(0).standard_normal(B.shape) if init == "array" else init
+    result = metasp.fit(X, y, 3, init=start, random_state=0)
+    assert result.status == "converged"
+    assert sin_angle(result.B, B) < 1e-10
+
+
+@pytest.mark.parametrize("init", ["spectral", "array"])
+def test_initialisations_match_reference(init):
+    X, y, B, _ = small_noisy()
+    start = B + 0.5 * np.random.default_rng(0).standard_normal(B.shape) if init == "array" else init
+    options = dict(init=start, accel=None, refine=None, tol=0, max_iter=10)
+    result = metasp.fit(X, y, 3, random_state=0, **options)
+    expected = metasp.reference.fit(X, y, 3, **options)
+    np.testing.assert_allclose(result.Theta, expected.Theta, rtol=0,
+                               atol=1e-10 * np.abs(expected.Theta).max())
+
+
+def test_extra_starts_keep_the_lowest_loss():
+    X, y, _, _ = metasp.datasets.make_hps(T=40, m=10, d=20, s=2, sigma=0.5, random_state=1)
+    result = metasp.fit(X, y, 2, n_starts=3, random_state=0)
+    start_loss = result.history["start_loss"]
+    assert start_loss.shape == (3,)
+    assert result.history["loss"][-1] == pytest.approx(np.nanmin(start_loss), rel=1e-14)
+    single = metasp.fit(X, y, 2, random_state=0)
+    assert single.history["start_loss"][0] == pytest.approx(start_loss[0], rel=1e-12)
+
+
+def test_sin_tol_stops_early(noiseless):
+    X, y, B, _ = noiseless
+    result = metasp.fit(X, y, 3, reference_B=B, sin_tol=1e-3, random_state=0)
+    full = metasp.fit(X, y, 3, reference_B=B, random_state=0)
+    assert result.status == "converged"
+    assert result.history["sin_angle"][-1] <= 1e-3 < result.history["sin_angle"][-2]
+    assert result.n_iter < full.n_iter
+
+
+def test_fixed_step_keeps_the_paper_algorithm_unless_asked(noiseless):
+    X, y, _, _ = noiseless
+    paper = metasp.fit(X, y, 3, step=0.25, random_state=0)
+    assert set(paper.history["phase"]) == {"iht"} and "beta" not in paper.history
+    polished = metasp.fit(X, y, 3, step=0.25, refine="als", random_state=0)
+    assert polished.history["phase"][-1] == "polish"
+    assert polished.n_iter < paper.n_iter
+
+
+# ---------------------------------------------------------------- diagnostics
+
+
+def test_diagnostics_fire_on_a_too_large_fixed_step(noiseless):
+    X, y, _, _ = noiseless  # m = 15 < d = 50: gamma = 1 overshoots
+    with pytest.warns(metasp.DivergenceWarning, match="step='auto'"):
+        result = metasp.fit(X, y, 3, step=1.0)
+    codes = [finding.code for finding in result.diagnostics]
+    assert codes == ["step_too_large"]
+    assert "smaller step" in result.diagnostics[0].message
+
+
+def test_diagnostics_fire_on_a_too_small_rank():
+    X, y, _, _ = metasp.datasets.make_hps(T=200, m=15, d=50, s=3, sigma=0.1, random_state=0)
+    with pytest.warns(metasp.DiagnosticWarning, match="Increase s"):
+        result = metasp.fit(X, y, 2, random_state=0)
+    assert [finding.code for finding in result.diagnostics] == ["rank_too_small"]
+
+
+def test_diagnostics_fire_on_too_few_samples():
+    X, y, _, _ = metasp.datasets.make_hps(T=50, m=3, d=50, s=3, sigma=0.1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", metasp.ConvergenceWarning)
+        with pytest.warns(metasp.DiagnosticWarning, match="cannot be identified"):
+            result = metasp.fit(X, y, 3, max_iter=50, random_state=0)
+    assert "too_few_samples" in [finding.code for finding in result.diagnostics]
+
+
+@pytest.mark.parametrize("shape", [dict(T=200, m=15, d=50, s=3, sigma=0.0),
+                                   dict(T=100, m=20, d=30, s=4, sigma=1.0),
+                                   dict(T=50, m=10, d=50, s=3, sigma=0.5)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_diagnostics_stay_quiet_on_a_clean_fit(shape, seed):
+    X, y, _, _ = metasp.datasets.make_hps(random_state=seed, **shape)
+    result = metasp.fit(X, y, shape["s"], random_state=0)  # any warning fails the test
+    assert result.status == "converged"
+    assert result.diagnostics == []
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("fit", [metasp.fit, metasp.reference.fit])
+@pytest.mark.parametrize("options, error, match", [
+    (dict(accel="fast"), ValueError, r"accel must be 'cg'"),
+    (dict(refine="newton"), ValueError, r"refine must be 'auto'"),
+    (dict(n_starts=0), ValueError, r"n_starts must be between 1 and 1000"),
+    (dict(n_starts=1.5), TypeError, r"n_starts must be an integer"),
+    (dict(sin_tol=1e-3), ValueError, r"sin_tol needs reference_B"),
+    (dict(sin_tol=2.0), ValueError, r"sin_tol must be in \(0, 1\)"),
+    (dict(init=np.ones((2, 10))), ValueError, r"init must have shape|init does not have full"),
+    (dict(init=np.eye(3, 12)), ValueError, r"init must have d = 10 columns"),
+])
+def test_new_options_reject_bad_values(fit, options, error, match):
+    X, y, _, _ = metasp.datasets.make_hps(T=10, m=5, d=10, s=2, random_state=0)
+    with pytest.raises(error, match=match):
+        fit(X, y, 2, **options)
+
+
+def test_polish_rejects_a_missing_start():
+    X, y, _, _ = metasp.datasets.make_hps(T=10, m=5, d=10, s=2, random_state=0)
+    with pytest.raises(TypeError, match="starting subspace B is missing"):
+        metasp.polish(X, y)
+
+
+def test_stall_rule():
+    """The "stalled" rule of the hard-thresholding phase (the C++ solver has the same)."""
+    from metasp.reference import _stalled
+
+    steady = list(0.9 ** np.arange(200.0))
+    assert not _stalled(steady, steady, patience=100)
+    flat_loss = [1.0] * 200
+    cycling_change = [0.1, 0.2] * 100
+    assert _stalled(flat_loss, cycling_change, patience=100)
+    # A noisy fit near convergence: the loss is flat to rounding, but the change still falls.
+    assert not _stalled(flat_loss, steady, patience=100)
+
+
+def test_large_subspaces_polish_after_hard_thresholding_converges():
+    """Beyond dense normal equations the polish is slow ALS: hard thresholding goes further."""
+    X, y, B, _ = metasp.datasets.make_hps(T=60, m=30, d=70, s=3, sigma=0.05, random_state=0)
+    small = dict(accel="cg", refine="als", random_state=0)
+    dense = metasp.fit(X, y, 3, **small)
+    tasks = metasp.Tasks.from_array(X, y)
+    out = _core.solve(tasks.X, tasks.y, tasks.offsets, 3, True, 1.0, 1000, 1e-10, 1, 0, None,
+                      1e8, 1e-12, 300, conjugate=True, refine=True, max_dense=100)
+    assert out["n_iht_iter"] > np.sum(dense.history["phase"] == "iht")
+    assert out["status"] == dense.status == "converged"
+    assert sin_angle(out["B"], dense.B) < 1e-8
