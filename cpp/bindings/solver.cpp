@@ -14,7 +14,8 @@ void bind_solver(py::module_& m) {
         "solve",
         [](RowMatrixIn X, VectorIn y, OffsetsIn offsets, Index s, bool adaptive_step,
            double step, int max_iter, double tol, int n_threads, std::uint64_t seed,
-           std::optional<RowMatrix> reference_B, double divergence_factor, double svd_tol, int svd_max_steps) {
+           std::optional<RowMatrix> reference_B, double divergence_factor, double svd_tol, int svd_max_steps,
+           double svd_relative_tol) {
             const TasksView tasks{X, y, offsets};
             SolveOptions options;
             options.adaptive_step = adaptive_step;
@@ -25,7 +26,7 @@ void bind_solver(py::module_& m) {
             options.seed = seed;
             options.reference_B = reference_B.value_or(RowMatrix());
             options.divergence_factor = divergence_factor;
-            options.svd = SVDOptions{svd_tol, svd_max_steps};
+            options.svd = SVDOptions{svd_tol, svd_max_steps, svd_relative_tol};
             SolveResult result;
             InterruptPoll poll;
             {
@@ -54,7 +55,7 @@ void bind_solver(py::module_& m) {
         py::arg("X").noconvert(), py::arg("y").noconvert(), py::arg("offsets").noconvert(),
         py::arg("s"), py::arg("adaptive_step"), py::arg("step"), py::arg("max_iter"),
         py::arg("tol"), py::arg("n_threads"), py::arg("seed"), py::arg("reference_B"), py::arg("divergence_factor"),
-        py::arg("svd_tol"), py::arg("svd_max_steps"));
+        py::arg("svd_tol"), py::arg("svd_max_steps"), py::arg("svd_relative_tol") = 0.0);
 }
 
 }  // namespace metasp::bindings

@@ -51,11 +51,12 @@ TruncatedSVD truncated_svd(const Eigen::Ref<const RowMatrix>& A, Index s,
 
     const Index b = svd_block_size(s, T, d);
     TruncatedSVD out;
-    const auto finish = [&](Matrix V, const Matrix& W, int n_steps, bool converged) {
+    // W: (T, s) = A V.leftCols(s).
+    const auto finish = [&](Matrix V, Matrix& W, int n_steps, bool converged) {
         out.n_steps = n_steps;
         out.converged = converged;
         out.V = V.leftCols(s);
-        out.W = W.leftCols(s);
+        out.W = std::move(W);
         out.singular_values = out.W.colwise().norm().transpose();
         out.basis = std::move(V);
         return out;
@@ -66,14 +67,18 @@ TruncatedSVD truncated_svd(const Eigen::Ref<const RowMatrix>& A, Index s,
     const auto exact = [&](int n_steps) {
         const Eigen::SelfAdjointEigenSolver<Matrix> eig(transposed_product(A, A, n_threads));
         Matrix V = eig.eigenvectors().rowwise().reverse().leftCols(b);
-        Matrix W(T, b);
-        tall_product(A, V, W, n_threads);
+        Matrix W(T, s);
+        tall_product(A, V.leftCols(s), W, n_threads);
         return finish(std::move(V), W, n_steps, true);
     };
     if (d <= 2 * b) return exact(1);
+    // Multiply-adds of one iteration step (A^T A Q) and of the exact path (A^T A, then a
+    // dense symmetric eigensolve, ~9 d^3): iterate while the observed convergence rate
+    // predicts the tolerance within the exact path's cost.
     constexpr Index kMaxGramSize = 2048;
-    const int exact_after = d <= kMaxGramSize ? int(std::max<Index>(1, d / (4 * b)))
-                                              : std::numeric_limits<int>::max();
+    const double step_cost = 2.0 * double(T) * d * b;
+    const double exact_cost = d <= kMaxGramSize ? double(T) * d * d + 9.0 * double(d) * d * d
+                                                : std::numeric_limits<double>::infinity();
 
     Matrix Q = gaussian_matrix(d, b, seed);
     const Index k = std::min(b, warm_start.cols());
@@ -82,25 +87,39 @@ TruncatedSVD truncated_svd(const Eigen::Ref<const RowMatrix>& A, Index s,
     // Below this the residual is rounding error in forming A^T A v.
     const double tol = std::max(options.tol, 32 * std::numeric_limits<double>::epsilon() *
                                                  std::sqrt(double(std::max(T, d))));
-    Matrix Z(T, b), W(T, b);
+    double previous_residual = std::numeric_limits<double>::infinity();
     for (int step = 1;; ++step) {
-        tall_product(A, Q, Z, n_threads);  // Z = A Q
-        // Rayleigh-Ritz: eigenpairs of Q^T A^T A Q, largest first.
-        const Eigen::SelfAdjointEigenSolver<Matrix> eig(transposed_product(Z, Z, n_threads));
+        // Rayleigh-Ritz on span(Q), from Y = A^T A Q alone: the Ritz matrix is Q^T Y, the
+        // Ritz vectors V = Q R, and A^T A V = Y R, so no T x b block is kept.
+        const Matrix Y = gram_times(A, Q, n_threads);
+        Matrix H = Q.transpose() * Y;
+        H = (0.5 * (H + H.transpose())).eval();
+        const Eigen::SelfAdjointEigenSolver<Matrix> eig(H);
         const Matrix ritz = eig.eigenvectors().rowwise().reverse();
         const Vector lambda = eig.eigenvalues().reverse();
         Matrix V = Q * ritz;
-        tall_product(Z, ritz, W, n_threads);  // W = A V
-        const Matrix Y = transposed_product(A, W, n_threads);  // A^T A V
+        Matrix AtAV = Y * ritz;
 
         double residual = 0;
         for (Index i = 0; i < s; ++i)
-            residual = std::max(residual, (Y.col(i) - lambda(i) * V.col(i)).norm());
-        const bool converged = residual <= tol * std::max(lambda(0), 0.0);
-        if (converged || step >= options.max_steps || (stop_requested && stop_requested()))
+            residual = std::max(residual, (AtAV.col(i) - lambda(i) * V.col(i)).norm());
+        const double target = tol * std::max(lambda(0), 0.0);
+        const bool converged = residual <= target;
+        if (converged || step >= options.max_steps || (stop_requested && stop_requested())) {
+            Matrix W(T, s);
+            tall_product(A, V.leftCols(s), W, n_threads);
             return finish(std::move(V), W, step, converged);
-        if (step >= exact_after) return exact(step + 1);
-        Q = orthonormal_columns(Y);
+        }
+        // Residuals shrink geometrically, by (sigma_{b+1} / sigma_s)^2 per step.
+        const double rate = residual / previous_residual;
+        previous_residual = residual;
+        if (step >= 2) {
+            const double steps_left = rate < 1 && residual > 0
+                                          ? std::ceil(std::log(target / residual) / std::log(rate))
+                                          : std::numeric_limits<double>::infinity();
+            if (steps_left * step_cost > exact_cost) return exact(step + 1);
+        }
+        Q = orthonormal_columns(AtAV);
     }
 }
 
