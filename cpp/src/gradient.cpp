@@ -23,16 +23,7 @@ void for_each_task(const TasksView& tasks, int n_threads, double work_per_sample
 }
 
 // The row loops below are plain loops over raw rows, vectorised through OpenMP's simd
-// reductions. On x86-64 Linux they are also compiled for AVX2/FMA (x86-64-v3) and the loader
-// picks the best version for the CPU at run time, so the default build stays portable.
-#if defined(__x86_64__) && defined(__linux__) && defined(__has_attribute)
-#if __has_attribute(target_clones)
-#define METASP_CPU_DISPATCH __attribute__((target_clones("default", "arch=x86-64-v3")))
-#endif
-#endif
-#ifndef METASP_CPU_DISPATCH
-#define METASP_CPU_DISPATCH
-#endif
+// reductions and compiled twice (see METASP_CPU_DISPATCH).
 
 // Four rows at a time: four independent dot products hide the latency of each one's
 // reduction, and each load of the shared vector (and of g below) serves four rows.

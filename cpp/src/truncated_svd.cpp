@@ -27,7 +27,62 @@ Matrix gaussian_matrix(Index rows, Index cols, std::uint64_t seed) {
     return G;
 }
 
+// Y += A^T (A Q) over `rows` rows of A (row pitch `pitch`, d columns); Q and Y are d x b,
+// column-major. Four rows at a time: each load of a column of Q or Y serves four rows, and
+// four independent dot products hide each one's reduction latency. Plain loops rather than
+// Eigen products: with b ~ 10 columns, packing A for a GEMM costs as much as the multiply.
+METASP_CPU_DISPATCH
+void add_gram_times(const double* A, Index pitch, Index rows, Index d, const double* Q, Index b,
+                    double* Y) {
+    Index i = 0;
+    for (; i + 4 <= rows; i += 4) {
+        const double *a0 = A + i * pitch, *a1 = a0 + pitch, *a2 = a1 + pitch, *a3 = a2 + pitch;
+        for (Index j = 0; j < b; ++j) {
+            const double* q = Q + j * d;
+            double z0 = 0, z1 = 0, z2 = 0, z3 = 0;
+#pragma omp simd reduction(+ : z0, z1, z2, z3)
+            for (Index k = 0; k < d; ++k) {
+                z0 += a0[k] * q[k];
+                z1 += a1[k] * q[k];
+                z2 += a2[k] * q[k];
+                z3 += a3[k] * q[k];
+            }
+            double* y = Y + j * d;
+#pragma omp simd
+            for (Index k = 0; k < d; ++k) y[k] += (z0 * a0[k] + z1 * a1[k]) + (z2 * a2[k] + z3 * a3[k]);
+        }
+    }
+    for (; i < rows; ++i) {
+        const double* a0 = A + i * pitch;
+        for (Index j = 0; j < b; ++j) {
+            const double* q = Q + j * d;
+            double z0 = 0;
+#pragma omp simd reduction(+ : z0)
+            for (Index k = 0; k < d; ++k) z0 += a0[k] * q[k];
+            double* y = Y + j * d;
+#pragma omp simd
+            for (Index k = 0; k < d; ++k) y[k] += z0 * a0[k];
+        }
+    }
+}
+
 }  // namespace
+
+Matrix gram_times(const Eigen::Ref<const RowMatrix>& A, const Matrix& Q, int n_threads) {
+    const Index rows = A.rows(), d = A.cols(), b = Q.cols(), n_chunks = n_row_chunks(rows);
+    std::vector<Matrix> partial(static_cast<size_t>(n_chunks));
+    const bool parallel = run_parallel(n_threads, double(rows) * d * b);
+#pragma omp parallel for num_threads(n_threads) if (parallel) schedule(static)
+    for (Index c = 0; c < n_chunks; ++c) {
+        const Index r0 = chunk_begin(c, n_chunks, rows), r1 = chunk_begin(c + 1, n_chunks, rows);
+        partial[c].setZero(d, b);
+        add_gram_times(A.row(r0).data(), A.outerStride(), r1 - r0, d, Q.data(), b,
+                       partial[c].data());
+    }
+    Matrix sum = std::move(partial[0]);
+    for (Index c = 1; c < n_chunks; ++c) sum += partial[c];
+    return sum;
+}
 
 Index svd_block_size(Index s, Index n_rows, Index n_cols) {
     // Oversampling makes the convergence rate (sigma_{b+1} / sigma_s)^2 per step instead of

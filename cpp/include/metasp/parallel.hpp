@@ -10,6 +10,17 @@
 #include <omp.h>
 #endif
 
+// Raw row loops marked with this are also compiled for AVX2/FMA (x86-64-v3) on x86-64 Linux,
+// and the loader picks the version for the CPU at run time: the default build stays portable.
+#if defined(__x86_64__) && defined(__linux__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define METASP_CPU_DISPATCH __attribute__((target_clones("default", "arch=x86-64-v3")))
+#endif
+#endif
+#ifndef METASP_CPU_DISPATCH
+#define METASP_CPU_DISPATCH
+#endif
+
 namespace metasp {
 
 // Threads OpenMP would use by default (honours OMP_NUM_THREADS and the CPU affinity mask).
@@ -56,25 +67,10 @@ Matrix transposed_product(const Left& A, const Right& U, int n_threads) {
     return sum;
 }
 
-// A^T (A Q) for tall A (rows x p) and thin Q (p x q), in one pass over A: each row chunk's
-// A_c Q is multiplied back by A_c^T while A_c is still in cache, and no rows x q temporary is
+// A^T (A Q) for tall A (rows x p) and thin Q (p x q), in one pass over A: each block of rows
+// A_r Q is multiplied back by A_r^T while A_r is still in cache, and no rows x q temporary is
 // formed. Chunked and summed in order like transposed_product.
-template <class Left, class Right>
-Matrix gram_times(const Left& A, const Right& Q, int n_threads) {
-    const Index rows = A.rows(), n_chunks = n_row_chunks(rows);
-    std::vector<Matrix> partial(static_cast<size_t>(n_chunks));
-    const bool parallel = run_parallel(n_threads, double(rows) * A.cols() * Q.cols());
-#pragma omp parallel for num_threads(n_threads) if (parallel) schedule(static)
-    for (Index c = 0; c < n_chunks; ++c) {
-        const Index r0 = chunk_begin(c, n_chunks, rows), r1 = chunk_begin(c + 1, n_chunks, rows);
-        const auto block = A.middleRows(r0, r1 - r0);
-        const Matrix projected = block * Q;
-        partial[c].noalias() = block.transpose() * projected;
-    }
-    Matrix sum = std::move(partial[0]);
-    for (Index c = 1; c < n_chunks; ++c) sum += partial[c];
-    return sum;
-}
+Matrix gram_times(const Eigen::Ref<const RowMatrix>& A, const Matrix& Q, int n_threads);
 
 // out = A R for tall A (rows x p) and small R (p x q); rows are independent.
 template <class Left, class Right, class Out>
