@@ -66,6 +66,7 @@ double residual_rows(const double* X, Index pitch, const double* y, Index rows, 
     Index i = 0;
     for (; i + kRowBlock <= rows; i += kRowBlock) {
         const double *x0 = X + i * pitch, *x1 = x0 + pitch, *x2 = x1 + pitch, *x3 = x2 + pitch;
+        prefetch_rows(X + (i + 2 * kRowBlock) * pitch, kRowBlock * pitch);
         double dot0 = 0, dot1 = 0, dot2 = 0, dot3 = 0;
 #pragma omp simd reduction(+ : dot0, dot1, dot2, dot3)
         for (Index j = 0; j < d; ++j) {

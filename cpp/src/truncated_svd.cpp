@@ -37,6 +37,7 @@ void add_gram_times(const double* A, Index pitch, Index rows, Index d, const dou
     Index i = 0;
     for (; i + 4 <= rows; i += 4) {
         const double *a0 = A + i * pitch, *a1 = a0 + pitch, *a2 = a1 + pitch, *a3 = a2 + pitch;
+        prefetch_rows(A + (i + 8) * pitch, 4 * pitch);
         for (Index j = 0; j < b; ++j) {
             const double* q = Q + j * d;
             double z0 = 0, z1 = 0, z2 = 0, z3 = 0;
