@@ -50,9 +50,10 @@ def fit_args(data):
 
 @functools.lru_cache(maxsize=4)
 def mid_fit_state(T, m, d, s):
-    """The C++ solver's iterate after WARM_ITERATIONS iterations: ``(Theta, V, basis)``.
+    """The C++ solver's iterate after WARM_ITERATIONS iterations: ``(Theta, V, basis, svd_tol)``.
 
-    ``basis`` is the warm start the solver's next truncated SVD would get.
+    ``basis`` is the warm start the solver's next truncated SVD would get and ``svd_tol`` the
+    tolerance the solver would give it (relative to the iterate's last change).
     """
     tasks, _ = problem(T, m, d, s)
     with warnings.catch_warnings():
@@ -61,16 +62,18 @@ def mid_fit_state(T, m, d, s):
                             random_state=SEED)
     V = np.asfortranarray(result.B.T)
     svd = kernels.truncated_svd(result.Theta, s, random_state=SEED, n_jobs=1)
-    return result.Theta, V, svd.basis
+    svd_tol = max(metasp._solver.SVD_TOL,
+                  metasp._solver.SVD_RELATIVE_TOL * result.history["rel_change"][-1])
+    return result.Theta, V, svd.basis, svd_tol
 
 
-def cpp_iteration(tasks, Theta, V, basis, s, n_jobs):
+def cpp_iteration(tasks, Theta, V, basis, svd_tol, s, n_jobs):
     """One Meta-SP iteration with the compiled kernels: fused gradient and step sums,
     gradient step, warm-started truncated SVD, rank-s update."""
     g = kernels.gradient(tasks, Theta, subspace=V, n_jobs=n_jobs)
     step = g.projected.sum() / g.curvature.sum()
     svd = kernels.truncated_svd(Theta + step * g.G, s, warm_start=basis, random_state=SEED,
-                                tol=metasp._solver.SVD_TOL, n_jobs=n_jobs)
+                                tol=svd_tol, n_jobs=n_jobs)
     return svd.W @ svd.V.T
 
 
