@@ -62,6 +62,9 @@ METASP_CPU_DISPATCH
 double residual_rows(const double* X, Index pitch, const double* y, Index rows, Index d,
                      const double* theta, double* g) {
     for (Index j = 0; j < d; ++j) g[j] = 0;
+    // Short tasks end before the in-loop prefetch gets ahead: fetch the rows that follow this
+    // task (the next task's, usually) now.
+    if (rows < 4 * kRowBlock) prefetch_rows(X + rows * pitch, rows * pitch);
     double loss = 0;
     Index i = 0;
     for (; i + kRowBlock <= rows; i += kRowBlock) {
