@@ -12,14 +12,20 @@ import metasp
 
 N_ITER = 20
 
-for T, m, d, s in [(200, 15, 50, 3), (2000, 20, 100, 5)]:
-    X, y, _, _ = metasp.datasets.make_hps(T, m, d, s, sigma=0.1, random_state=0)
-    tasks = metasp.Tasks.from_array(X, y)
-    for n_jobs in (1, 2):
-        times = []
-        for _ in range(5):
-            start = time.perf_counter()
-            metasp.fit(tasks, s=s, max_iter=N_ITER, tol=0, n_jobs=n_jobs, random_state=0)
-            times.append(time.perf_counter() - start)
-        per_iteration = statistics.median(times) / N_ITER
-        print(f"T={T} m={m} d={d} s={s} n_jobs={n_jobs}: {per_iteration * 1e3:.3f} ms/iteration")
+
+def main():
+    for T, m, d, s in [(200, 15, 50, 3), (2000, 20, 100, 5)]:
+        X, y, _, _ = metasp.datasets.make_hps(T, m, d, s, sigma=0.1, random_state=0)
+        tasks = metasp.Tasks.from_array(X, y)
+        for n_jobs in (1, 2):
+            times = []
+            for _ in range(5):
+                start = time.perf_counter()
+                metasp.fit(tasks, s=s, max_iter=N_ITER, tol=0, n_jobs=n_jobs, random_state=0)
+                times.append(time.perf_counter() - start)
+            per_iteration = statistics.median(times) / N_ITER
+            print(f"T={T} m={m} d={d} s={s} n_jobs={n_jobs}: {per_iteration * 1e3:.3f} ms/iteration")
+
+
+if __name__ == "__main__":
+    main()

@@ -21,3 +21,9 @@ def ragged_tasks(T=60, d=20, s=3, sigma=0.05, seed=1, sizes=(4, 30)):
         Xs.append(X)
         ys.append(X @ (W[t] @ B) + sigma * rng.standard_normal(X.shape[0]))
     return Xs, ys, B, W
+
+
+@pytest.fixture
+def strict_svd(monkeypatch):
+    """Trajectory comparisons need every truncated SVD to SVD_TOL, not relative to the step."""
+    monkeypatch.setattr(metasp._solver, "SVD_RELATIVE_TOL", 0.0)

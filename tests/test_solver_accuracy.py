@@ -25,7 +25,7 @@ def small_noisy(seed=3, **kwargs):
 
 
 @pytest.mark.parametrize("layout", ["equal", "ragged"])
-def test_cgiht_matches_reference(layout):
+def test_cgiht_matches_reference(layout, strict_svd):
     if layout == "equal":
         X, y, B, _ = small_noisy()
     else:
@@ -140,7 +140,7 @@ def test_initialisations_recover_the_subspace(init, noiseless):
 
 
 @pytest.mark.parametrize("init", ["spectral", "array"])
-def test_initialisations_match_reference(init):
+def test_initialisations_match_reference(init, strict_svd):
     X, y, B, _ = small_noisy()
     start = B + 0.5 * np.random.default_rng(0).standard_normal(B.shape) if init == "array" else init
     options = dict(init=start, accel=None, refine=None, tol=0, max_iter=10)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import metasp
 from metasp import kernels, reference
 
 
@@ -86,3 +87,25 @@ def test_max_steps_caps_the_iteration():
     A = np.random.default_rng(8).standard_normal((300, 200))  # flat spectrum: slow
     svd = kernels.truncated_svd(A, 3, max_steps=2, random_state=0)
     assert svd.n_steps == 2 and not svd.converged
+
+
+def test_switches_to_the_exact_path_when_iterating_would_cost_more():
+    # Flat spectrum: subspace iteration would need dozens of steps; the Gram matrix is cheaper.
+    A = np.random.default_rng(9).standard_normal((400, 100))
+    svd = kernels.truncated_svd(A, 3, random_state=0)
+    assert svd.converged and svd.n_steps <= 5
+    assert_matches_exact(svd, A, 3, atol=1e-9)
+
+
+def test_solver_svd_tolerance_relative_to_the_step(monkeypatch):
+    # Inside metasp.fit the SVD stops at SVD_RELATIVE_TOL times the iterate's last relative
+    # change: fewer subspace steps, the same fixed point.
+    X, y, B, _ = metasp.datasets.make_hps(T=300, m=15, d=60, s=4, sigma=0.1, random_state=1)
+    loose = metasp.fit(X, y, 4, random_state=0)
+    monkeypatch.setattr(metasp._solver, "SVD_RELATIVE_TOL", 0.0)
+    strict = metasp.fit(X, y, 4, random_state=0)
+    assert loose.status == strict.status == "converged"
+    assert abs(loose.n_iter - strict.n_iter) <= 1
+    assert np.mean(loose.history["svd_steps"]) < np.mean(strict.history["svd_steps"])
+    np.testing.assert_allclose(loose.Theta, strict.Theta, rtol=0,
+                               atol=1e-9 * np.abs(strict.Theta).max())

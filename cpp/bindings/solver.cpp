@@ -27,6 +27,7 @@ void bind_solver(py::module_& m) {
         [](RowMatrixIn X, VectorIn y, OffsetsIn offsets, Index s, bool adaptive_step,
            double step, int max_iter, double tol, int n_threads, std::uint64_t seed,
            std::optional<RowMatrix> reference_B, double divergence_factor, double svd_tol, int svd_max_steps,
+           double svd_relative_tol,
            bool conjugate, bool refine, const std::string& init, std::optional<RowMatrix> init_B,
            std::vector<Matrix> starts, double sin_tol, double switch_tol, int switch_window, int patience,
            Index max_dense) {
@@ -40,7 +41,7 @@ void bind_solver(py::module_& m) {
             options.seed = seed;
             options.reference_B = reference_B.value_or(RowMatrix());
             options.divergence_factor = divergence_factor;
-            options.svd = SVDOptions{svd_tol, svd_max_steps};
+            options.svd = SVDOptions{svd_tol, svd_max_steps, svd_relative_tol};
             options.conjugate = conjugate;
             options.refine = refine;
             options.init = parse_init(init);
@@ -85,7 +86,8 @@ void bind_solver(py::module_& m) {
         py::arg("X").noconvert(), py::arg("y").noconvert(), py::arg("offsets").noconvert(),
         py::arg("s"), py::arg("adaptive_step"), py::arg("step"), py::arg("max_iter"),
         py::arg("tol"), py::arg("n_threads"), py::arg("seed"), py::arg("reference_B"), py::arg("divergence_factor"),
-        py::arg("svd_tol"), py::arg("svd_max_steps"), py::arg("conjugate") = false,
+        py::arg("svd_tol"), py::arg("svd_max_steps"), py::arg("svd_relative_tol") = 0.0,
+        py::arg("conjugate") = false,
         py::arg("refine") = false, py::arg("init") = "zero", py::arg("init_B") = py::none(),
         py::arg("starts") = std::vector<Matrix>(), py::arg("sin_tol") = 0.0, py::arg("switch_tol") = 1e-2,
         py::arg("switch_window") = 10, py::arg("patience") = 100,

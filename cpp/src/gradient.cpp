@@ -22,36 +22,115 @@ void for_each_task(const TasksView& tasks, int n_threads, double work_per_sample
     for (Index t = 0; t < T; ++t) body(t);
 }
 
-// ||X_t direction||^2 / m_t.
-template <class Direction>
-double curvature_row(const TasksView& tasks, Index t, const Direction& direction) {
+// The row loops below are plain loops over raw rows, vectorised through OpenMP's simd
+// reductions and compiled twice (see METASP_CPU_DISPATCH).
+
+// Four rows at a time: four independent dot products hide the latency of each one's
+// reduction, and each load of the shared vector (and of g below) serves four rows.
+constexpr Index kRowBlock = 4;
+
+// sum_i (x_i . p)^2 over the `rows` rows starting at X (row pitch `pitch`).
+METASP_CPU_DISPATCH
+double sum_squared_dots(const double* X, Index pitch, Index rows, Index d, const double* p) {
     double sum = 0;
-    const Index begin = tasks.begin(t), end = begin + tasks.size(t);
-    for (Index i = begin; i < end; ++i) {
-        const double value = tasks.X.row(i).dot(direction);
-        sum += value * value;
+    Index i = 0;
+    for (; i + kRowBlock <= rows; i += kRowBlock) {
+        const double *x0 = X + i * pitch, *x1 = x0 + pitch, *x2 = x1 + pitch, *x3 = x2 + pitch;
+        double dot0 = 0, dot1 = 0, dot2 = 0, dot3 = 0;
+#pragma omp simd reduction(+ : dot0, dot1, dot2, dot3)
+        for (Index j = 0; j < d; ++j) {
+            dot0 += x0[j] * p[j];
+            dot1 += x1[j] * p[j];
+            dot2 += x2[j] * p[j];
+            dot3 += x3[j] * p[j];
+        }
+        sum += (dot0 * dot0 + dot1 * dot1) + (dot2 * dot2 + dot3 * dot3);
     }
-    return sum / double(tasks.size(t));
+    for (; i < rows; ++i) {
+        const double* x0 = X + i * pitch;
+        double dot0 = 0;
+#pragma omp simd reduction(+ : dot0)
+        for (Index j = 0; j < d; ++j) dot0 += x0[j] * p[j];
+        sum += dot0 * dot0;
+    }
+    return sum;
+}
+
+// g = sum_i r_i x_i and returns sum_i r_i^2, for r_i = y_i - x_i . theta: each row is read
+// from memory once for both its residual and its gradient term.
+METASP_CPU_DISPATCH
+double residual_rows(const double* X, Index pitch, const double* y, Index rows, Index d,
+                     const double* theta, double* g) {
+    for (Index j = 0; j < d; ++j) g[j] = 0;
+    // Short tasks end before the in-loop prefetch gets ahead: fetch the rows that follow this
+    // task (the next task's, usually) now.
+    if (rows < 4 * kRowBlock) prefetch_rows(X + rows * pitch, rows * pitch);
+    double loss = 0;
+    Index i = 0;
+    for (; i + kRowBlock <= rows; i += kRowBlock) {
+        const double *x0 = X + i * pitch, *x1 = x0 + pitch, *x2 = x1 + pitch, *x3 = x2 + pitch;
+        prefetch_rows(X + (i + 2 * kRowBlock) * pitch, kRowBlock * pitch);
+        double dot0 = 0, dot1 = 0, dot2 = 0, dot3 = 0;
+#pragma omp simd reduction(+ : dot0, dot1, dot2, dot3)
+        for (Index j = 0; j < d; ++j) {
+            dot0 += x0[j] * theta[j];
+            dot1 += x1[j] * theta[j];
+            dot2 += x2[j] * theta[j];
+            dot3 += x3[j] * theta[j];
+        }
+        const double r0 = y[i] - dot0, r1 = y[i + 1] - dot1, r2 = y[i + 2] - dot2,
+                     r3 = y[i + 3] - dot3;
+#pragma omp simd
+        for (Index j = 0; j < d; ++j) g[j] += (r0 * x0[j] + r1 * x1[j]) + (r2 * x2[j] + r3 * x3[j]);
+        loss += (r0 * r0 + r1 * r1) + (r2 * r2 + r3 * r3);
+    }
+    for (; i < rows; ++i) {
+        const double* x0 = X + i * pitch;
+        double dot0 = 0;
+#pragma omp simd reduction(+ : dot0)
+        for (Index j = 0; j < d; ++j) dot0 += x0[j] * theta[j];
+        const double r0 = y[i] - dot0;
+#pragma omp simd
+        for (Index j = 0; j < d; ++j) g[j] += r0 * x0[j];
+        loss += r0 * r0;
+    }
+    return loss;
+}
+
+// p = V (V^T g) for V (d x s, column pitch ldv) with orthonormal columns; returns ||V^T g||^2
+// = ||p||^2. On tasks of a few rows this costs as much as the pass over X_t itself.
+METASP_CPU_DISPATCH
+double project(const double* V, Index ldv, Index d, Index s, const double* g, double* p) {
+    for (Index i = 0; i < d; ++i) p[i] = 0;
+    double norm = 0;
+    for (Index j = 0; j < s; ++j) {
+        const double* v = V + j * ldv;
+        double c = 0;
+#pragma omp simd reduction(+ : c)
+        for (Index i = 0; i < d; ++i) c += v[i] * g[i];
+#pragma omp simd
+        for (Index i = 0; i < d; ++i) p[i] += c * v[i];
+        norm += c * c;
+    }
+    return norm;
+}
+
+// ||X_t direction||^2 / m_t; `direction` is contiguous.
+double curvature_row(const TasksView& tasks, Index t, const double* direction) {
+    const Index m = tasks.size(t);
+    return sum_squared_dots(tasks.X.row(tasks.begin(t)).data(), tasks.X.outerStride(), m,
+                            tasks.n_features(), direction) / double(m);
 }
 
 // Writes X_t^T r_t / m_t into g and returns ||r_t||^2 / m_t, for r_t = y_t - X_t theta.
-// Row by row, so each row is read from memory once for both its residual and its gradient
-// term; explicit dot and axpy loops beat small matrix-vector products, whose per-call
-// overhead dominates on tasks of a few rows.
-template <class Theta, class Gradient>
-double gradient_row(const TasksView& tasks, Index t, const Theta& theta, Gradient&& g) {
-    g.setZero();
-    double loss = 0;
-    const Index begin = tasks.begin(t), end = begin + tasks.size(t);
-    for (Index i = begin; i < end; ++i) {
-        const auto x = tasks.X.row(i);
-        const double r = tasks.y[i] - x.dot(theta);
-        g += r * x;
-        loss += r * r;
-    }
-    const double m = double(tasks.size(t));
-    g /= m;
-    return loss / m;
+// theta and g are contiguous rows.
+double gradient_row(const TasksView& tasks, Index t, const double* theta, double* g) {
+    const Index begin = tasks.begin(t), m = tasks.size(t), d = tasks.n_features();
+    const double loss = residual_rows(tasks.X.row(begin).data(), tasks.X.outerStride(),
+                                      tasks.y.data() + begin, m, d, theta, g);
+    const double inverse = 1.0 / double(m);
+    for (Index j = 0; j < d; ++j) g[j] *= inverse;
+    return loss * inverse;
 }
 
 void check_gradient_arguments(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& Theta,
@@ -68,7 +147,7 @@ void task_gradient(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& Th
                    Eigen::Ref<RowMatrix> G, Eigen::Ref<Vector> task_loss, int n_threads) {
     check_gradient_arguments(tasks, Theta, G, task_loss);
     for_each_task(tasks, n_threads, 2.0 * tasks.n_features(), [&](Index t) {
-        task_loss[t] = gradient_row(tasks, t, Theta.row(t), G.row(t));
+        task_loss[t] = gradient_row(tasks, t, Theta.row(t).data(), G.row(t).data());
     });
 }
 
@@ -81,18 +160,12 @@ void task_gradient(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& Th
     if (projected.size() != tasks.n_tasks() || curvature.size() != tasks.n_tasks())
         throw std::invalid_argument("projected and curvature need one entry per task");
     for_each_task(tasks, n_threads, 3.0 * tasks.n_features(), [&](Index t) {
-        task_loss[t] = gradient_row(tasks, t, Theta.row(t), G.row(t));
-        // p_t = V (V^T g_t), as dots and axpys: small matrix-vector calls cost more here.
+        task_loss[t] = gradient_row(tasks, t, Theta.row(t).data(), G.row(t).data());
         thread_local Vector direction;
-        direction.setZero(V.rows());
-        double norm = 0;
-        for (Index j = 0; j < V.cols(); ++j) {
-            const double coordinate = V.col(j).dot(G.row(t).transpose());
-            direction += coordinate * V.col(j);
-            norm += coordinate * coordinate;
-        }
-        projected[t] = norm;
-        curvature[t] = curvature_row(tasks, t, direction);  // X_t is still in cache
+        direction.resize(V.rows());
+        projected[t] = project(V.data(), V.outerStride(), V.rows(), V.cols(), G.row(t).data(),
+                               direction.data());
+        curvature[t] = curvature_row(tasks, t, direction.data());  // X_t is still in cache
     });
 }
 
@@ -124,7 +197,7 @@ void task_curvature(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& C
     for_each_task(tasks, n_threads, double(d), [&](Index t) {
         thread_local Vector direction;
         direction.noalias() = B * C.row(t).transpose();
-        task_curvature[t] = curvature_row(tasks, t, direction);
+        task_curvature[t] = curvature_row(tasks, t, direction.data());
     });
 }
 
@@ -135,7 +208,7 @@ void task_curvature(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& D
     if (task_curvature.size() != tasks.n_tasks())
         throw std::invalid_argument("task_curvature has the wrong size");
     for_each_task(tasks, n_threads, double(tasks.n_features()), [&](Index t) {
-        task_curvature[t] = curvature_row(tasks, t, D.row(t));
+        task_curvature[t] = curvature_row(tasks, t, D.row(t).data());
     });
 }
 

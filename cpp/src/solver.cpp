@@ -293,7 +293,8 @@ SolveResult run_start(const TasksView& tasks, Index s, const SolveOptions& optio
         if (stop()) { out.status = Status::interrupted; break; }
 
         const Matrix warm_start = have_subspace ? svd.basis : Matrix();
-        svd = truncated_svd(work, s, warm_start, seed, n_threads, options.svd, stop_requested);
+        svd = truncated_svd(work, s, warm_start, seed, n_threads,
+                            options.svd.following(out.rel_change), stop_requested);
         have_subspace = true;
         if (stop()) { out.status = Status::interrupted; break; }
         tall_product(svd.W, svd.V.transpose(), work, n_threads);  // H_s: the rank-s iterate

@@ -37,7 +37,7 @@ def add_demo_command(commands):
                         help="largest rank tried by select_rank (default: 10 = d)")
     parser.add_argument("--cv", type=int, default=3,
                         help="folds within days for select_rank (default: 3)")
-    parser.add_argument("--rank-rule", choices=("min", "1se"), default="min",
+    parser.add_argument("--rank-rule", choices=("1se", "min"), default="1se",
                         help="select_rank's rule: lowest score, or smallest rank within one "
                              "standard error of it (default: min)")
     parser.add_argument("--max-iter", type=int, default=300,

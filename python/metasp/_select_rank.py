@@ -69,7 +69,7 @@ def _sample_folds(tasks, cv: int, rng) -> np.ndarray:
 
 
 def select_rank(Xs, ys=None, ranks=DEFAULT_RANKS, cv=5, random_state=None, *,
-                heads="posterior", rule="min", verbose=False, **fit_options):
+                heads="posterior", rule="1se", verbose=False, **fit_options):
     r"""Choose the rank s by held-out prediction error, holding out samples within tasks.
 
     The samples of every task are split at random into ``cv`` folds. For each fold and each
@@ -108,10 +108,11 @@ def select_rank(Xs, ys=None, ranks=DEFAULT_RANKS, cv=5, random_state=None, *,
     heads : {"posterior", "fitted"}, default "posterior"
         How the held-out samples of a task are predicted: with the posterior-mean head under
         the fitted head prior, or with the task's row of ``W``.
-    rule : {"min", "1se"}, default "min"
-        ``"min"``: the rank with the lowest mean score. ``"1se"``: the smallest rank whose mean
-        score is within one standard error (fold standard deviation / sqrt(folds)) of the
-        lowest: a lower-dimensional subspace when the scores flatten out.
+    rule : {"1se", "min"}, default "1se"
+        ``"1se"``: the smallest rank whose mean score is within one standard error (fold
+        standard deviation / sqrt(folds)) of the lowest. Once the true rank is reached, extra
+        ranks fit noise and their scores flatten out within that error, so this prefers the
+        lower-dimensional subspace. ``"min"``: the rank with the lowest mean score.
     verbose : bool, default False
         Show a progress bar over the ``len(ranks) * cv`` fits.
     **fit_options

@@ -13,6 +13,9 @@ from ._validation import DIVERGENCE_FACTOR, check_fit_arguments, check_polish_ar
 # eigenvalue of A^T A, which keeps the C++ iterates within ~1e-10 of exact-SVD iterates.
 SVD_TOL = 1e-12
 SVD_MAX_STEPS = 300
+# ... or below this fraction of the iterate's last relative change, whichever is larger: the
+# SVD need not be much more accurate than the iterate's own movement (0: always SVD_TOL).
+SVD_RELATIVE_TOL = 1e-4
 
 
 def fit(
@@ -148,8 +151,9 @@ def fit(
     out = _core.solve(
         tasks.X, tasks.y, tasks.offsets, args.s, args.adaptive, args.step, args.max_iter,
         args.tol, args.n_threads, args.seed, args.reference_B, DIVERGENCE_FACTOR, SVD_TOL,
-        SVD_MAX_STEPS, conjugate=args.conjugate, refine=args.refine, init=args.init,
-        init_B=args.init_B, starts=args.starts, sin_tol=args.sin_tol,
+        SVD_MAX_STEPS, svd_relative_tol=SVD_RELATIVE_TOL, conjugate=args.conjugate,
+        refine=args.refine, init=args.init, init_B=args.init_B, starts=args.starts,
+        sin_tol=args.sin_tol,
     )
     result = make_result(out, args)
     if result.status != "diverged":

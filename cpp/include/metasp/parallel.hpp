@@ -10,7 +10,25 @@
 #include <omp.h>
 #endif
 
+// Raw row loops marked with this are also compiled for AVX2/FMA (x86-64-v3) on x86-64 Linux,
+// and the loader picks the version for the CPU at run time: the default build stays portable.
+#if defined(__x86_64__) && defined(__linux__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define METASP_CPU_DISPATCH __attribute__((target_clones("default", "arch=x86-64-v3")))
+#endif
+#endif
+#ifndef METASP_CPU_DISPATCH
+#define METASP_CPU_DISPATCH
+#endif
+
 namespace metasp {
+
+// Asks for the cache lines of `count` doubles from `start` ahead of use, for the blocked row
+// loops: the hardware prefetcher alone leaves their four short row streams waiting on memory.
+// Addresses past the end of the data are fine for a prefetch (it never faults).
+inline void prefetch_rows(const double* start, Index count) {
+    for (Index k = 0; k < count; k += 8) __builtin_prefetch(start + k);
+}
 
 // Threads OpenMP would use by default (honours OMP_NUM_THREADS and the CPU affinity mask).
 inline int max_threads() {
@@ -55,6 +73,11 @@ Matrix transposed_product(const Left& A, const Right& U, int n_threads) {
     for (Index c = 1; c < n_chunks; ++c) sum += partial[c];
     return sum;
 }
+
+// A^T (A Q) for tall A (rows x p) and thin Q (p x q), in one pass over A: each block of rows
+// A_r Q is multiplied back by A_r^T while A_r is still in cache, and no rows x q temporary is
+// formed. Chunked and summed in order like transposed_product.
+Matrix gram_times(const Eigen::Ref<const RowMatrix>& A, const Matrix& Q, int n_threads);
 
 // out = A R for tall A (rows x p) and small R (p x q); rows are independent.
 template <class Left, class Right, class Out>

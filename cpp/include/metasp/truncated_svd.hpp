@@ -3,7 +3,9 @@
 
 #include "metasp/types.hpp"
 
+#include <algorithm>
 #include <cstdint>
+#include <vector>
 
 namespace metasp {
 
@@ -11,6 +13,18 @@ struct SVDOptions {
     // Stop when every top-s Ritz pair satisfies ||A^T A v_i - lambda_i v_i|| <= tol * lambda_1.
     double tol = 1e-12;
     int max_steps = 300;
+    // Inside an outer iteration: also stop once the residual is below relative_tol times the
+    // outer iterate's last relative change (see `following`). 0: always `tol`.
+    double relative_tol = 0;
+
+    // The options for the next SVD of an outer iteration whose relative changes so far are
+    // `changes`: an SVD far more accurate than the iterate's own movement is wasted work, and
+    // as the iteration converges the tolerance tightens down to `tol` by itself.
+    SVDOptions following(const std::vector<double>& changes) const {
+        SVDOptions out = *this;
+        if (!changes.empty()) out.tol = std::max(tol, relative_tol * changes.back());
+        return out;
+    }
 };
 
 struct TruncatedSVD {

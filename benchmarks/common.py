@@ -1,0 +1,85 @@
+"""Seeded problems and the one-iteration drivers shared by the asv benchmarks.
+
+Everything is generated from fixed seeds, so every benchmark run times the same data. The
+problems are cached per process: asv calls ``setup`` before every repeat.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import numpy as np
+
+import metasp
+from metasp import kernels, reference
+
+SEED = 0
+SIGMA = 0.1  # noise level of the benchmark problems: noisy enough that the SVD has work to do
+
+# Warm-up iterations before a kernel is timed, so the kernels see a mid-fit iterate.
+WARM_ITERATIONS = 5
+
+
+def shape_label(T, m, d, s):
+    return f"T={T},m={m},d={d},s={s}"
+
+
+def parse_shape(label):
+    """``"T=2000,m=20,d=100,s=5"`` -> ``(2000, 20, 100, 5)``."""
+    values = dict(item.split("=") for item in label.split(","))
+    return tuple(int(values[key]) for key in ("T", "m", "d", "s"))
+
+
+@functools.lru_cache(maxsize=4)
+def problem(T, m, d, s, dtype="float64"):
+    """``(tasks_or_arrays, B_true)``: a :func:`metasp.datasets.make_hps` problem.
+
+    float64 data come as a zero-copy :class:`metasp.Tasks`; other dtypes as the raw (T, m, d)
+    and (T, m) arrays, so that a benchmark includes the conversion a user's call pays.
+    """
+    X, y, B, _ = metasp.datasets.make_hps(T, m, d, s, sigma=SIGMA, random_state=SEED)
+    if dtype == "float64":
+        return metasp.Tasks.from_array(X, y), B
+    return (X.astype(dtype), y.astype(dtype)), B
+
+
+def fit_args(data):
+    return (data, None) if isinstance(data, metasp.Tasks) else data
+
+
+@functools.lru_cache(maxsize=4)
+def mid_fit_state(T, m, d, s):
+    """The C++ solver's iterate after WARM_ITERATIONS iterations: ``(Theta, V, basis, svd_tol)``.
+
+    ``basis`` is the warm start the solver's next truncated SVD would get and ``svd_tol`` the
+    tolerance the solver would give it (relative to the iterate's last change).
+    """
+    tasks, _ = problem(T, m, d, s)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", metasp.ConvergenceWarning)
+        result = metasp.fit(tasks, None, s, max_iter=WARM_ITERATIONS, tol=0, n_jobs=1,
+                            random_state=SEED)
+    V = np.asfortranarray(result.B.T)
+    svd = kernels.truncated_svd(result.Theta, s, random_state=SEED, n_jobs=1)
+    svd_tol = max(metasp._solver.SVD_TOL,
+                  metasp._solver.SVD_RELATIVE_TOL * result.history["rel_change"][-1])
+    return result.Theta, V, svd.basis, svd_tol
+
+
+def cpp_iteration(tasks, Theta, V, basis, svd_tol, s, n_jobs):
+    """One Meta-SP iteration with the compiled kernels: fused gradient and step sums,
+    gradient step, warm-started truncated SVD, rank-s update."""
+    g = kernels.gradient(tasks, Theta, subspace=V, n_jobs=n_jobs)
+    step = g.projected.sum() / g.curvature.sum()
+    svd = kernels.truncated_svd(Theta + step * g.G, s, warm_start=basis, random_state=SEED,
+                                tol=svd_tol, n_jobs=n_jobs)
+    return svd.W @ svd.V.T
+
+
+def reference_iteration(tasks, Theta, V, s):
+    """The same iteration with metasp.reference's NumPy kernels (einsum and a LAPACK SVD)."""
+    g = reference.gradient(tasks, Theta, subspace=V)
+    step = g.projected.sum() / g.curvature.sum()
+    svd = reference.truncated_svd(Theta + step * g.G, s)
+    return svd.W @ svd.V.T

@@ -1,0 +1,44 @@
+"""Time per iteration with 1 and 2 threads at T = 2000 and 20000 (m=20, d=100, s=5).
+
+    python benchmarks/threads.py
+    OMP_WAIT_POLICY=passive python benchmarks/threads.py   # threads sleep while waiting
+
+Per-iteration wall time: a fit of 11 iterations minus a fit of one, over 10; 1 and 2 threads
+interleaved, median of 5. On a busy machine spinning OpenMP threads wait for a core, so
+compare the two wait policies there, and measure thread scaling on an idle machine.
+"""
+
+import os
+import statistics
+import time
+import warnings
+
+import metasp
+
+
+def per_iteration(tasks, n_jobs):
+    def fit(max_iter):
+        start = time.perf_counter()
+        metasp.fit(tasks, None, 5, max_iter=max_iter, tol=0, n_jobs=n_jobs, random_state=0)
+        return time.perf_counter() - start
+
+    return (fit(11) - fit(1)) / 10
+
+
+def main():
+    warnings.simplefilter("ignore", metasp.ConvergenceWarning)
+    policy = os.environ.get("OMP_WAIT_POLICY", "default")
+    for T in (2000, 20000):
+        X, y, _, _ = metasp.datasets.make_hps(T, 20, 100, 5, sigma=0.1, random_state=0)
+        tasks = metasp.Tasks.from_array(X, y)
+        times = {1: [], 2: []}
+        for _ in range(5):
+            for n_jobs in times:
+                times[n_jobs].append(per_iteration(tasks, n_jobs))
+        one, two = (statistics.median(times[n]) for n in (1, 2))
+        print(f"wait policy {policy}, T={T}: 1 thread {one * 1e3:.2f} ms, 2 threads "
+              f"{two * 1e3:.2f} ms, speed-up {one / two:.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
