@@ -8,7 +8,8 @@ PNG plot when matplotlib is installed)::
     python -m metasp experiment error_vs_T --quick --out results
 
 or, from Python, :func:`run`. ``quick=True`` runs a small version in a few seconds (a smoke
-test); the full versions of all experiments together take about 15 minutes on 2 cores.
+test); the full versions of all experiments together took 8.5 minutes (13 at a higher load) on
+a shared 2-core machine.
 
 On a machine shared with other work, set ``OMP_WAIT_POLICY=passive`` and
 ``OPENBLAS_NUM_THREADS=1``: busy-waiting OpenMP and OpenBLAS threads that compete for cores
