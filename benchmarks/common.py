@@ -59,7 +59,7 @@ def mid_fit_state(T, m, d, s):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", metasp.ConvergenceWarning)
         result = metasp.fit(tasks, None, s, max_iter=WARM_ITERATIONS, tol=0, n_jobs=1,
-                            random_state=SEED)
+                            random_state=SEED, accel=None, refine=None)
     V = np.asfortranarray(result.B.T)
     svd = kernels.truncated_svd(result.Theta, s, random_state=SEED, n_jobs=1)
     svd_tol = max(metasp._solver.SVD_TOL,

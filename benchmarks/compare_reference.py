@@ -57,8 +57,11 @@ def main():
         # The reference iteration is slow: fewer timed iterations, same method.
         n_ref = max(1, min(args.n_iter, 3))
 
+        # One iteration = the paper's iteration with the adaptive step (gradient pass, step,
+        # truncated SVD, update): no conjugate directions, no least-squares polish.
         def run(fit, max_iter, **options):
-            return lambda: fit(tasks, None, s, tol=0, max_iter=max_iter, **options)
+            return lambda: fit(tasks, None, s, tol=0, max_iter=max_iter, accel=None,
+                               refine=None, **options)
 
         ref, one, two = [], [], []
         for _ in range(repeats):

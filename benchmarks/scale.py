@@ -68,7 +68,7 @@ def measure_one(T, n_jobs, n_iter, repeats):
     def fit_time(max_iter):
         start, cpu_start = time.perf_counter(), time.process_time()
         result = metasp.fit(tasks, None, S, max_iter=max_iter, tol=0, n_jobs=n_jobs,
-                            random_state=SEED)
+                            random_state=SEED, accel=None, refine=None)  # IHT iterations
         return time.perf_counter() - start, time.process_time() - cpu_start, result
 
     # Interleaved, medians: the machine may be busy. CPU time (all threads) is reported too:

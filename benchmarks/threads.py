@@ -19,7 +19,8 @@ import metasp
 def per_iteration(tasks, n_jobs):
     def fit(max_iter):
         start = time.perf_counter()
-        metasp.fit(tasks, None, 5, max_iter=max_iter, tol=0, n_jobs=n_jobs, random_state=0)
+        metasp.fit(tasks, None, 5, max_iter=max_iter, tol=0, n_jobs=n_jobs, random_state=0,
+                   accel=None, refine=None)  # the IHT iteration only
         return time.perf_counter() - start
 
     return (fit(11) - fit(1)) / 10
