@@ -168,7 +168,7 @@ def test_parquet_without_an_engine(files, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "fastparquet", None)
     assert main(["fit", str(parquet), "--group", "station", "--target", "y",
                  "--out", str(tmp_path / "m.npz")]) == 1
-    assert "reading Parquet needs pyarrow (pip install pyarrow)" in capsys.readouterr().err
+    assert 'reading Parquet needs pyarrow (pip install "metasp[parquet]")' in capsys.readouterr().err
 
 
 def test_errors_are_one_line_and_exit_1(files, tmp_path, capsys):

@@ -67,8 +67,8 @@ def _read_table(path):
         try:
             return pd.read_parquet(path)
         except ImportError as error:
-            raise ImportError(f"reading Parquet needs pyarrow (pip install pyarrow): {error}"
-                              ) from None
+            raise ImportError('reading Parquet needs pyarrow (pip install "metasp[parquet]"): '
+                              f"{error}") from None
     return pd.read_csv(path)
 
 
