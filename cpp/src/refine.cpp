@@ -204,6 +204,12 @@ constexpr double kMinDamping = 1e-6;
 // stationary point: converged rather than stalled.
 constexpr double kStationaryChange = 1e-6;
 
+// The loss has stagnated when the last kStagnationWindow sweeps together lowered it by less
+// than kLossStagnation of its value: a flat valley (a direction the data barely identify)
+// where the iterate creeps for many sweeps while the fit no longer improves measurably.
+constexpr int kStagnationWindow = 10;
+constexpr double kLossStagnation = 1e-5;
+
 }  // namespace
 
 Factors canonical_factors(const Eigen::Ref<const RowMatrix>& W, const Eigen::Ref<const Matrix>& U) {
@@ -338,6 +344,12 @@ RefineResult refine(const TasksView& tasks, const Eigen::Ref<const Matrix>& V0,
         if (rel_change <= options.tol) { out.status = RefineStatus::converged; break; }
         if (options.sin_tol > 0 && ref.size() > 0 && out.sin_angle.back() <= options.sin_tol) {
             out.status = RefineStatus::converged;
+            break;
+        }
+        const auto n = out.loss.size();
+        if (options.tol > 0 && n > size_t(kStagnationWindow) &&
+            out.loss[n - 1 - kStagnationWindow] - loss <= kLossStagnation * loss) {
+            out.status = RefineStatus::stalled;
             break;
         }
     }

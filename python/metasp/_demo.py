@@ -125,7 +125,7 @@ def _print_verdict(table, shots, n_features):
             verdict = f"metasp not lowest ({best['method']} is)"
         print(f"k = {k}: metasp {ours['mean_mse']:.4f}, best other {best['method']} "
               f"{best['mean_mse']:.4f}: {verdict} (margin {margin:+.4f} +- {spread:.4f} sd "
-              f"over the {len(difference)} splits; lower in {int((difference > 0).sum())})")
+              f"over the {len(difference)} splits; metasp lower in {int((difference > 0).sum())})")
 
 
 def _write_csv(table, path):

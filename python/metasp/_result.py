@@ -55,7 +55,8 @@ class MetaSPResult:
     n_iter : int
         Iterations run.
     status : {"converged", "max_iter", "stalled", "diverged"}
-        Why the solver stopped; "stalled": neither the loss nor the change improved any more.
+        Why the solver stopped; "stalled": the loss stopped improving measurably (by less
+        than 1e-5 of its value over 10 polish sweeps, or not at all) before ``tol`` was met.
     history : dict of str to ndarray
         One entry per iteration: ``"loss"`` (mean over tasks of the mean squared residual of the
         new iterate), ``"step"``, ``"rel_change"`` (``||Theta^{k+1} - Theta^k||_F /
@@ -433,10 +434,21 @@ def warn_about_status(result: MetaSPResult, adaptive: bool, step: float, tol: fl
             stacklevel=3,
         )
     elif result.status == "stalled":
+        phase = result.history.get("phase", ())
+        if len(phase) and phase[-1] == "polish":
+            advice = (
+                "the least-squares polish no longer lowered the loss measurably (by less than "
+                "1e-5 of it over 10 sweeps) while the coefficients still moved: the data barely "
+                "determine some direction of the rank-s subspace. The fit is usable; a smaller "
+                "rank (see metasp.select_rank) is better determined."
+            )
+        else:
+            advice = (
+                "neither the loss nor the change improved any more. Use step='auto' with the "
+                "default polish (refine='auto'), or try n_starts=5."
+            )
         warnings.warn(
-            f"Meta-SP stalled after {result.n_iter} iterations: neither the loss nor the change "
-            "improved any more. Use step='auto' with the default polish (refine='auto'), or try "
-            "n_starts=5.",
+            f"Meta-SP stalled after {result.n_iter} iterations: {advice}",
             ConvergenceWarning,
             stacklevel=3,
         )

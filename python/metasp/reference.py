@@ -334,6 +334,10 @@ DAMPING_ATTEMPTS, DAMPING_FACTOR, MIN_DAMPING = 6, 10.0, 1e-6
 # Below this relative change, a sweep whose loss did not decrease is rounding at a stationary
 # point (the C++ kStationaryChange).
 STATIONARY_CHANGE = 1e-6
+# Loss stagnation of the polish: the last STAGNATION_WINDOW sweeps lowered the loss by less
+# than LOSS_STAGNATION of its value (cpp/src/refine.cpp).
+STAGNATION_WINDOW = 10
+LOSS_STAGNATION = 1e-5
 
 
 def _orthonormal(U: np.ndarray) -> np.ndarray:
@@ -393,6 +397,10 @@ def refine_path(tasks: Tasks, V0: np.ndarray, *, max_iter: int, tol: float, sin_
         if rel_change <= tol or (sin_tol > 0 and reference_B is not None
                                  and out["sin_angle"][-1] <= sin_tol):
             status = "converged"
+            break
+        if (tol > 0 and len(out["loss"]) > STAGNATION_WINDOW
+                and out["loss"][-1 - STAGNATION_WINDOW] - loss <= LOSS_STAGNATION * loss):
+            status = "stalled"
             break
     out.update(Theta=Theta, W=W, B=np.ascontiguousarray(V.T), singular_values=S, n_iter=n_iter,
                status=status, start_loss=start_loss)
