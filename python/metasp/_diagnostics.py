@@ -60,8 +60,12 @@ def rank_spike(gradient: np.ndarray, task_sizes: np.ndarray, s: int) -> float:
     return float(top / edge)
 
 
-def diagnose(result: MetaSPResult, args, gradient: np.ndarray | None) -> list:
-    """Findings for a finished fit; ``args`` are the validated fit arguments."""
+def diagnose(result: MetaSPResult, args, gradient) -> list:
+    """Findings for a finished fit; ``args`` are the validated fit arguments.
+
+    ``gradient(Theta)`` returns the (T, d) rows :math:`X_t^\top r_t / m_t`; it costs a pass
+    over the data, so it is called only when the rank check applies.
+    """
     findings = []
     tasks, s = args.tasks, args.s
     loss = np.asarray(result.history.get("loss", ()))
@@ -97,9 +101,9 @@ def diagnose(result: MetaSPResult, args, gradient: np.ndarray | None) -> list:
     # (not after an early stop, e.g. by sin_tol).
     change = np.asarray(result.history.get("rel_change", ()))
     stationary = len(change) and change[-1] <= STATIONARY
-    if (gradient is not None and result.status in ("converged", "stalled") and stationary
-            and min(T, d) > s and not exact_fit):
-        spike = rank_spike(gradient, tasks.task_sizes, s)
+    if (result.status in ("converged", "stalled") and stationary and min(T, d) > s
+            and not exact_fit):
+        spike = rank_spike(gradient(result.Theta), tasks.task_sizes, s)
         if spike > RANK_SPIKE:
             findings.append(Diagnostic(
                 "rank_too_small",

@@ -158,8 +158,8 @@ def fit(
     result = make_result(out, args)
     if result.status != "diverged":
         result.fit_prior(tasks)  # the head prior behind adapt(prior="empirical")
-    result.diagnostics = diagnose(result, args, kernels.gradient(tasks, result.Theta,
-                                                                 n_jobs=args.n_threads).G)
+    result.diagnostics = diagnose(
+        result, args, lambda Theta: kernels.gradient(tasks, Theta, n_jobs=args.n_threads).G)
     warn_about_status(result, args.adaptive, args.step, args.tol)
     warn_about_diagnostics(result)
     return result

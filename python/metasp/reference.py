@@ -92,7 +92,7 @@ def fit(
             best = dict(run, final_loss=final)
     best["start_loss"], best["start_iter"] = start_loss, start_iter
     result = make_result(best, args)
-    result.diagnostics = diagnose(result, args, gradient(args.tasks, result.Theta).G)
+    result.diagnostics = diagnose(result, args, lambda Theta: gradient(args.tasks, Theta).G)
     warn_about_status(result, args.adaptive, args.step, args.tol)
     warn_about_diagnostics(result)
     return result
