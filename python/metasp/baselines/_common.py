@@ -8,9 +8,10 @@ import warnings
 import numpy as np
 
 from .. import kernels
-from .._result import ConvergenceWarning, MetaSPResult
+from .._result import ConvergenceWarning, MetaSPResult, _task_sufficient_statistics
 from .._tasks import Tasks, as_tasks
 from .._validation import check_rank, is_integer, is_real
+from ..reference import canonical_factors
 
 
 def _prepare(Xs, ys, s) -> tuple[Tasks, int]:
@@ -41,28 +42,19 @@ def _check_count(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def _per_task_sum(values: np.ndarray, tasks: Tasks) -> np.ndarray:
-    """Sum rows of a per-sample array within each task."""
-    return np.add.reduceat(values, tasks.offsets[:-1], axis=0)
-
-
 def _task_heads(tasks: Tasks, B: np.ndarray) -> np.ndarray:
     """Per-task least squares heads in the row space of ``B`` (s, d): the (T, s) array ``W``.
 
     The minimum-norm solution when a task's ``X_t B^T`` is rank deficient (``m_t < s``).
     """
-    Z = tasks.X @ B.T
-    grams = _per_task_sum(Z[:, :, None] * Z[:, None, :], tasks)
-    moments = _per_task_sum(Z * tasks.y[:, None], tasks)
+    grams, moments, _ = _task_sufficient_statistics(tasks, B)
     return np.einsum("tij,tj->ti", np.linalg.pinv(grams, hermitian=True), moments)
 
 
 def _result(W, B, n_iter, status, history=None) -> MetaSPResult:
     """A MetaSPResult in Meta-SP's canonical form from any factorisation ``Theta = W @ B``."""
-    Q, R = np.linalg.qr(np.asarray(B, dtype=np.float64).T)
-    U, singular_values, Vt = np.linalg.svd(W @ R.T, full_matrices=False)
-    B = np.ascontiguousarray(Vt @ Q.T)
-    W = U * singular_values
+    W, V, singular_values = canonical_factors(W, np.asarray(B, dtype=np.float64).T)
+    B = np.ascontiguousarray(V.T)
     return MetaSPResult(
         B=B, W=W, Theta=W @ B, singular_values=singular_values, n_iter=int(n_iter),
         status=status, history={key: np.asarray(value) for key, value in (history or {}).items()},
