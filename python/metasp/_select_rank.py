@@ -62,7 +62,7 @@ def _sample_folds(tasks, cv: int, rng) -> np.ndarray:
     A task with 2 <= m_t < cv samples has one sample in each of its first m_t folds; a task
     with a single sample is never held out (it would have nothing left to fit its head).
     """
-    folds = _rank_within_tasks(rng.random(tasks.n_samples), tasks.offsets) % cv
+    folds = _rank_within_tasks(rng.random(tasks.n_samples), tasks) % cv
     single = np.repeat(tasks.task_sizes == 1, tasks.task_sizes)
     folds[single] = -1
     return folds
@@ -212,5 +212,4 @@ def _choose(ranks, mean_mse, standard_error, rule):
 
 def _held_out_rows(tasks, mask):
     """(task of each held-out row, its features, its targets)."""
-    task_of_row = np.repeat(np.arange(tasks.n_tasks), tasks.task_sizes)
-    return task_of_row[mask], tasks.X[mask], tasks.y[mask]
+    return tasks.task_of_row[mask], tasks.X[mask], tasks.y[mask]

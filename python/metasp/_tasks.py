@@ -419,6 +419,11 @@ class Tasks:
         """Samples per task, m_t, as an int64 array of shape (T,)."""
         return np.diff(self.offsets)
 
+    @property
+    def task_of_row(self) -> np.ndarray:
+        """The task of every row of ``X`` and ``y``, as an int64 array of shape (N,)."""
+        return np.repeat(np.arange(self.n_tasks), self.task_sizes)
+
     def subset(self, indices) -> Tasks:
         """The tasks ``indices`` (in that order) as new :class:`Tasks`; labels follow them.
 
@@ -549,7 +554,7 @@ class Tasks:
             )
         rng = np.random.default_rng(random_state)
         # A random key per row; the k smallest keys of each task form its support set.
-        rank_in_task = _rank_within_tasks(rng.random(self.n_samples), self.offsets)
+        rank_in_task = _rank_within_tasks(rng.random(self.n_samples), self)
         support = rank_in_task < k
         return self._take_rows(support), self._take_rows(~support)
 
@@ -578,12 +583,12 @@ class Tasks:
         )
 
 
-def _rank_within_tasks(keys: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+def _rank_within_tasks(keys: np.ndarray, tasks: Tasks) -> np.ndarray:
     """Rank (0, 1, ...) of each row's key among the rows of its own task."""
-    task_of_row = np.repeat(np.arange(offsets.size - 1), np.diff(offsets))
+    task_of_row = tasks.task_of_row
     order = np.lexsort((keys, task_of_row))
     ranks = np.empty(keys.size, dtype=np.int64)
-    ranks[order] = np.arange(keys.size) - offsets[task_of_row[order]]
+    ranks[order] = np.arange(keys.size) - tasks.offsets[task_of_row[order]]
     return ranks
 
 

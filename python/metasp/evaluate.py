@@ -143,7 +143,7 @@ def _ridge_paths(support, strengths):
 
 
 def _predict_rows(query, coef, intercept):
-    task = np.repeat(np.arange(query.n_tasks), query.task_sizes)
+    task = query.task_of_row
     return intercept[task] + np.einsum("nd,nd->n", query.X, coef[task])
 
 
@@ -174,10 +174,9 @@ def _ridge_tuned(train, rank, rng):
             usable = train.subset(np.flatnonzero(train.task_sizes > k))
             s_train, q_train = usable.split_samples(k, random_state=rng)
             coef, intercept, _ = _ridge_paths(s_train, strengths)
-            task = np.repeat(np.arange(q_train.n_tasks), q_train.task_sizes)
-            errors = [np.mean((q_train.y - intercept[task, j]
-                               - np.einsum("nd,nd->n", q_train.X, coef[task, j])) ** 2)
-                      for j in range(strengths.size)]
+            errors = [
+                np.mean((q_train.y - _predict_rows(q_train, coef[:, j], intercept[:, j])) ** 2)
+                for j in range(strengths.size)]
             state[k] = int(np.argmin(errors))
         coef, intercept, _ = _ridge_paths(support, strengths[state[k]:state[k] + 1])
         return _predict_rows(query, coef[:, 0], intercept[:, 0])
@@ -196,7 +195,7 @@ def _pooled(train, rank, rng):
 
 def _pooled_intercept(train, rank, rng):
     # Fixed effects: slopes from within-task centred data, one intercept per task.
-    task = np.repeat(np.arange(train.n_tasks), train.task_sizes)
+    task = train.task_of_row
     sizes = train.task_sizes[:, None]
     X_mean = np.add.reduceat(train.X, train.offsets[:-1], axis=0) / sizes
     y_mean = np.add.reduceat(train.y, train.offsets[:-1]) / train.task_sizes
