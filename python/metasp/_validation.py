@@ -128,21 +128,32 @@ def random_starts(n_starts: int, s: int, d: int, seed: int) -> list:
 _INT_MAX = 2**31 - 1
 
 
+def check_count(value, name: str, minimum: int = 1) -> int:
+    """An integer of at least ``minimum``."""
+    if not is_integer(value):
+        raise TypeError(f"{name} must be an integer; got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}; got {value}")
+    return int(value)
+
+
+def check_positive(value, name: str, allow_zero: bool = False) -> float:
+    """A finite real number above zero (or at least zero with ``allow_zero``)."""
+    if not is_real(value):
+        raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
+    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{name} must be {bound} and finite; got {value!r}")
+    return float(value)
+
+
 def check_max_iter(max_iter, name: str = "max_iter") -> int:
     """A positive iteration cap; values beyond what C counts in are the same as no cap."""
-    if not is_integer(max_iter):
-        raise TypeError(f"{name} must be an integer; got {type(max_iter).__name__}")
-    if max_iter < 1:
-        raise ValueError(f"{name} must be at least 1; got {max_iter}")
-    return int(min(max_iter, _INT_MAX))
+    return min(check_count(max_iter, name), _INT_MAX)
 
 
 def check_tol(tol) -> float:
-    if not is_real(tol):
-        raise TypeError(f"tol must be a real number; got {type(tol).__name__}")
-    if not (np.isfinite(tol) and tol >= 0):
-        raise ValueError(f"tol must be non-negative and finite; got {tol!r}")
-    return float(tol)
+    return check_positive(tol, "tol", allow_zero=True)
 
 
 def resolve_n_jobs(n_jobs, available: int) -> int:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import check_max_iter, check_tol, seed_from
+from .._validation import check_count, check_max_iter, check_tol, seed_from
 from ._common import (
     _check_choice,
-    _check_count,
     _hessian_product,
     _moments,
     _prepare,
@@ -168,7 +167,7 @@ def altmin(Xs, ys=None, s=None, *, init="spectral", max_iter=200, tol=1e-8, cg_s
     ('converged', True)
     """
     tasks, s = _prepare(Xs, ys, s)
-    steps = _check_count(cg_steps, "cg_steps")
+    steps = check_count(cg_steps, "cg_steps")
     return _altmin(tasks, s, init=init, max_iter=max_iter, tol=tol, random_state=random_state,
                    n_jobs=n_jobs, steps=steps, precondition=True, name="altmin")
 

@@ -9,10 +9,9 @@ import numpy as np
 from .. import kernels
 from .._result import DivergenceWarning
 from .._tasks import Tasks
-from .._validation import DIVERGENCE_FACTOR, check_max_iter, check_tol, seed_from
+from .._validation import (DIVERGENCE_FACTOR, check_count, check_max_iter, check_positive,
+                           check_tol, seed_from)
 from ._common import (
-    _check_count,
-    _check_positive,
     _hessian_product,
     _prepare,
     _random_rows,
@@ -112,15 +111,15 @@ def anil(Xs, ys=None, s=None, *, order=1, inner_lr=0.1, inner_steps=3, outer_lr=
     ('max_iter', True)
     """
     tasks, s = _prepare(Xs, ys, s)
-    order = _check_count(order, "order")
+    order = check_count(order, "order")
     if order not in (1, 2):
         raise ValueError(f"order must be 1 (first-order ANIL) or 2 (exact meta-gradient); got {order}")
-    alpha = _check_positive(inner_lr, "inner_lr")
-    steps = _check_count(inner_steps, "inner_steps")
-    beta = _check_positive(outer_lr, "outer_lr")
+    alpha = check_positive(inner_lr, "inner_lr")
+    steps = check_count(inner_steps, "inner_steps")
+    beta = check_positive(outer_lr, "outer_lr")
     max_iter = check_max_iter(max_iter)
     tol = check_tol(tol)
-    fraction = _check_positive(support_fraction, "support_fraction")
+    fraction = check_positive(support_fraction, "support_fraction")
     if fraction >= 1:
         raise ValueError(f"support_fraction must be below 1; got {fraction}")
     support, query = _split_tasks(tasks, fraction)

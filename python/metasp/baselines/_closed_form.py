@@ -6,8 +6,8 @@ import numpy as np
 
 from .. import kernels
 from .._tasks import Tasks
-from .._validation import orthonormal_rows
-from ._common import _check_positive, _prepare, _result, _task_heads
+from .._validation import check_positive, orthonormal_rows
+from ._common import _prepare, _result, _task_heads
 
 
 def mom(Xs, ys=None, s=None):
@@ -166,7 +166,7 @@ def single_task(Xs, ys=None, s=None, *, ridge=0.0, random_state=None, n_jobs=Non
     True
     """
     tasks, s = _prepare(Xs, ys, s)
-    ridge = _check_positive(ridge, "ridge", allow_zero=True)
+    ridge = check_positive(ridge, "ridge", allow_zero=True)
     svd = kernels.truncated_svd(
         _ridge_solutions(tasks, ridge), s, random_state=random_state, n_jobs=n_jobs
     )

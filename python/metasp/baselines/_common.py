@@ -10,7 +10,7 @@ import numpy as np
 from .. import kernels
 from .._result import ConvergenceWarning, MetaSPResult, _task_sufficient_statistics
 from .._tasks import Tasks, as_tasks
-from .._validation import check_rank, is_integer, is_real
+from .._validation import check_rank
 from ..reference import canonical_factors
 
 
@@ -23,23 +23,6 @@ def _check_choice(value, name: str, choices: tuple) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
     return value
-
-
-def _check_positive(value, name: str, allow_zero: bool = False) -> float:
-    if not is_real(value):
-        raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
-    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = "non-negative" if allow_zero else "positive"
-        raise ValueError(f"{name} must be {bound} and finite; got {value!r}")
-    return float(value)
-
-
-def _check_count(value, name: str, minimum: int = 1) -> int:
-    if not is_integer(value):
-        raise TypeError(f"{name} must be an integer; got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}; got {value}")
-    return int(value)
 
 
 def _task_heads(tasks: Tasks, B: np.ndarray) -> np.ndarray:

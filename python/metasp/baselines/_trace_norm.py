@@ -9,8 +9,8 @@ import numpy as np
 from .. import kernels
 from .._result import ConvergenceWarning
 from .._tasks import Tasks
-from .._validation import check_max_iter, check_tol, seed_from
-from ._common import _check_choice, _check_positive, _prepare, _result, _warn_max_iter
+from .._validation import check_max_iter, check_positive, check_tol, seed_from
+from ._common import _check_choice, _prepare, _result, _warn_max_iter
 
 
 def _lipschitz(tasks: Tasks) -> float:
@@ -217,7 +217,7 @@ def nuclear_norm(Xs, ys=None, s=None, *, lam="default", sigma=None, lam_grid=(0.
     tol = check_tol(tol)
     seed = seed_from(random_state)
     if sigma is not None:
-        sigma = _check_positive(sigma, "sigma", allow_zero=True)
+        sigma = check_positive(sigma, "sigma", allow_zero=True)
     history = {}
     if isinstance(lam, str):
         _check_choice(lam, "lam", ("default", "search"))
@@ -230,7 +230,7 @@ def nuclear_norm(Xs, ys=None, s=None, *, lam="default", sigma=None, lam_grid=(0.
         else:
             lam = base
     else:
-        lam = _check_positive(lam, "lam", allow_zero=True)
+        lam = check_positive(lam, "lam", allow_zero=True)
     Theta, n_iter, status, fista_history = _fista(tasks, lam, max_iter=max_iter, tol=tol,
                                                   seed=seed, n_jobs=n_jobs)
     history = {**fista_history, "lambda": [lam], **history}
@@ -251,7 +251,7 @@ def _search_lambda(tasks, s, base, lam_grid, validation_fraction, *, max_iter, t
     grid = np.asarray(lam_grid, dtype=np.float64)
     if grid.ndim != 1 or grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid <= 0):
         raise ValueError(f"lam_grid must be a non-empty sequence of positive numbers; got {lam_grid!r}")
-    fraction = _check_positive(validation_fraction, "validation_fraction")
+    fraction = check_positive(validation_fraction, "validation_fraction")
     if fraction >= 1:
         raise ValueError(f"validation_fraction must be below 1; got {fraction}")
     sizes = tasks.task_sizes
