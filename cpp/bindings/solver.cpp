@@ -18,6 +18,12 @@ Init parse_init(const std::string& name) {
     throw std::invalid_argument("init must be 'zero', 'spectral' or 'given'");
 }
 
+// A per-iteration history as a NumPy array (copied: the result is about to go away).
+template <typename T>
+py::array_t<T> to_array(const std::vector<T>& values) {
+    return py::array_t<T>(py::ssize_t(values.size()), values.data());
+}
+
 }  // namespace
 
 void bind_solver(py::module_& m) {
@@ -59,10 +65,6 @@ void bind_solver(py::module_& m) {
                 result = solve(tasks, s, options, std::ref(poll));
             }
             poll.raise_if_interrupted();
-            const auto array = [](const auto& values) {
-                using T = typename std::decay_t<decltype(values)>::value_type;
-                return py::array_t<T>(py::ssize_t(values.size()), values.data());
-            };
             py::dict out;
             out["Theta"] = std::move(result.Theta);
             out["W"] = std::move(result.W);
@@ -70,17 +72,17 @@ void bind_solver(py::module_& m) {
             out["singular_values"] = std::move(result.singular_values);
             out["n_iter"] = result.n_iter;
             out["n_iht_iter"] = result.n_iht_iter;
-            out["beta"] = array(result.beta);
-            out["phase"] = array(result.phase);
-            out["start_loss"] = array(result.start_loss);
-            out["start_iter"] = array(result.start_iter);
+            out["beta"] = to_array(result.beta);
+            out["phase"] = to_array(result.phase);
+            out["start_loss"] = to_array(result.start_loss);
+            out["start_iter"] = to_array(result.start_iter);
             out["best_start"] = result.best_start;
             out["status"] = to_string(result.status);
-            out["loss"] = array(result.loss);
-            out["step"] = array(result.step);
-            out["rel_change"] = array(result.rel_change);
-            out["sin_angle"] = array(result.sin_angle);
-            out["svd_steps"] = array(result.svd_steps);
+            out["loss"] = to_array(result.loss);
+            out["step"] = to_array(result.step);
+            out["rel_change"] = to_array(result.rel_change);
+            out["sin_angle"] = to_array(result.sin_angle);
+            out["svd_steps"] = to_array(result.svd_steps);
             return out;
         },
         py::arg("X").noconvert(), py::arg("y").noconvert(), py::arg("offsets").noconvert(),
@@ -114,9 +116,6 @@ void bind_solver(py::module_& m) {
                 result = refine(tasks, V0, options, std::ref(poll));
             }
             poll.raise_if_interrupted();
-            const auto array = [](const std::vector<double>& values) {
-                return py::array_t<double>(py::ssize_t(values.size()), values.data());
-            };
             static const char* names[] = {"converged", "max_iter", "stalled", "interrupted"};
             py::dict out;
             out["Theta"] = std::move(result.Theta);
@@ -127,9 +126,9 @@ void bind_solver(py::module_& m) {
             out["status"] = names[static_cast<int>(result.status)];
             out["start_loss"] = result.start_loss;
             out["n_newton"] = result.n_newton;
-            out["loss"] = array(result.loss);
-            out["rel_change"] = array(result.rel_change);
-            out["sin_angle"] = array(result.sin_angle);
+            out["loss"] = to_array(result.loss);
+            out["rel_change"] = to_array(result.rel_change);
+            out["sin_angle"] = to_array(result.sin_angle);
             return out;
         },
         py::arg("X").noconvert(), py::arg("y").noconvert(), py::arg("offsets").noconvert(),
