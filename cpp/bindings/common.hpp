@@ -2,6 +2,7 @@
 #pragma once
 
 #include <pybind11/eigen.h>
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <chrono>
@@ -18,6 +19,42 @@ namespace py = pybind11;
 using RowMatrixIn = Eigen::Ref<const RowMatrix>;
 using VectorIn = Eigen::Ref<const Vector>;
 using OffsetsIn = Eigen::Ref<const Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1>>;
+
+}  // namespace metasp::bindings
+
+namespace pybind11::detail {
+
+// X as a metasp::DesignMatrix: a C-contiguous, aligned, native-byte-order 2-D float32 or
+// float64 NumPy array, viewed in place; anything else does not match (pybind11's TypeError),
+// whatever the convert flag: this caster never copies.
+template <>
+struct type_caster<metasp::DesignMatrix> {
+    PYBIND11_TYPE_CASTER(metasp::DesignMatrix,
+                         const_name("numpy.ndarray[float32 | float64, [N, d], \"flags.c_contiguous\"]"));
+
+    bool load(handle source, bool /*convert*/) {
+        if (!array::check_(source)) return false;
+        auto X = reinterpret_borrow<array>(source);
+        constexpr int required = array::c_style | npy_api::NPY_ARRAY_ALIGNED_;
+        if (X.ndim() != 2 || (X.flags() & required) != required) return false;
+        const metasp::Index rows = X.shape(0), cols = X.shape(1);
+        if (X.dtype().equal(dtype::of<double>()))
+            value = metasp::DesignMatrix(static_cast<const double*>(X.data()), rows, cols, cols);
+        else if (X.dtype().equal(dtype::of<float>()))
+            value = metasp::DesignMatrix(static_cast<const float*>(X.data()), rows, cols, cols);
+        else
+            return false;
+        array_ = std::move(X);  // keeps the data alive for the call
+        return true;
+    }
+
+private:
+    array array_;
+};
+
+}  // namespace pybind11::detail
+
+namespace metasp::bindings {
 
 // Polls for Ctrl-C at most every 100 ms while the GIL is released; once a signal handler has
 // raised, it keeps answering true and the Python error stays set for `raise_if_interrupted`.

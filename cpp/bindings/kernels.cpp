@@ -12,7 +12,7 @@ namespace metasp::bindings {
 void bind_kernels(py::module_& m) {
     m.def(
         "task_gradient",
-        [](RowMatrixIn X, VectorIn y, OffsetsIn offsets, RowMatrixIn Theta,
+        [](const DesignMatrix& X, VectorIn y, OffsetsIn offsets, RowMatrixIn Theta,
            std::optional<Matrix> V, int n_threads) -> py::tuple {
             const TasksView tasks{X, y, offsets};
             const Index T = offsets.size() > 0 ? offsets.size() - 1 : 0;
@@ -41,7 +41,7 @@ void bind_kernels(py::module_& m) {
 
     m.def(
         "task_curvature",
-        [](RowMatrixIn X, VectorIn y, OffsetsIn offsets, RowMatrixIn C, const Matrix& B,
+        [](const DesignMatrix& X, VectorIn y, OffsetsIn offsets, RowMatrixIn C, const Matrix& B,
            int n_threads) {
             const TasksView tasks{X, y, offsets};
             Vector curvature(offsets.size() > 0 ? offsets.size() - 1 : 0);

@@ -30,7 +30,7 @@ void bind_solver(py::module_& m) {
     m.attr("VANISHING_PROJECTION") = kVanishingProjection;
     m.def(
         "solve",
-        [](RowMatrixIn X, VectorIn y, OffsetsIn offsets, Index s, bool adaptive_step,
+        [](const DesignMatrix& X, VectorIn y, OffsetsIn offsets, Index s, bool adaptive_step,
            double step, int max_iter, double tol, int n_threads, std::uint64_t seed,
            std::optional<RowMatrix> reference_B, double divergence_factor, double svd_tol, int svd_max_steps,
            double svd_relative_tol,
@@ -97,7 +97,7 @@ void bind_solver(py::module_& m) {
     m.attr("MAX_DENSE_NORMAL") = kMaxDenseNormal;
     m.def(
         "refine",
-        [](RowMatrixIn X, VectorIn y, OffsetsIn offsets, const Matrix& V0, int max_iter, double tol,
+        [](const DesignMatrix& X, VectorIn y, OffsetsIn offsets, const Matrix& V0, int max_iter, double tol,
            int n_threads, std::optional<RowMatrix> reference_B, double sin_tol, Index max_dense,
            bool newton) {
             const TasksView tasks{X, y, offsets};

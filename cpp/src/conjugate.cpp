@@ -5,13 +5,41 @@
 #include <stdexcept>
 
 namespace metasp {
+namespace {
+
+struct CurvaturePair {
+    double aa = 0, ad = 0, dd = 0;
+};
+
+// Sums of u_i^2, u_i v_i and v_i^2 with u_i = x_i . a and v_i = x_i . b over the `rows` rows
+// starting at X (row pitch `pitch`); float X is converted to double element by element.
+template <class Scalar>
+METASP_CPU_DISPATCH CurvaturePair curvature_pair_rows(const Scalar* X, Index pitch, Index rows,
+                                                      Index d, const double* a, const double* b) {
+    CurvaturePair sums;
+    for (Index i = 0; i < rows; ++i) {
+        const Scalar* x = X + i * pitch;
+        double u = 0, v = 0;
+#pragma omp simd reduction(+ : u, v)
+        for (Index j = 0; j < d; ++j) {
+            u += x[j] * a[j];
+            v += x[j] * b[j];
+        }
+        sums.aa += u * u;
+        sums.ad += u * v;
+        sums.dd += v * v;
+    }
+    return sums;
+}
+
+}  // namespace
 
 void task_curvature_pair(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& A,
                          const Eigen::Ref<const RowMatrix>& D, Eigen::Ref<Vector> aa,
                          Eigen::Ref<Vector> ad, Eigen::Ref<Vector> dd, int n_threads) {
     check_tasks(tasks);
     check_threads(n_threads);
-    const Index T = tasks.n_tasks(), d = tasks.n_features();
+    const Index T = tasks.n_tasks(), d = tasks.n_features(), pitch = tasks.X.pitch();
     if (A.rows() != T || A.cols() != d || D.rows() != T || D.cols() != d)
         throw std::invalid_argument("the directions must have shape (T, d)");
     if (aa.size() != T || ad.size() != T || dd.size() != T)
@@ -19,20 +47,14 @@ void task_curvature_pair(const TasksView& tasks, const Eigen::Ref<const RowMatri
     const bool parallel = run_parallel(n_threads, 2.0 * double(tasks.n_samples()) * d);
 #pragma omp parallel for num_threads(n_threads) if (parallel) schedule(dynamic, 16)
     for (Index t = 0; t < T; ++t) {
-        const auto a = A.row(t), b = D.row(t);
-        double sum_aa = 0, sum_ad = 0, sum_dd = 0;
-        const Index begin = tasks.begin(t), end = begin + tasks.size(t);
-        for (Index i = begin; i < end; ++i) {
-            const auto x = tasks.X.row(i);
-            const double u = x.dot(a), v = x.dot(b);
-            sum_aa += u * u;
-            sum_ad += u * v;
-            sum_dd += v * v;
-        }
+        const CurvaturePair sums = tasks.X.visit([&](const auto* X) {
+            return curvature_pair_rows(X + tasks.begin(t) * pitch, pitch, tasks.size(t), d,
+                                       A.row(t).data(), D.row(t).data());
+        });
         const double m = double(tasks.size(t));
-        aa[t] = sum_aa / m;
-        ad[t] = sum_ad / m;
-        dd[t] = sum_dd / m;
+        aa[t] = sums.aa / m;
+        ad[t] = sums.ad / m;
+        dd[t] = sums.dd / m;
     }
 }
 

@@ -29,13 +29,14 @@ void for_each_task(const TasksView& tasks, int n_threads, double work_per_sample
 // reduction, and each load of the shared vector (and of g below) serves four rows.
 constexpr Index kRowBlock = 4;
 
-// sum_i (x_i . p)^2 over the `rows` rows starting at X (row pitch `pitch`).
-METASP_CPU_DISPATCH
-double sum_squared_dots(const double* X, Index pitch, Index rows, Index d, const double* p) {
+// sum_i (x_i . p)^2 over the `rows` rows starting at X (row pitch `pitch`). Scalar is float
+// or double (DesignMatrix::visit); each element is converted to double as it is loaded.
+template <class Scalar>
+METASP_CPU_DISPATCH double sum_squared_dots(const Scalar* X, Index pitch, Index rows, Index d, const double* p) {
     double sum = 0;
     Index i = 0;
     for (; i + kRowBlock <= rows; i += kRowBlock) {
-        const double *x0 = X + i * pitch, *x1 = x0 + pitch, *x2 = x1 + pitch, *x3 = x2 + pitch;
+        const Scalar *x0 = X + i * pitch, *x1 = x0 + pitch, *x2 = x1 + pitch, *x3 = x2 + pitch;
         double dot0 = 0, dot1 = 0, dot2 = 0, dot3 = 0;
 #pragma omp simd reduction(+ : dot0, dot1, dot2, dot3)
         for (Index j = 0; j < d; ++j) {
@@ -47,7 +48,7 @@ double sum_squared_dots(const double* X, Index pitch, Index rows, Index d, const
         sum += (dot0 * dot0 + dot1 * dot1) + (dot2 * dot2 + dot3 * dot3);
     }
     for (; i < rows; ++i) {
-        const double* x0 = X + i * pitch;
+        const Scalar* x0 = X + i * pitch;
         double dot0 = 0;
 #pragma omp simd reduction(+ : dot0)
         for (Index j = 0; j < d; ++j) dot0 += x0[j] * p[j];
@@ -58,8 +59,8 @@ double sum_squared_dots(const double* X, Index pitch, Index rows, Index d, const
 
 // g = sum_i r_i x_i and returns sum_i r_i^2, for r_i = y_i - x_i . theta: each row is read
 // from memory once for both its residual and its gradient term.
-METASP_CPU_DISPATCH
-double residual_rows(const double* X, Index pitch, const double* y, Index rows, Index d,
+template <class Scalar>
+METASP_CPU_DISPATCH double residual_rows(const Scalar* X, Index pitch, const double* y, Index rows, Index d,
                      const double* theta, double* g) {
     for (Index j = 0; j < d; ++j) g[j] = 0;
     // Short tasks end before the in-loop prefetch gets ahead: fetch the rows that follow this
@@ -68,7 +69,7 @@ double residual_rows(const double* X, Index pitch, const double* y, Index rows, 
     double loss = 0;
     Index i = 0;
     for (; i + kRowBlock <= rows; i += kRowBlock) {
-        const double *x0 = X + i * pitch, *x1 = x0 + pitch, *x2 = x1 + pitch, *x3 = x2 + pitch;
+        const Scalar *x0 = X + i * pitch, *x1 = x0 + pitch, *x2 = x1 + pitch, *x3 = x2 + pitch;
         prefetch_rows(X + (i + 2 * kRowBlock) * pitch, kRowBlock * pitch);
         double dot0 = 0, dot1 = 0, dot2 = 0, dot3 = 0;
 #pragma omp simd reduction(+ : dot0, dot1, dot2, dot3)
@@ -85,7 +86,7 @@ double residual_rows(const double* X, Index pitch, const double* y, Index rows, 
         loss += (r0 * r0 + r1 * r1) + (r2 * r2 + r3 * r3);
     }
     for (; i < rows; ++i) {
-        const double* x0 = X + i * pitch;
+        const Scalar* x0 = X + i * pitch;
         double dot0 = 0;
 #pragma omp simd reduction(+ : dot0)
         for (Index j = 0; j < d; ++j) dot0 += x0[j] * theta[j];
@@ -117,17 +118,21 @@ double project(const double* V, Index ldv, Index d, Index s, const double* g, do
 
 // ||X_t direction||^2 / m_t; `direction` is contiguous.
 double curvature_row(const TasksView& tasks, Index t, const double* direction) {
-    const Index m = tasks.size(t);
-    return sum_squared_dots(tasks.X.row(tasks.begin(t)).data(), tasks.X.outerStride(), m,
-                            tasks.n_features(), direction) / double(m);
+    const Index m = tasks.size(t), pitch = tasks.X.pitch();
+    return tasks.X.visit([&](const auto* X) {
+        return sum_squared_dots(X + tasks.begin(t) * pitch, pitch, m, tasks.n_features(),
+                                direction);
+    }) / double(m);
 }
 
 // Writes X_t^T r_t / m_t into g and returns ||r_t||^2 / m_t, for r_t = y_t - X_t theta.
 // theta and g are contiguous rows.
 double gradient_row(const TasksView& tasks, Index t, const double* theta, double* g) {
     const Index begin = tasks.begin(t), m = tasks.size(t), d = tasks.n_features();
-    const double loss = residual_rows(tasks.X.row(begin).data(), tasks.X.outerStride(),
-                                      tasks.y.data() + begin, m, d, theta, g);
+    const Index pitch = tasks.X.pitch();
+    const double loss = tasks.X.visit([&](const auto* X) {
+        return residual_rows(X + begin * pitch, pitch, tasks.y.data() + begin, m, d, theta, g);
+    });
     const double inverse = 1.0 / double(m);
     for (Index j = 0; j < d; ++j) g[j] *= inverse;
     return loss * inverse;
@@ -175,13 +180,9 @@ void task_loss(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& Theta,
     check_shape(tasks, Theta.rows(), Theta.cols(), tasks.n_features(), "Theta");
     if (task_loss.size() != tasks.n_tasks()) throw std::invalid_argument("task_loss has the wrong size");
     for_each_task(tasks, n_threads, double(tasks.n_features()), [&](Index t) {
-        const auto theta = Theta.row(t);
-        double loss = 0;
-        for (Index i = tasks.begin(t), end = i + tasks.size(t); i < end; ++i) {
-            const double r = tasks.y[i] - tasks.X.row(i).dot(theta);
-            loss += r * r;
-        }
-        task_loss[t] = loss / double(tasks.size(t));
+        thread_local Vector gradient;  // computed and discarded: one kernel for both passes
+        gradient.resize(tasks.n_features());
+        task_loss[t] = gradient_row(tasks, t, Theta.row(t).data(), gradient.data());
     });
 }
 

@@ -74,10 +74,11 @@ NormalSystem assemble_basis_system(const TasksView& tasks, const Eigen::Ref<cons
         r.setZero(n);
         Matrix gram(d, d), full(d, d), K, Ainv, u;
         Vector xty(d), g;
+        RowMatrix scratch;
         for (Index t = chunk_begin(c, n_chunks, T); t < chunk_begin(c + 1, n_chunks, T); ++t) {
             const Index m = tasks.size(t);
             const double inv_m = 1.0 / double(m);
-            const auto Xt = tasks.X.middleRows(tasks.begin(t), m);
+            const auto Xt = tasks.task_rows(t, scratch);
             const auto yt = tasks.y.segment(tasks.begin(t), m);
             gram.setZero();
             gram.selfadjointView<Eigen::Lower>().rankUpdate(Xt.transpose(), inv_m);
@@ -153,12 +154,13 @@ Matrix normal_operator(const TasksView& tasks, const Eigen::Ref<const RowMatrix>
     const Index d = tasks.n_features();
     for_each_task(tasks, n_threads, 2.0 * d, [&](Index t) {
         thread_local Vector theta;
+        thread_local RowMatrix scratch;
         theta.noalias() = U * W.row(t).transpose();
         auto q = Q.row(t);
         q.setZero();
-        const Index begin = tasks.begin(t), end = begin + tasks.size(t);
-        for (Index i = begin; i < end; ++i) {
-            const auto x = tasks.X.row(i);
+        const auto Xt = tasks.task_rows(t, scratch);
+        for (Index i = 0; i < Xt.rows(); ++i) {
+            const auto x = Xt.row(i);
             q += x.dot(theta) * x;
         }
         q /= double(tasks.size(t));
@@ -240,7 +242,8 @@ void task_heads(const TasksView& tasks, const Eigen::Ref<const Matrix>& V, Eigen
     if (task_loss.size() != T) throw std::invalid_argument("task_loss needs one entry per task");
     for_each_task(tasks, n_threads, 2.0 * tasks.n_features() * s, [&](Index t) {
         const Index m = tasks.size(t);
-        const Matrix Z = tasks.X.middleRows(tasks.begin(t), m) * V;
+        thread_local RowMatrix scratch;
+        const Matrix Z = tasks.task_rows(t, scratch) * V;
         const auto y = tasks.y.segment(tasks.begin(t), m);
         const Eigen::CompleteOrthogonalDecomposition<Matrix> cod(Z);
         const Vector w = cod.solve(y);

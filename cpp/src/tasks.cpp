@@ -5,6 +5,17 @@
 
 namespace metasp {
 
+Eigen::Ref<const RowMatrix> DesignMatrix::middle_rows(Index begin, Index count,
+                                                      RowMatrix& scratch) const {
+    using Stride = Eigen::OuterStride<>;
+    if (!is_float())
+        return Eigen::Map<const RowMatrix, 0, Stride>(double_data_ + begin * pitch_, count, cols_,
+                                                      Stride(pitch_));
+    scratch = Eigen::Map<const RowMatrixF, 0, Stride>(float_data_ + begin * pitch_, count, cols_,
+                                                      Stride(pitch_)).cast<double>();
+    return scratch;
+}
+
 void check_tasks(const TasksView& tasks) {
     const Index T = tasks.n_tasks();
     if (T < 1) throw std::invalid_argument("offsets must have at least 2 entries (one task)");

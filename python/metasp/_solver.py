@@ -55,9 +55,11 @@ def fit(
     Parameters
     ----------
     Xs : list of array_like (m_t, d), array_like (T, m, d), or Tasks
-        The design matrices; tasks may have different numbers of samples m_t. Integer and
-        float32 data are converted to float64 once. A :class:`metasp.Tasks` holding C-contiguous
-        float64 data is used without any copy.
+        The design matrices; tasks may have different numbers of samples m_t. float32 data
+        stay float32 (half the memory traffic; arithmetic is float64 throughout, so only the
+        rounding of X to float32 costs accuracy); integer and other data are converted to
+        float64 once. A :class:`metasp.Tasks` holding C-contiguous float64 or float32 data is
+        used without any copy; ``metasp.Tasks(..., dtype=np.float32)`` converts on purpose.
     ys : list of array_like (m_t,), array_like (T, m), or None
         The targets; ``None`` when ``Xs`` is a :class:`metasp.Tasks`.
     s : int

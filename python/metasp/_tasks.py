@@ -34,6 +34,35 @@ def _float64(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float64)
 
 
+def _check_dtype(dtype):
+    """``None``, or the NumPy scalar type (float32 or float64) a ``dtype=`` option asks for."""
+    if dtype is None:
+        return None
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be None, numpy.float32 or numpy.float64; got {dtype!r}"
+                        ) from None
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be None, numpy.float32 or numpy.float64; got {dtype}")
+    return dtype.type
+
+
+def _is_float32(array: np.ndarray) -> bool:
+    return array.dtype.kind == "f" and array.dtype.itemsize == 4
+
+
+def _design(X: np.ndarray, dtype=None) -> np.ndarray:
+    """X as the C++ core reads it: C-contiguous float32 or float64.
+
+    ``dtype=None`` keeps float32 data in float32 and makes everything else float64; the same
+    object comes back when nothing needs converting, else one deliberate copy.
+    """
+    if dtype is None:
+        dtype = np.float32 if _is_float32(X) else np.float64
+    return np.ascontiguousarray(X, dtype=dtype)
+
+
 def _check_finite(array: np.ndarray, name: str) -> None:
     # A sum is finite exactly when no entry is NaN or inf, unless it overflows; it needs no
     # temporary the size of the array, which matters for a data set of several GB.
@@ -108,8 +137,9 @@ class Tasks:
     Parameters
     ----------
     X : array_like of shape (N, d)
-        All samples of all tasks, task by task. A C-contiguous float64 array is used as is
-        (never copied); other dtypes or layouts are converted to C-contiguous float64 once.
+        All samples of all tasks, task by task. A C-contiguous float64 or float32 array is used
+        as is (never copied); other layouts are made C-contiguous, and other dtypes (integers,
+        booleans, float16) converted to float64, once.
     y : array_like of shape (N,)
         Targets, aligned with the rows of ``X``.
     offsets : array_like of int, shape (T + 1,)
@@ -120,10 +150,16 @@ class Tasks:
     feature_names : sequence of str, optional
         A name for each of the d columns of ``X`` (for example the columns read by
         :meth:`from_frame`).
+    dtype : {None, numpy.float32, numpy.float64}, default None
+        The dtype of the stored ``X``. ``None`` keeps float32 data in float32 and stores
+        everything else as float64; a dtype converts ``X`` to it once, on purpose (for example
+        ``np.float32`` to halve the memory a fit reads). The C++ core reads float32 ``X`` as it
+        is and computes in float64, so float32 costs only the rounding of ``X`` itself. ``y``
+        is always float64.
 
     Attributes
     ----------
-    X : ndarray of shape (N, d), float64, C-contiguous
+    X : ndarray of shape (N, d), float64 or float32, C-contiguous
     y : ndarray of shape (N,), float64
     offsets : ndarray of shape (T + 1,), int64
     labels : ndarray of shape (T,) or None
@@ -138,7 +174,8 @@ class Tasks:
     (2, 2, [3, 5])
     """
 
-    def __init__(self, X, y, offsets, labels=None, feature_names=None):
+    def __init__(self, X, y, offsets, labels=None, feature_names=None, *, dtype=None):
+        dtype = _check_dtype(dtype)
         X = _numeric_array(X, "X")
         y = _numeric_array(y, "y")
         offsets = _numeric_array(offsets, "offsets")
@@ -169,8 +206,8 @@ class Tasks:
                 f"task {empty} has no samples (offsets must increase strictly); drop empty "
                 "tasks before fitting"
             )
-        X, y = _float64(X), _float64(y)
-        _check_finite(X, "X")
+        X, y = _design(X, dtype), _float64(y)
+        _check_finite(X, "X")  # after the conversion: a float64 value beyond float32's range
         _check_finite(y, "y")
         if labels is not None:
             labels = np.asarray(labels)
@@ -190,11 +227,13 @@ class Tasks:
         self.feature_names = feature_names
 
     @classmethod
-    def from_list(cls, Xs: Sequence, ys: Sequence) -> Tasks:
+    def from_list(cls, Xs: Sequence, ys: Sequence, *, dtype=None) -> Tasks:
         """Stack per-task arrays ``Xs[t]`` of shape (m_t, d) and ``ys[t]`` of shape (m_t,).
 
-        The m_t may differ. The arrays are copied once into the stacked layout.
+        The m_t may differ. The arrays are copied once into the stacked layout: float32 when
+        every ``Xs[t]`` is float32 (or ``dtype=np.float32``), else float64.
         """
+        dtype = _check_dtype(dtype)
         if isinstance(Xs, np.ndarray):
             raise TypeError("from_list expects a sequence of per-task arrays; for a 3-D array "
                             "use Tasks.from_array")
@@ -225,16 +264,20 @@ class Tasks:
                 )
         offsets = np.zeros(len(Xs) + 1, dtype=np.int64)
         np.cumsum([X.shape[0] for X in Xs], out=offsets[1:])
-        # One copy, straight into float64, whatever the per-task dtypes.
-        X = np.concatenate(Xs, axis=0, dtype=np.float64)
+        if dtype is None:
+            dtype = np.float32 if all(_is_float32(X) for X in Xs) else np.float64
+        # One copy, straight into the stored dtype, whatever the per-task dtypes.
+        X = np.concatenate(Xs, axis=0, dtype=dtype)
         return cls(X, np.concatenate(ys, dtype=np.float64), offsets)
 
     @classmethod
-    def from_array(cls, X, y) -> Tasks:
+    def from_array(cls, X, y, *, dtype=None) -> Tasks:
         """Tasks of equal size from ``X`` of shape (T, m, d) and ``y`` of shape (T, m).
 
-        A C-contiguous float64 ``X`` is viewed as (T * m, d) without copying.
+        A C-contiguous float64 or float32 ``X`` is viewed as (T * m, d) without copying;
+        ``dtype`` as in :class:`Tasks`.
         """
+        dtype = _check_dtype(dtype)
         X = _numeric_array(X, "X")
         y = _numeric_array(y, "y")
         if X.ndim != 3:
@@ -253,15 +296,15 @@ class Tasks:
         if m == 0:
             raise ValueError("every task is empty: X has m = 0 samples per task")
         offsets = np.arange(T + 1, dtype=np.int64) * m
-        return cls(_float64(X).reshape(T * m, d), _float64(y).reshape(T * m), offsets)
+        return cls(_design(X, dtype).reshape(T * m, d), _float64(y).reshape(T * m), offsets)
 
     @classmethod
-    def from_groups(cls, X, y, groups) -> Tasks:
+    def from_groups(cls, X, y, groups, *, dtype=None) -> Tasks:
         """Tasks from long-format data: one row per sample and a task label per row.
 
         Tasks are ordered by sorted label; the labels are kept in :attr:`labels`. When the rows
         are already grouped in that order, ``X`` is not reordered (and, if it is C-contiguous
-        float64, not copied).
+        float64 or float32, not copied); ``dtype`` as in :class:`Tasks`.
         """
         X = _numeric_array(X, "X")
         y = _numeric_array(y, "y")
@@ -285,11 +328,11 @@ class Tasks:
             X, y = X[order], y[order]
         offsets = np.zeros(labels.size + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
-        return cls(X, y, offsets, labels=labels)
+        return cls(X, y, offsets, labels=labels, dtype=dtype)
 
     @classmethod
     def from_frame(cls, df, group, target, features=None, *, min_samples=1,
-                   dropna=False) -> Tasks:
+                   dropna=False, dtype=None) -> Tasks:
         """Tasks from a pandas DataFrame in long format: one row per sample.
 
         Every choice that removes data is reported: columns left out and rows or tasks dropped
@@ -317,6 +360,8 @@ class Tasks:
             Rows with a missing value (NaN, None, NA) in the group, target or a feature column:
             ``False`` raises a ``ValueError`` that counts them per column; ``True`` drops them
             with a warning that counts them.
+        dtype : {None, numpy.float32, numpy.float64}, default None
+            The dtype of the stored ``X``: float64 unless ``np.float32`` is asked for.
 
         Returns
         -------
@@ -395,7 +440,8 @@ class Tasks:
             used, values = used[keep], values[keep]
         if len(used) == 0:
             raise ValueError("no rows are left after dropping missing values and small tasks")
-        tasks = cls.from_groups(values[:, 1:], values[:, 0], used[group].to_numpy())
+        tasks = cls.from_groups(values[:, 1:], values[:, 0], used[group].to_numpy(),
+                                dtype=dtype)
         tasks.feature_names = tuple(features)
         return tasks
 
@@ -592,20 +638,27 @@ def _rank_within_tasks(keys: np.ndarray, tasks: Tasks) -> np.ndarray:
     return ranks
 
 
-def as_tasks(Xs, ys=None) -> Tasks:
-    """Convert any supported task input to :class:`Tasks` (see :func:`metasp.fit`)."""
+def as_tasks(Xs, ys=None, dtype=None) -> Tasks:
+    """Convert any supported task input to :class:`Tasks` (see :func:`metasp.fit`).
+
+    ``dtype`` as in :class:`Tasks`; given Tasks of another dtype are converted (a copy).
+    """
+    dtype = _check_dtype(dtype)
     if isinstance(Xs, Tasks):
         if ys is not None:
             raise TypeError("ys must be None when the tasks come as a metasp.Tasks")
-        return Xs
+        if dtype is None or Xs.X.dtype == dtype:
+            return Xs
+        return Tasks(Xs.X, Xs.y, Xs.offsets, labels=Xs.labels, feature_names=Xs.feature_names,
+                     dtype=dtype)
     if ys is None:
         raise TypeError("ys is missing: pass the targets, or a metasp.Tasks as the only input")
     if isinstance(Xs, np.ndarray):
         if not isinstance(ys, np.ndarray):
             ys = _numeric_array(ys, "ys")
-        return Tasks.from_array(Xs, ys)
+        return Tasks.from_array(Xs, ys, dtype=dtype)
     if isinstance(Xs, (list, tuple)) and isinstance(ys, (list, tuple, np.ndarray)):
-        return Tasks.from_list(Xs, ys)
+        return Tasks.from_list(Xs, ys, dtype=dtype)
     raise TypeError(
         "tasks must be given as lists of per-task arrays (Xs[t]: (m_t, d), ys[t]: (m_t,)), "
         "as a 3-D array X (T, m, d) with y (T, m), or as a metasp.Tasks; "

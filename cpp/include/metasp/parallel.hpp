@@ -23,11 +23,13 @@
 
 namespace metasp {
 
-// Asks for the cache lines of `count` doubles from `start` ahead of use, for the blocked row
+// Asks for the cache lines of `count` scalars from `start` ahead of use, for the blocked row
 // loops: the hardware prefetcher alone leaves their four short row streams waiting on memory.
 // Addresses past the end of the data are fine for a prefetch (it never faults).
-inline void prefetch_rows(const double* start, Index count) {
-    for (Index k = 0; k < count; k += 8) __builtin_prefetch(start + k);
+template <class Scalar>
+inline void prefetch_rows(const Scalar* start, Index count) {
+    constexpr Index kLine = 64 / sizeof(Scalar);
+    for (Index k = 0; k < count; k += kLine) __builtin_prefetch(start + k);
 }
 
 // Threads OpenMP would use by default (honours OMP_NUM_THREADS and the CPU affinity mask).
