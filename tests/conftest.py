@@ -23,6 +23,18 @@ def ragged_tasks(T=60, d=20, s=3, sigma=0.05, seed=1, sizes=(4, 30)):
     return Xs, ys, B, W
 
 
+# float32 X is read as it is by the C++ core, which computes in float64: it must agree with the
+# reference run on the same data promoted to float64 as closely as float64 X does.
+DTYPES = ["float64", "float32"]
+
+
+def with_dtype(X, dtype):
+    """``X`` (an array, or a list of per-task arrays) converted to ``dtype``."""
+    if isinstance(X, list):
+        return [x.astype(dtype) for x in X]
+    return X.astype(dtype)
+
+
 @pytest.fixture
 def strict_svd(monkeypatch):
     """Trajectory comparisons need every truncated SVD to SVD_TOL, not relative to the step."""

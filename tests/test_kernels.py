@@ -1,19 +1,24 @@
 """The per-task kernels against the NumPy reference."""
 
 import numpy as np
-from conftest import ragged_tasks
+import pytest
+from conftest import DTYPES, ragged_tasks, with_dtype
 
 import metasp
 from metasp import kernels, reference
 
 
-def test_gradient_and_curvature_match_reference():
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gradient_and_curvature_match_reference(dtype):
     Xs, ys, _, _ = ragged_tasks(T=50, d=12)
-    tasks = metasp.Tasks.from_list(Xs, ys)
+    tasks = metasp.Tasks.from_list(with_dtype(Xs, dtype), ys)
+    assert tasks.X.dtype == dtype
     rng = np.random.default_rng(0)
     Theta = rng.standard_normal((50, 12))
     G, loss, _, _ = kernels.gradient(tasks, Theta)
-    G_ref, loss_ref, _, _ = reference.gradient(tasks, Theta)
+    # The reference on the same values in float64 (NumPy would promote them anyway).
+    tasks_ref = metasp.Tasks(tasks.X.astype(np.float64), tasks.y, tasks.offsets)
+    G_ref, loss_ref, _, _ = reference.gradient(tasks_ref, Theta)
     np.testing.assert_allclose(G, G_ref, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(loss, loss_ref, rtol=1e-12)
     # Spelled out for one task.
@@ -24,13 +29,13 @@ def test_gradient_and_curvature_match_reference():
 
     C, B = rng.standard_normal((50, 3)), np.linalg.qr(rng.standard_normal((12, 3)))[0]
     curvature = kernels.curvature(tasks, C, B)
-    np.testing.assert_allclose(curvature, reference.curvature(tasks, C, B), rtol=1e-12)
+    np.testing.assert_allclose(curvature, reference.curvature(tasks_ref, C, B), rtol=1e-12)
     np.testing.assert_allclose(curvature[7], np.sum((X @ (B @ C[7])) ** 2) / len(y), rtol=1e-12)
 
     # The fused pass: the same gradient, plus the adaptive step's sums along V V^T G[t].
     fused = kernels.gradient(tasks, Theta, subspace=B)
     np.testing.assert_array_equal(fused.G, G)
-    expected = reference.gradient(tasks, Theta, subspace=B)
+    expected = reference.gradient(tasks_ref, Theta, subspace=B)
     np.testing.assert_allclose(fused.projected, expected.projected, rtol=1e-12)
     np.testing.assert_allclose(fused.curvature, expected.curvature, rtol=1e-12)
     p = B @ (B.T @ G[7])
@@ -38,13 +43,15 @@ def test_gradient_and_curvature_match_reference():
     np.testing.assert_allclose(fused.curvature[7], np.sum((X @ p) ** 2) / len(y), rtol=1e-12)
 
 
-def test_long_tasks_cross_row_blocks():
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_long_tasks_cross_row_blocks(dtype):
     # Tasks longer than the kernel's 256-row blocks.
     rng = np.random.default_rng(1)
-    X, y = rng.standard_normal((1500, 5)), rng.standard_normal(1500)
+    X, y = rng.standard_normal((1500, 5)).astype(dtype), rng.standard_normal(1500)
     tasks = metasp.Tasks(X, y, [0, 700, 1500])
     Theta = rng.standard_normal((2, 5))
     G, loss, _, _ = kernels.gradient(tasks, Theta)
-    G_ref, loss_ref, _, _ = reference.gradient(tasks, Theta)
+    G_ref, loss_ref, _, _ = reference.gradient(metasp.Tasks(X.astype(np.float64), y, tasks.offsets),
+                                               Theta)
     np.testing.assert_allclose(G, G_ref, rtol=1e-11, atol=1e-14)
     np.testing.assert_allclose(loss, loss_ref, rtol=1e-12)

@@ -8,9 +8,10 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import ragged_tasks
+from conftest import DTYPES, ragged_tasks, with_dtype
 
 import metasp
+from metasp._tasks import as_tasks
 from metasp.metrics import sin_angle
 
 
@@ -32,15 +33,18 @@ def assert_same_fit(result, expected, rtol):
 
 @pytest.mark.parametrize("step", ["auto", 0.2])
 @pytest.mark.parametrize("layout", ["equal", "ragged"])
-def test_matches_reference(step, layout, strict_svd):
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matches_reference(step, layout, dtype, strict_svd):
     if layout == "equal":
         X, y, B, _ = metasp.datasets.make_hps(T=80, m=12, d=25, s=3, sigma=0.1, random_state=3)
     else:
         X, y, B, _ = ragged_tasks()
+    X = with_dtype(X, dtype)
+    assert as_tasks(X, y).X.dtype == dtype  # the C++ core reads X in this dtype
     # The plain NIHT / fixed-step path: no conjugate directions, no polish.
     options = dict(step=step, tol=0, max_iter=40, reference_B=B, accel=None, refine=None)
     result = metasp.fit(X, y, 3, random_state=0, **options)
-    expected = metasp.reference.fit(X, y, 3, **options)
+    expected = metasp.reference.fit(with_dtype(X, "float64"), y, 3, **options)
     assert_same_fit(result, expected, rtol=1e-11)
     np.testing.assert_allclose(result.history["sin_angle"], expected.history["sin_angle"],
                                rtol=1e-6, atol=1e-12)

@@ -4,7 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import ragged_tasks
+from conftest import DTYPES, ragged_tasks, with_dtype
 
 import metasp
 from metasp import _core
@@ -25,14 +25,16 @@ def small_noisy(seed=3, **kwargs):
 
 
 @pytest.mark.parametrize("layout", ["equal", "ragged"])
-def test_cgiht_matches_reference(layout, strict_svd):
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cgiht_matches_reference(layout, dtype, strict_svd):
     if layout == "equal":
         X, y, B, _ = small_noisy()
     else:
         X, y, B, _ = ragged_tasks()
+    X = with_dtype(X, dtype)
     options = dict(accel="cg", refine=None, tol=0, max_iter=30, reference_B=B)
     result = metasp.fit(X, y, 3, random_state=0, **options)
-    expected = metasp.reference.fit(X, y, 3, **options)
+    expected = metasp.reference.fit(with_dtype(X, "float64"), y, 3, **options)
     assert result.n_iter == expected.n_iter == 30
     scale = np.abs(expected.Theta).max()
     np.testing.assert_allclose(result.Theta, expected.Theta, rtol=0, atol=1e-10 * scale)
@@ -43,12 +45,14 @@ def test_cgiht_matches_reference(layout, strict_svd):
     assert np.any(beta > 0)
 
 
-def test_polish_matches_reference():
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_polish_matches_reference(dtype):
     X, y, B, _ = small_noisy(sigma=0.3)
-    tasks = metasp.Tasks.from_array(X, y)
+    tasks = metasp.Tasks.from_array(X, y, dtype=dtype)
+    promoted = metasp.Tasks.from_array(tasks.X.reshape(X.shape), y, dtype=np.float64)
     start = np.linalg.qr(B.T + 0.3 * np.random.default_rng(0).standard_normal(B.T.shape))[0]
     result = metasp.polish(tasks, B=start.T, max_iter=4, tol=0)
-    expected = metasp.reference.refine_path(tasks, start, max_iter=4, tol=0)
+    expected = metasp.reference.refine_path(promoted, start, max_iter=4, tol=0)
     assert result.n_iter == expected["n_iter"] == 4
     np.testing.assert_allclose(result.Theta, expected["Theta"], rtol=0,
                                atol=1e-11 * np.abs(expected["Theta"]).max())
@@ -56,14 +60,16 @@ def test_polish_matches_reference():
 
 
 @pytest.mark.parametrize("max_dense", [_core.MAX_DENSE_NORMAL, 1])
-def test_alternating_least_squares_matches_reference(max_dense):
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_alternating_least_squares_matches_reference(max_dense, dtype):
     """Pure ALS (no Newton step), with the dense Cholesky and the conjugate-gradient solve."""
     X, y, B, _ = small_noisy(sigma=0.3)
-    tasks = metasp.Tasks.from_array(X, y)
+    tasks = metasp.Tasks.from_array(X, y, dtype=dtype)
+    promoted = metasp.Tasks.from_array(tasks.X.reshape(X.shape), y, dtype=np.float64)
     start = np.linalg.qr(B.T + 0.3 * np.random.default_rng(1).standard_normal(B.T.shape))[0]
     out = _core.refine(tasks.X, tasks.y, tasks.offsets, np.asfortranarray(start), 5, 0.0, 1,
                        max_dense=max_dense, newton=False)
-    expected = metasp.reference.refine_path(tasks, start, max_iter=5, tol=0, newton=False)
+    expected = metasp.reference.refine_path(promoted, start, max_iter=5, tol=0, newton=False)
     assert out["n_iter"] == 5 and out["n_newton"] == expected["n_newton"] == 0
     np.testing.assert_allclose(out["Theta"], expected["Theta"], rtol=0,
                                atol=1e-9 * np.abs(expected["Theta"]).max())
@@ -140,12 +146,14 @@ def test_initialisations_recover_the_subspace(init, noiseless):
 
 
 @pytest.mark.parametrize("init", ["spectral", "array"])
-def test_initialisations_match_reference(init, strict_svd):
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_initialisations_match_reference(init, dtype, strict_svd):
     X, y, B, _ = small_noisy()
+    X = with_dtype(X, dtype)
     start = B + 0.5 * np.random.default_rng(0).standard_normal(B.shape) if init == "array" else init
     options = dict(init=start, accel=None, refine=None, tol=0, max_iter=10)
     result = metasp.fit(X, y, 3, random_state=0, **options)
-    expected = metasp.reference.fit(X, y, 3, **options)
+    expected = metasp.reference.fit(with_dtype(X, "float64"), y, 3, **options)
     np.testing.assert_allclose(result.Theta, expected.Theta, rtol=0,
                                atol=1e-10 * np.abs(expected.Theta).max())
 

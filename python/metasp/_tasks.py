@@ -60,7 +60,12 @@ def _design(X: np.ndarray, dtype=None) -> np.ndarray:
     """
     if dtype is None:
         dtype = np.float32 if _is_float32(X) else np.float64
-    return np.ascontiguousarray(X, dtype=dtype)
+    try:
+        with np.errstate(over="raise"):
+            return np.ascontiguousarray(X, dtype=dtype)
+    except FloatingPointError:
+        raise ValueError(f"X has values beyond the range of {np.dtype(dtype).name}; keep it in "
+                         "float64 (dtype=None)") from None
 
 
 def _check_finite(array: np.ndarray, name: str) -> None:
@@ -207,7 +212,7 @@ class Tasks:
                 "tasks before fitting"
             )
         X, y = _design(X, dtype), _float64(y)
-        _check_finite(X, "X")  # after the conversion: a float64 value beyond float32's range
+        _check_finite(X, "X")
         _check_finite(y, "y")
         if labels is not None:
             labels = np.asarray(labels)
