@@ -10,6 +10,7 @@ from .common import (SEED, cpp_iteration, mid_fit_state, parse_shape, problem,
 
 IMPLEMENTATIONS = ["cpp", "reference"]
 THREADS = [1, 2]
+DTYPES = ["float64", "float32"]  # of X: the C++ core reads float32 natively
 # (2000, 20, 100, 5) is the headline shape; (20000, 20, 100, 5) the threading one; (20000, 5,
 # 50, 5) has short tasks (5 rows each), where per-task overhead shows.
 KERNEL_SHAPES = [shape_label(*shape) for shape in
@@ -21,11 +22,13 @@ class _MidFit:
     param_names = ["implementation", "shape", "n_jobs"]
     timeout = 300
 
-    def setup(self, implementation, shape, n_jobs):
+    def setup(self, implementation, shape, n_jobs, dtype="float64"):
         if implementation == "reference" and n_jobs != 1:
             raise NotImplementedError("the reference has no thread count of its own")
+        if implementation == "reference" and dtype != "float64":
+            raise NotImplementedError("the reference computes in float64 only")
         self.T, self.m, self.d, self.s = parse_shape(shape)
-        self.tasks, _ = problem(self.T, self.m, self.d, self.s)
+        self.tasks, _ = problem(self.T, self.m, self.d, self.s, dtype)
         self.Theta, self.V, self.basis, self.svd_tol = mid_fit_state(self.T, self.m, self.d,
                                                                      self.s)
 
@@ -33,33 +36,36 @@ class _MidFit:
 class GradientPass(_MidFit):
     """Per-task gradients, losses and the two step sums, in one pass over X."""
 
-    def time_gradient(self, implementation, shape, n_jobs):
+    params = (*_MidFit.params, DTYPES)
+    param_names = [*_MidFit.param_names, "dtype"]
+
+    def time_gradient(self, implementation, shape, n_jobs, dtype):
         if implementation == "cpp":
             kernels.gradient(self.tasks, self.Theta, subspace=self.V, n_jobs=n_jobs)
         else:
             reference.gradient(self.tasks, self.Theta, subspace=self.V)
 
-    def peakmem_gradient(self, implementation, shape, n_jobs):
-        self.time_gradient(implementation, shape, n_jobs)
+    def peakmem_gradient(self, implementation, shape, n_jobs, dtype):
+        self.time_gradient(implementation, shape, n_jobs, dtype)
 
 
 class StreamBandwidth:
     """The gradient pass against NumPy's sum over X (a pure stream of the same bytes):
     ``track_fraction_of_sum`` is time(X.sum()) / time(gradient pass), ideally near 1."""
 
-    params = (KERNEL_SHAPES, THREADS)
-    param_names = ["shape", "n_jobs"]
+    params = (KERNEL_SHAPES, THREADS, DTYPES)
+    param_names = ["shape", "n_jobs", "dtype"]
     timeout = 300
 
-    def setup(self, shape, n_jobs):
+    def setup(self, shape, n_jobs, dtype):
         self.T, self.m, self.d, self.s = parse_shape(shape)
-        self.tasks, _ = problem(self.T, self.m, self.d, self.s)
+        self.tasks, _ = problem(self.T, self.m, self.d, self.s, dtype)
         self.Theta, self.V, _, _ = mid_fit_state(self.T, self.m, self.d, self.s)
 
-    def time_numpy_sum(self, shape, n_jobs):
+    def time_numpy_sum(self, shape, n_jobs, dtype):
         self.tasks.X.sum()
 
-    def track_fraction_of_sum(self, shape, n_jobs):
+    def track_fraction_of_sum(self, shape, n_jobs, dtype):
         from timeit import repeat
 
         def gradient():
@@ -100,12 +106,15 @@ class TruncatedSVD(_MidFit):
 class Iteration(_MidFit):
     """One whole iteration: gradient pass, step, truncated SVD, update."""
 
-    def time_iteration(self, implementation, shape, n_jobs):
+    params = (*_MidFit.params, DTYPES)
+    param_names = [*_MidFit.param_names, "dtype"]
+
+    def time_iteration(self, implementation, shape, n_jobs, dtype):
         if implementation == "cpp":
             cpp_iteration(self.tasks, self.Theta, self.V, self.basis, self.svd_tol, self.s,
                           n_jobs)
         else:
             reference_iteration(self.tasks, self.Theta, self.V, self.s)
 
-    def peakmem_iteration(self, implementation, shape, n_jobs):
-        self.time_iteration(implementation, shape, n_jobs)
+    def peakmem_iteration(self, implementation, shape, n_jobs, dtype):
+        self.time_iteration(implementation, shape, n_jobs, dtype)

@@ -1,6 +1,7 @@
 """float32 against float64 X: speed of the memory-bound passes, and what the rounding costs.
 
     OMP_NUM_THREADS=1 python benchmarks/float32.py [--repeat 5] [--quick]
+        [--shape T m d s ...] [--no-accuracy]
 
 Speed, one thread, CPU time of the process (a busy machine inflates wall time by waiting for
 a core), float64 and float32 interleaved in one run, medians of ``--repeat``:
@@ -86,9 +87,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="small shapes, a smoke test")
+    parser.add_argument("--shape", type=int, nargs=4, action="append", metavar=("T", "m", "d", "s"),
+                        help="speed shapes instead of the default ones (repeatable)")
+    parser.add_argument("--no-accuracy", action="store_true", help="speed only")
     args = parser.parse_args()
-    speed_shapes = [(2000, 10, 20, 3)] if args.quick else SPEED_SHAPES
-    accuracy_shapes = [(200, 15, 50, 3)] if args.quick else ACCURACY_SHAPES
+    speed_shapes = args.shape or ([(2000, 10, 20, 3)] if args.quick else SPEED_SHAPES)
+    accuracy_shapes = [] if args.no_accuracy else (
+        [(200, 15, 50, 3)] if args.quick else ACCURACY_SHAPES)
 
     print("T | m | d | s | what | float64 [ms] | float32 [ms] | float64 / float32")
     print("---|---|---|---|---|---|---|---")
@@ -99,6 +104,8 @@ def main():
             print(" | ".join(str(v) for v in shape) + f" | {name} | {double * 1e3:.2f} | "
                   f"{single * 1e3:.2f} | {double / single:.2f}", flush=True)
 
+    if not accuracy_shapes:
+        return
     print()
     print("T | m | d | s | sigma | sin angle float64 | sin angle float32 | "
           "rel. difference of Theta | iterations (64, 32)")

@@ -29,8 +29,9 @@ namespace pybind11::detail {
 // whatever the convert flag: this caster never copies.
 template <>
 struct type_caster<metasp::DesignMatrix> {
-    PYBIND11_TYPE_CASTER(metasp::DesignMatrix,
-                         const_name("numpy.ndarray[float32 | float64, [N, d], \"flags.c_contiguous\"]"));
+    PYBIND11_TYPE_CASTER(
+        metasp::DesignMatrix,
+        const_name("numpy.ndarray[float32 | float64, [N, d], \"flags.c_contiguous\"]"));
 
     bool load(handle source, bool /*convert*/) {
         if (!array::check_(source)) return false;

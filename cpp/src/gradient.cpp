@@ -23,7 +23,7 @@ void for_each_task(const TasksView& tasks, int n_threads, double work_per_sample
 }
 
 // The row loops below are plain loops over raw rows, vectorised through OpenMP's simd
-// reductions and compiled twice (see METASP_CPU_DISPATCH).
+// reductions and compiled twice (see METASP_CPU_DISPATCH), each for float and double rows.
 
 // Four rows at a time: four independent dot products hide the latency of each one's
 // reduction, and each load of the shared vector (and of g below) serves four rows.
@@ -32,7 +32,8 @@ constexpr Index kRowBlock = 4;
 // sum_i (x_i . p)^2 over the `rows` rows starting at X (row pitch `pitch`). Scalar is float
 // or double (DesignMatrix::visit); each element is converted to double as it is loaded.
 template <class Scalar>
-METASP_CPU_DISPATCH double sum_squared_dots(const Scalar* X, Index pitch, Index rows, Index d, const double* p) {
+METASP_CPU_DISPATCH double sum_squared_dots(const Scalar* X, Index pitch, Index rows, Index d,
+                                            const double* p) {
     double sum = 0;
     Index i = 0;
     for (; i + kRowBlock <= rows; i += kRowBlock) {
@@ -60,8 +61,8 @@ METASP_CPU_DISPATCH double sum_squared_dots(const Scalar* X, Index pitch, Index 
 // g = sum_i r_i x_i and returns sum_i r_i^2, for r_i = y_i - x_i . theta: each row is read
 // from memory once for both its residual and its gradient term.
 template <class Scalar>
-METASP_CPU_DISPATCH double residual_rows(const Scalar* X, Index pitch, const double* y, Index rows, Index d,
-                     const double* theta, double* g) {
+METASP_CPU_DISPATCH double residual_rows(const Scalar* X, Index pitch, const double* y,
+                                         Index rows, Index d, const double* theta, double* g) {
     for (Index j = 0; j < d; ++j) g[j] = 0;
     // Short tasks end before the in-loop prefetch gets ahead: fetch the rows that follow this
     // task (the next task's, usually) now.
