@@ -10,7 +10,10 @@ a core), float64 and float32 interleaved in one run, medians of ``--repeat``:
   iterations; the difference / 10 leaves out the fixed costs (first SVD, result, diagnostics);
 - the fused gradient pass (``metasp.kernels.gradient`` with ``subspace=V``: gradient, loss and
   the two step sums, what the solver runs each iteration; the call allocates its (T, d) output);
-- ``X.sum()`` over the same array, for the bandwidth NumPy gets from the same bytes.
+- ``X.sum()`` over the same array, for the bandwidth NumPy gets from the same bytes;
+- the fused pass per element of X, from memory (the whole X) and from cache (the first tasks,
+  about 8 MB of float64 X, passed over repeatedly): equal in-cache times for both dtypes and
+  a float32 time from memory close to them mean the pass is bound by arithmetic, not bytes.
 
 The float32 tasks hold ``X.astype(np.float32)`` of the float64 ones (``Tasks(...,
 dtype=np.float32)``); y stays float64.
@@ -68,6 +71,29 @@ def speed(T, m, d, s, repeat):
     return {key: statistics.median(values) for key, values in times.items()}
 
 
+def per_element(T, m, d, s, repeat):
+    """Fused-pass CPU time per element of X, ns: {(where, dtype): time}."""
+    X, y, _, _ = metasp.datasets.make_hps(T, m, d, s, sigma=0.1, random_state=0)
+    rng = np.random.default_rng(0)
+    Theta = 0.1 * rng.standard_normal((T, d))
+    V = np.asfortranarray(np.linalg.qr(rng.standard_normal((d, s)))[0])
+    cached = max(1, int(8e6 / (8 * m * d)))  # tasks in about 8 MB of float64 X (in L3)
+    cases = {}
+    for dtype in ("float64", "float32"):
+        tasks = metasp.Tasks.from_array(X, y, dtype=dtype)
+        cases["memory", dtype] = (tasks, Theta, 1)
+        cases["cache", dtype] = (tasks.subset(np.arange(cached)), Theta[:cached],
+                                 max(1, T // cached))
+    times = {key: [] for key in cases}
+    for _ in range(repeat):
+        for key, (tasks, theta, n) in cases.items():
+            def run(tasks=tasks, theta=theta, n=n):
+                for _ in range(n):
+                    kernels.gradient(tasks, theta, subspace=V, n_jobs=1)
+            times[key].append(cpu_time(run) / (n * tasks.X.size) * 1e9)
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
 def accuracy(T, m, d, s, sigma):
     X, y, B, _ = metasp.datasets.make_hps(T, m, d, s, sigma=sigma, random_state=1)
     out = {}
@@ -103,6 +129,16 @@ def main():
             double, single = times[name, "float64"], times[name, "float32"]
             print(" | ".join(str(v) for v in shape) + f" | {name} | {double * 1e3:.2f} | "
                   f"{single * 1e3:.2f} | {double / single:.2f}", flush=True)
+
+    print()
+    print("T | m | d | s | ns per element of X: float64 memory | float64 cache | "
+          "float32 memory | float32 cache")
+    print("---|---|---|---|---|---|---|---")
+    for shape in speed_shapes:
+        ns = per_element(*shape, args.repeat)
+        print(" | ".join(str(v) for v in shape) + " | " + " | ".join(
+            f"{ns[where, dtype]:.3f}" for dtype in ("float64", "float32")
+            for where in ("memory", "cache")), flush=True)
 
     if not accuracy_shapes:
         return
