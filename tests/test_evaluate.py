@@ -144,3 +144,19 @@ def test_rejects(shared_tasks, kwargs, error, match):
     arguments = {"methods": ["pooled"], "tasks": shared_tasks, "rank": 2, **kwargs}
     with pytest.raises(error, match=match):
         few_shot(**arguments)
+
+
+def test_float32_tasks_score_like_their_float64_values(shared_tasks):
+    """float32 X (kept float32 for the fits) gives the table of the same values in float64."""
+    single = metasp.Tasks(shared_tasks.X, shared_tasks.y, shared_tasks.offsets, dtype=np.float32)
+    promoted = metasp.Tasks(single.X.astype(np.float64), single.y, single.offsets)
+    methods = ["metasp", "ridge", "ridge_tuned", "pooled", "pooled_intercept"]
+    tables = [few_shot(methods, tasks, shots=(3,), n_repeats=1, rank=2, random_state=0)
+              for tasks in (single, promoted)]
+    for row, expected in zip(*tables):
+        assert row["method"] == expected["method"]
+        np.testing.assert_allclose(row["mse"], expected["mse"], rtol=1e-6)
+    # The NumPy baselines compute in float64 whatever the dtype of X.
+    for baseline in (metasp.baselines.single_task, metasp.baselines.mom, metasp.baselines.altmin):
+        np.testing.assert_allclose(baseline(single, None, 2).Theta,
+                                   baseline(promoted, None, 2).Theta, rtol=0, atol=1e-12)

@@ -111,7 +111,8 @@ def _centred_support(support):
     k = support.task_sizes
     if (k != k[0]).any():
         raise ValueError("the support sets must all have the same size k")
-    X = support.X.reshape(support.n_tasks, int(k[0]), support.n_features)
+    # float64 (a float32 X would otherwise keep its SVDs in float32); support sets are small.
+    X = support.X.reshape(support.n_tasks, int(k[0]), support.n_features).astype(np.float64)
     y = support.y.reshape(support.n_tasks, int(k[0]))
     x_mean, y_mean = X.mean(axis=1), y.mean(axis=1)
     return X - x_mean[:, None], y - y_mean[:, None], x_mean, y_mean
@@ -197,7 +198,7 @@ def _pooled_intercept(train, rank, rng):
     # Fixed effects: slopes from within-task centred data, one intercept per task.
     task = train.task_of_row
     sizes = train.task_sizes[:, None]
-    X_mean = np.add.reduceat(train.X, train.offsets[:-1], axis=0) / sizes
+    X_mean = np.add.reduceat(train.X, train.offsets[:-1], axis=0, dtype=np.float64) / sizes
     y_mean = np.add.reduceat(train.y, train.offsets[:-1]) / train.task_sizes
     slopes = np.linalg.lstsq(train.X - X_mean[task], train.y - y_mean[task], rcond=None)[0]
 

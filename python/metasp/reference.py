@@ -289,6 +289,7 @@ def basis_system(tasks: Tasks, W: np.ndarray, V=None):
     M, rhs = np.zeros((n, n)), np.zeros(n)
     for t in range(T):
         X, y = tasks[t]
+        X = X.astype(np.float64, copy=False)  # float32 X: X^T X in float64, as the C++ core
         m, w = len(y), W[t]
         S = X.T @ X / m
         if V is None:

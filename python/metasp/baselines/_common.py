@@ -15,7 +15,9 @@ from ..reference import canonical_factors
 
 
 def _prepare(Xs, ys, s) -> tuple[Tasks, int]:
-    tasks = as_tasks(Xs, ys)
+    # The baselines are NumPy, whose products of float32 X with itself (X^T X) stay float32:
+    # they get float64 X (float32 is converted once, here).
+    tasks = as_tasks(Xs, ys, dtype=np.float64)
     return tasks, check_rank(s, tasks)
 
 
