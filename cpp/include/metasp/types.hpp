@@ -24,14 +24,12 @@ public:
     DesignMatrix(const double* data, Index rows, Index cols, Index pitch)
         : double_data_(data), rows_(rows), cols_(cols), pitch_(pitch) {}
     DesignMatrix(const float* data, Index rows, Index cols, Index pitch)
-        : float_data_(data), rows_(rows), cols_(cols), pitch_(pitch) {}
-    DesignMatrix(const Eigen::Ref<const RowMatrix>& X)  // NOLINT: a double view converts
-        : DesignMatrix(X.data(), X.rows(), X.cols(), X.outerStride()) {}
+        : float_data_(data), is_float_(true), rows_(rows), cols_(cols), pitch_(pitch) {}
 
     Index rows() const { return rows_; }
     Index cols() const { return cols_; }
     Index pitch() const { return pitch_; }
-    bool is_float() const { return float_data_ != nullptr; }
+    bool is_float() const { return is_float_; }
 
     // Returns body(data), with data the `const float*` or `const double*` the matrix holds:
     // the row kernels are templates on the scalar, instantiated for both.
@@ -48,6 +46,7 @@ public:
 private:
     const double* double_data_ = nullptr;
     const float* float_data_ = nullptr;
+    bool is_float_ = false;
     Index rows_ = 0, cols_ = 0, pitch_ = 0;
 };
 
