@@ -6,9 +6,9 @@ subspaces of the two methods are compared at equal rank (both get the same empir
 prior). For every metasp fit it also records the weak-direction ratio of ``metasp.fit``'s
 diagnostics (largest over median per-task prior predictive variance), to show which fits the
 ``weak_direction`` warning flags. Writes ``pm25_ranks.csv`` and prints a summary. Run from the
-repository root (about 10 minutes on 2 cores)::
+repository root (about 5 minutes)::
 
-    OMP_NUM_THREADS=2 python benchmarks/pm25_ranks.py --out results/real_data
+    OMP_NUM_THREADS=1 python benchmarks/pm25_ranks.py --out results/real_data
 """
 
 from __future__ import annotations
