@@ -3,7 +3,8 @@
 The paper names three ways Meta-SP fails: the loss oscillates (the step is too large), the loss
 plateaus well above the noise level (the rank is too small, or the data too noisy), and the
 error grows with the iterations (too few samples). :func:`diagnose` looks for each in a
-finished fit.
+finished fit, and for a fourth seen on real data: a subspace direction along which most tasks'
+features barely vary (weak direction), which makes the head prior extrapolate on new tasks.
 """
 
 from __future__ import annotations
