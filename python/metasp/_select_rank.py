@@ -68,7 +68,7 @@ def _sample_folds(tasks, cv: int, rng) -> np.ndarray:
     return folds
 
 
-def _held_out_samples(tasks, fold_of_row):
+def _held_out_samples(tasks, fold_of_row, heads):
     """``folds(f)``: the tasks without fold f's samples, and the scorer of those samples."""
 
     def folds(fold):
@@ -78,7 +78,7 @@ def _held_out_samples(tasks, fold_of_row):
         train = tasks._take_rows(~mask)
         task_of_row, X, y = tasks.task_of_row[mask], tasks.X[mask], tasks.y[mask]
 
-        def score(result, heads):
+        def score(result):
             Theta = result.Theta if heads == "fitted" else posterior_heads(result, train) @ result.B
             return float(np.mean((y - np.einsum("nd,nd->n", X, Theta[task_of_row])) ** 2))
 
@@ -105,7 +105,7 @@ def _task_folds(tasks, cv: int, shots, rng):
         train, test = tasks.subset(~held_out), tasks.subset(held_out)
         splits = [test.split_samples(k, random_state=[seeds[fold], k]) for k in shots]
 
-        def score(result, heads):
+        def score(result):
             errors = []
             for support, query in splits:
                 Theta = posterior_heads(result, support) @ result.B
@@ -230,7 +230,7 @@ def select_rank(Xs, ys=None, ranks=DEFAULT_RANKS, cv=5, random_state=None, *,
         if (tasks.task_sizes < 2).all():
             raise ValueError("every task has a single sample: there is nothing to hold out "
                              "within tasks; use holdout='tasks'")
-        folds = _held_out_samples(tasks, _sample_folds(tasks, cv, rng))
+        folds = _held_out_samples(tasks, _sample_folds(tasks, cv, rng), heads)
     else:
         if heads != "posterior":
             raise ValueError("held-out tasks have no fitted head: holdout='tasks' needs "
@@ -249,7 +249,7 @@ def select_rank(Xs, ys=None, ranks=DEFAULT_RANKS, cv=5, random_state=None, *,
             warnings.simplefilter("ignore", ConvergenceWarning)
             result = fit(train, s=int(ranks[i]), **fit_options)
         n_unconverged[i] += result.status == "max_iter"
-        fold_mse[i, fold] = score(result, heads)
+        fold_mse[i, fold] = score(result)
     used = ~np.isnan(fold_mse[0])
     mean_mse = fold_mse[:, used].mean(axis=1)
     std_mse = fold_mse[:, used].std(axis=1)
