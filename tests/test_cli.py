@@ -67,6 +67,24 @@ def test_fit_chooses_the_rank_and_saves_what_predict_needs(files, tmp_path, caps
                                train[meta["features"]].mean(), rtol=1e-12)
 
 
+@pytest.mark.parametrize("holdout", ["samples", "tasks"])
+def test_fit_rank_holdout_reaches_select_rank(files, tmp_path, holdout, monkeypatch):
+    from metasp import _select_rank
+
+    seen = {}
+    original = _select_rank.select_rank
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_select_rank, "select_rank", spy)
+    model = metasp.load(fit_model(files, tmp_path, "--cv", "3", "--max-rank", "4",
+                                  "--rank-holdout", holdout))
+    assert seen["holdout"] == holdout
+    assert model.rank == 2  # the true rank either way
+
+
 def test_predict_new_tasks_few_shot(files, tmp_path, capsys):
     model_path = fit_model(files, tmp_path, "--rank", "2")
     out_path = tmp_path / "pred.csv"

@@ -1,4 +1,4 @@
-"""select_rank: the rank by held-out prediction error within tasks."""
+"""select_rank: the rank by held-out prediction error, within tasks or on held-out tasks."""
 
 import warnings
 
@@ -135,3 +135,58 @@ def test_one_standard_error_rule_finds_the_true_rank():
     selection = metasp.select_rank(X, y, ranks=range(1, 7), cv=4, random_state=5, rule="1se",
                                    **FAST)
     assert selection.best_rank == 3
+
+
+# --- holdout="tasks": whole tasks held out, scored by few-shot adaptation ------------------------
+
+@pytest.mark.parametrize("seed", [0, 1])
+@capped
+def test_task_holdout_finds_the_true_rank(seed):
+    X, y, _, _ = metasp.datasets.make_hps(T=120, m=16, d=12, s=3, sigma=0.1, random_state=seed)
+    selection = metasp.select_rank(X, y, ranks=range(1, 7), cv=3, random_state=seed,
+                                   holdout="tasks", shots=(3, 5), **FAST)
+    assert selection.best_rank == 3
+    assert selection.mean_mse[1] > 2 * selection.mean_mse[2]
+    assert np.isfinite(selection.fold_mse).all()
+
+
+@capped
+def test_task_holdout_score_is_the_few_shot_error_on_the_held_out_tasks():
+    Xs, ys, _, _ = ragged_tasks(T=45, d=8, s=2, sizes=(4, 12), seed=1)
+    tasks = metasp.Tasks.from_list(Xs, ys)
+    shots = (2, 3)
+    selection = metasp.select_rank(tasks, ranks=[2], cv=3, random_state=3, holdout="tasks",
+                                   shots=shots, **FAST)
+    # Replay the draws: task permutation, one seed per fold, then the fits.
+    rng = np.random.default_rng(3)
+    eligible = np.flatnonzero(tasks.task_sizes > max(shots))
+    fold_of_task = np.full(tasks.n_tasks, -1)
+    fold_of_task[rng.permutation(eligible)] = np.arange(eligible.size) % 3
+    seeds = rng.integers(2**63, size=3)
+    for fold in range(3):
+        held = fold_of_task == fold
+        result = metasp.fit(tasks.subset(~held), s=2, random_state=rng, **FAST)
+        errors = []
+        for k in shots:
+            support, query = tasks.subset(held).split_samples(k, random_state=[seeds[fold], k])
+            squared = [np.mean((query[t][1] - result.predict(query[t][0],
+                                                             result.adapt(*support[t]))) ** 2)
+                       for t in range(support.n_tasks)]
+            # The score pools the query rows of all held-out tasks.
+            errors.append(np.average(squared, weights=query.task_sizes))
+        assert selection.fold_mse[0, fold] == pytest.approx(np.mean(errors))
+    assert (tasks.task_sizes[fold_of_task >= 0] > max(shots)).all()
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"holdout": "days"}, ValueError, "holdout must be 'samples' or 'tasks'"),
+    ({"holdout": "tasks", "heads": "fitted"}, ValueError, "needs heads='posterior'"),
+    ({"holdout": "tasks", "shots": ()}, TypeError, "non-empty sequence"),
+    ({"holdout": "tasks", "shots": (0,)}, ValueError, "shots must be at least 1"),
+    ({"holdout": "tasks", "shots": (6,)}, ValueError, "more than max\\(shots\\) = 6 samples"),
+    ({"holdout": "tasks", "cv": 25}, ValueError, "needs at least 25 tasks"),
+])
+def test_task_holdout_rejects(kwargs, error, match):
+    X, y, _, _ = metasp.datasets.make_hps(T=20, m=6, d=10, s=2, random_state=0)
+    with pytest.raises(error, match=match):
+        metasp.select_rank(X, y, **kwargs)

@@ -218,6 +218,29 @@ def test_diagnostics_fire_on_too_few_samples():
     assert "too_few_samples" in [finding.code for finding in result.diagnostics]
 
 
+@pytest.mark.parametrize("task0_variance, flagged", [(1e4, True), (1.0, False)])
+def test_diagnostics_flag_a_direction_most_tasks_do_not_see(task0_variance, flagged):
+    from types import SimpleNamespace
+
+    from metasp._diagnostics import WEAK_DIRECTION, _predictive_variance_ratio, diagnose
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 10, 4))
+    X[1:, :, 3] = 0.0  # feature 3 varies in task 0 only
+    tasks = metasp.Tasks.from_array(X, rng.standard_normal((40, 10)))
+    B = np.eye(4)[2:]
+    result = metasp.MetaSPResult(B=B, W=np.zeros((40, 2)), Theta=np.zeros((40, 4)),
+                                 singular_values=np.zeros(2), n_iter=1, status="converged",
+                                 head_mean=np.zeros(2), head_cov=np.diag([1.0, task0_variance]),
+                                 noise_variance=1.0)
+    # Task 0's prior predictive variance is about 1 + task0_variance, the others' about 1.
+    ratio = _predictive_variance_ratio(result, tasks)
+    assert ratio == pytest.approx(1 + task0_variance, rel=0.6)
+    args = SimpleNamespace(tasks=tasks, s=2, adaptive=True, step=None)
+    codes = [finding.code for finding in diagnose(result, args, gradient=None)]
+    assert (codes == ["weak_direction"]) == flagged == (ratio > WEAK_DIRECTION)
+
+
 @pytest.mark.parametrize("shape", [dict(T=200, m=15, d=50, s=3, sigma=0.0),
                                    dict(T=100, m=20, d=30, s=4, sigma=1.0),
                                    dict(T=50, m=10, d=50, s=3, sigma=0.5)])

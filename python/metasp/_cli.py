@@ -108,7 +108,11 @@ def _add_fit_command(commands):
     parser.add_argument("--max-rank", type=int, default=10, metavar="S",
                         help="largest rank tried when choosing it (default: 10)")
     parser.add_argument("--cv", type=int, default=5,
-                        help="folds within tasks for choosing the rank (default: 5)")
+                        help="folds for choosing the rank (default: 5)")
+    parser.add_argument("--rank-holdout", choices=["samples", "tasks"], default="samples",
+                        help="choose the rank by holding out samples within tasks, or whole "
+                             "tasks scored by few-shot MSE with 3, 5 and 8 support rows "
+                             "(select_rank's holdout; default: samples)")
     parser.add_argument("--min-samples", type=int, default=1, metavar="N",
                         help="drop tasks with fewer rows, with a warning (default: 1)")
     parser.add_argument("--dropna", action="store_true",
@@ -152,7 +156,8 @@ def _run_fit(args, parser):
         if args.max_rank < 1:
             raise ValueError(f"--max-rank must be at least 1; got {args.max_rank}")
         ranks = range(1, min(args.max_rank, tasks.n_tasks, tasks.n_features) + 1)
-        selection = select_rank(tasks, ranks=ranks, cv=args.cv, verbose=True, **options)
+        selection = select_rank(tasks, ranks=ranks, cv=args.cv, holdout=args.rank_holdout,
+                                verbose=True, **options)
         print(selection)
         rank = selection.best_rank
     else:

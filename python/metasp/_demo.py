@@ -36,7 +36,7 @@ def add_demo_command(commands):
     parser.add_argument("--max-rank", type=int, default=10, metavar="S",
                         help="largest rank tried by select_rank (default: 10 = d)")
     parser.add_argument("--cv", type=int, default=3,
-                        help="folds within days for select_rank (default: 3)")
+                        help="folds of training days for select_rank (default: 3)")
     parser.add_argument("--rank-rule", choices=("1se", "min"), default="1se",
                         help="select_rank's rule: smallest rank within one standard error "
                              "of the lowest score, or the lowest (default: 1se)")
@@ -75,7 +75,7 @@ def run_demo(args, parser):
                       "cv": args.cv, "rule": args.rank_rule}
     print(f"\nFew-shot comparison: {args.repeats} random splits, {args.test_fraction:.0%} of "
           f"the days held out; rank chosen by select_rank (ranks 1..{args.max_rank}, "
-          f"{args.cv} folds within days) on each split's training days; k = "
+          f"{args.cv} folds of days, scored by few-shot MSE) on each split's training days; k = "
           f"{', '.join(map(str, args.shots))} support hours per held-out day, MSE on the "
           "other hours.")
     with warnings.catch_warnings():

@@ -3,14 +3,15 @@
 The paper names three ways Meta-SP fails: the loss oscillates (the step is too large), the loss
 plateaus well above the noise level (the rank is too small, or the data too noisy), and the
 error grows with the iterations (too few samples). :func:`diagnose` looks for each in a
-finished fit.
+finished fit, and for a fourth seen on real data: a subspace direction along which most tasks'
+features barely vary (weak direction), which makes the head prior extrapolate on new tasks.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._result import Diagnostic, MetaSPResult
+from ._result import Diagnostic, MetaSPResult, _task_sufficient_statistics
 from .kernels import truncated_svd
 
 # Oscillation: at least this fraction of the last iterations raised the loss.
@@ -30,6 +31,11 @@ EXACT_FIT = 1e-12
 # GROWTH_FLOOR) means the iterates moved away from the truth.
 GROWTH_FACTOR = 2.0
 GROWTH_FLOOR = 1e-3
+# Weak direction: the largest per-task prior predictive variance over the median one. On the
+# Beijing PM2.5 day tasks (benchmarks/pm25_ranks.py: ranks 1-10, 5 splits, k = 3, 5, 8), the
+# fits with ratios up to 6.5 scored few-shot MSEs of 0.14-0.26 (ranks 2-10), those at 24-93
+# up to 0.29, and the fits at 700-3e6 up to 0.35-2e4 (make_hps data give about 2).
+WEAK_DIRECTION = 50.0
 
 
 def _oscillating(loss: np.ndarray) -> bool:
@@ -111,4 +117,26 @@ def diagnose(result: MetaSPResult, args, gradient) -> list:
                 f"strength is {spike:.1f} times the noise level): the rank s = {s} is too "
                 f"small. Increase s (metasp.select_rank chooses it by cross-validation).",
             ))
+    if result.head_cov is not None and s < d:
+        ratio = _predictive_variance_ratio(result, tasks)
+        if ratio > WEAK_DIRECTION:
+            findings.append(Diagnostic(
+                "weak_direction",
+                f"Some training tasks' prior predictive variance is {ratio:.3g} times the "
+                f"typical task's: the subspace has a direction along which most tasks' "
+                f"features barely vary (e.g. a rare-event column, near-constant within most "
+                f"tasks, minus the intercept), so heads along it are huge and few-shot "
+                f"predictions on rows that do vary along it can be wild. Choose the rank with "
+                f"metasp.select_rank(..., holdout='tasks'), which scores such fits on new tasks, "
+                f"or try a smaller s.",
+            ))
     return findings
+
+
+def _predictive_variance_ratio(result: MetaSPResult, tasks) -> float:
+    r"""Largest over median per-task prior predictive variance, mean over the task's rows of
+    :math:`x^\top B^\top \Sigma B x`."""
+    gram, _, _ = _task_sufficient_statistics(tasks, result.B)
+    variance = np.einsum("tsr,rs->t", gram, result.head_cov) / tasks.task_sizes
+    typical = np.median(variance)
+    return float(variance.max() / typical) if typical > 0 else 0.0

@@ -10,7 +10,7 @@ import numpy as np
 from ._progress import progress
 from ._result import ConvergenceWarning, posterior_heads
 from ._tasks import _rank_within_tasks, as_tasks
-from ._validation import check_rank, is_integer
+from ._validation import check_rank, check_shots, is_integer
 
 __all__ = ["RankSelection", "select_rank"]
 
@@ -68,16 +68,75 @@ def _sample_folds(tasks, cv: int, rng) -> np.ndarray:
     return folds
 
 
-def select_rank(Xs, ys=None, ranks=DEFAULT_RANKS, cv=5, random_state=None, *,
-                heads="posterior", rule="1se", verbose=False, **fit_options):
-    r"""Choose the rank s by held-out prediction error, holding out samples within tasks.
+def _held_out_samples(tasks, fold_of_row, heads):
+    """``folds(f)``: the tasks without fold f's samples, and the scorer of those samples."""
 
-    The samples of every task are split at random into ``cv`` folds. For each fold and each
-    candidate rank, :func:`metasp.fit` runs on the remaining samples of *all* tasks, and the
-    held-out samples are predicted in the fitted subspace, :math:`\hat y = x^\top B^\top w_t`.
-    The score of a rank is the mean squared error over the held-out samples, averaged over
-    folds; the best rank has the lowest mean. This is the way to choose s on real data, where
-    the true rank is unknown.
+    def folds(fold):
+        mask = fold_of_row == fold
+        if not mask.any():
+            return None, None
+        train = tasks._take_rows(~mask)
+        task_of_row, X, y = tasks.task_of_row[mask], tasks.X[mask], tasks.y[mask]
+
+        def score(result):
+            Theta = result.Theta if heads == "fitted" else posterior_heads(result, train) @ result.B
+            return float(np.mean((y - np.einsum("nd,nd->n", X, Theta[task_of_row])) ** 2))
+
+        return train, score
+
+    return folds
+
+
+def _task_folds(tasks, cv: int, shots, rng):
+    """Folds of whole tasks: ``folds(f)`` returns the other folds' tasks and the scorer of
+    few-shot adaptation on fold f's tasks (mean over ``shots`` of the query MSE)."""
+    eligible = np.flatnonzero(tasks.task_sizes > max(shots))
+    if eligible.size < cv:
+        raise ValueError(
+            f"holdout='tasks' with cv={cv} needs at least {cv} tasks with more than "
+            f"max(shots) = {max(shots)} samples; {eligible.size} of {tasks.n_tasks} qualify: "
+            "lower cv or shots")
+    fold_of_task = np.full(tasks.n_tasks, -1)
+    fold_of_task[rng.permutation(eligible)] = np.arange(eligible.size) % cv
+    seeds = rng.integers(2**63, size=cv)
+
+    def folds(fold):
+        held_out = fold_of_task == fold
+        train, test = tasks.subset(~held_out), tasks.subset(held_out)
+        splits = [test.split_samples(k, random_state=[seeds[fold], k]) for k in shots]
+
+        def score(result):
+            errors = []
+            for support, query in splits:
+                Theta = posterior_heads(result, support) @ result.B
+                prediction = np.einsum("nd,nd->n", query.X, Theta[query.task_of_row])
+                errors.append(np.mean((query.y - prediction) ** 2))
+            return float(np.mean(errors))
+
+        return train, score
+
+    return folds
+
+
+def select_rank(Xs, ys=None, ranks=DEFAULT_RANKS, cv=5, random_state=None, *,
+                holdout="samples", shots=(3, 5, 8), heads="posterior", rule="1se",
+                verbose=False, **fit_options):
+    r"""Choose the rank s by held-out prediction error, holding out samples or whole tasks.
+
+    With ``holdout="samples"`` (the default), the samples of every task are split at random
+    into ``cv`` folds. For each fold and each candidate rank, :func:`metasp.fit` runs on the
+    remaining samples of *all* tasks, and the held-out samples are predicted in the fitted
+    subspace, :math:`\hat y = x^\top B^\top w_t`. The score of a rank is the mean squared
+    error over the held-out samples, averaged over folds; the best rank has the lowest mean.
+    This is the way to choose s on real data, where the true rank is unknown.
+
+    With ``holdout="tasks"``, the *tasks* are split into ``cv`` folds and a rank is scored the
+    way a few-shot model is used: fit on the other folds' tasks, then on each held-out task
+    fit the head on ``k`` random samples (``adapt``'s empirical prior) and score the others,
+    for every ``k`` in ``shots``; the score is the mean over folds of the mean over ``shots``
+    of these query MSEs (the protocol of :func:`metasp.evaluate.few_shot`). Within-task
+    scores favour the ranks that help tasks with all their samples; this one favours the ranks
+    that help new tasks with a handful.
 
     The heads :math:`w_t` are, by default, the posterior means of each task's head given its
     training samples under the fitted head prior (what :meth:`MetaSPResult.adapt` returns with
@@ -102,12 +161,18 @@ def select_rank(Xs, ys=None, ranks=DEFAULT_RANKS, cv=5, random_state=None, *,
         Candidate ranks; each must satisfy ``1 <= s <= min(T, d)``. The default is cut at
         ``min(T, d)``.
     cv : int, default 5
-        Number of folds within each task (at least 2).
+        Number of folds (at least 2): of samples within each task, or of tasks.
     random_state : None, int or numpy.random.Generator, default None
-        Seeds the fold assignment and the fits.
+        Seeds the fold assignment, the support sets and the fits.
+    holdout : {"samples", "tasks"}, default "samples"
+        Hold out samples within every task, or whole tasks scored by few-shot adaptation.
+    shots : sequence of int, default (3, 5, 8)
+        With ``holdout="tasks"``: the support-set sizes k. Only tasks with more than
+        ``max(shots)`` samples are held out; smaller ones always help to fit.
     heads : {"posterior", "fitted"}, default "posterior"
-        How the held-out samples of a task are predicted: with the posterior-mean head under
-        the fitted head prior, or with the task's row of ``W``.
+        With ``holdout="samples"``: how the held-out samples of a task are predicted, with the
+        posterior-mean head under the fitted head prior or with the task's row of ``W``.
+        Held-out tasks have no fitted head, so ``holdout="tasks"`` needs ``"posterior"``.
     rule : {"1se", "min"}, default "1se"
         ``"1se"``: the smallest rank whose mean score is within one standard error (fold
         standard deviation / sqrt(folds)) of the lowest. Once the true rank is reached, extra
@@ -156,34 +221,35 @@ def select_rank(Xs, ys=None, ranks=DEFAULT_RANKS, cv=5, random_state=None, *,
         raise ValueError(f"rule must be 'min' or '1se'; got {rule!r}")
     if heads not in ("posterior", "fitted"):
         raise ValueError(f"heads must be 'posterior' or 'fitted'; got {heads!r}")
+    if holdout not in ("samples", "tasks"):
+        raise ValueError(f"holdout must be 'samples' or 'tasks'; got {holdout!r}")
     if "s" in fit_options:
         raise TypeError("pass the candidate ranks as ranks=..., not s=")
-    if (tasks.task_sizes < 2).all():
-        raise ValueError("every task has a single sample: there is nothing to hold out within "
-                         "tasks; select the rank by holding out whole tasks instead")
     rng = np.random.default_rng(random_state)
-    folds = _sample_folds(tasks, cv, rng)
+    if holdout == "samples":
+        if (tasks.task_sizes < 2).all():
+            raise ValueError("every task has a single sample: there is nothing to hold out "
+                             "within tasks; use holdout='tasks'")
+        folds = _held_out_samples(tasks, _sample_folds(tasks, cv, rng), heads)
+    else:
+        if heads != "posterior":
+            raise ValueError("held-out tasks have no fitted head: holdout='tasks' needs "
+                             "heads='posterior'")
+        folds = _task_folds(tasks, cv, check_shots(shots), rng)
     fit_options.setdefault("random_state", rng)
     fold_mse = np.full((ranks.size, cv), np.nan)
     n_unconverged = np.zeros(ranks.size, dtype=np.int64)
     jobs = [(i, fold) for fold in range(cv) for i in range(ranks.size)]
-    train = held_out = None
     for i, fold in progress(jobs, desc="select_rank", enable=verbose):
         if i == 0:
-            mask = folds == fold
-            if not mask.any():  # only when every task is smaller than this fold number
-                continue
-            train, held_out = tasks._take_rows(~mask), _held_out_rows(tasks, mask)
-        elif held_out is None:
+            train, score = folds(fold)
+        if train is None:  # only when every task is smaller than this fold number
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             result = fit(train, s=int(ranks[i]), **fit_options)
         n_unconverged[i] += result.status == "max_iter"
-        task_of_row, X, y = held_out
-        Theta = result.Theta if heads == "fitted" else posterior_heads(result, train) @ result.B
-        prediction = np.einsum("nd,nd->n", X, Theta[task_of_row])
-        fold_mse[i, fold] = np.mean((y - prediction) ** 2)
+        fold_mse[i, fold] = score(result)
     used = ~np.isnan(fold_mse[0])
     mean_mse = fold_mse[:, used].mean(axis=1)
     std_mse = fold_mse[:, used].std(axis=1)
@@ -208,8 +274,3 @@ def _choose(ranks, mean_mse, standard_error, rule):
         return int(ranks[best])
     within = mean_mse <= mean_mse[best] + standard_error[best]
     return int(ranks[within].min())
-
-
-def _held_out_rows(tasks, mask):
-    """(task of each held-out row, its features, its targets)."""
-    return tasks.task_of_row[mask], tasks.X[mask], tasks.y[mask]

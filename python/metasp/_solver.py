@@ -118,7 +118,8 @@ def fit(
         When ``max_iter`` was reached with ``tol > 0``, or the iteration stalled.
     DiagnosticWarning
         When ``result.diagnostics`` found one of the known failure signatures (step too large,
-        rank too small, too few samples); the warning says what to change.
+        rank too small, too few samples, a direction most tasks do not see); the warning says
+        what to change.
 
     See Also
     --------

@@ -137,6 +137,14 @@ def check_count(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_shots(shots) -> list:
+    """Support-set sizes: a non-empty sequence of positive integers."""
+    if isinstance(shots, (str, bytes)) or not np.iterable(shots) or len(shots) == 0:
+        raise TypeError(f"shots must be a non-empty sequence of positive integers; got "
+                        f"{shots!r}")
+    return [check_count(k, "every entry of shots") for k in shots]
+
+
 def check_positive(value, name: str, allow_zero: bool = False) -> float:
     """A finite real number above zero (or at least zero with ``allow_zero``)."""
     if not is_real(value):

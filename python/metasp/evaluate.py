@@ -23,7 +23,7 @@ import numpy as np
 from ._progress import progress
 from ._result import ConvergenceWarning
 from ._tasks import as_tasks
-from ._validation import is_integer
+from ._validation import check_shots, is_integer
 
 __all__ = ["available_methods", "few_shot", "format_table"]
 
@@ -272,9 +272,11 @@ def few_shot(methods, tasks, shots=(3, 5, 8), n_repeats=5, test_fraction=0.2,
         Seeds the splits and the fits: the same seed gives the same table.
     rank : int or None, default None
         Subspace dimension for the subspace methods. ``None``: chosen in each repeat by
-        :func:`metasp.select_rank` on that repeat's training tasks.
+        :func:`metasp.select_rank` on that repeat's training tasks, by default with
+        ``holdout="tasks"`` and these ``shots`` (scored like this table).
     select_options : dict, optional
-        Keyword arguments of :func:`metasp.select_rank` (for example ``ranks``, ``cv``).
+        Keyword arguments of :func:`metasp.select_rank` (for example ``ranks``, ``cv``,
+        ``holdout``).
     fit_options : dict, optional
         Keyword arguments of :func:`metasp.fit` (for example ``max_iter``), also used by
         ``select_rank``.
@@ -307,9 +309,7 @@ def few_shot(methods, tasks, shots=(3, 5, 8), n_repeats=5, test_fraction=0.2,
     if isinstance(tasks, tuple) and len(tasks) == 2:
         tasks = as_tasks(*tasks)
     tasks = as_tasks(tasks)
-    shots = [int(k) for k in shots]
-    if not shots or any(not is_integer(k) or k < 1 for k in shots):
-        raise ValueError(f"shots must be positive integers; got {shots!r}")
+    shots = check_shots(shots)
     if not is_integer(n_repeats) or n_repeats < 1:
         raise ValueError(f"n_repeats must be a positive integer; got {n_repeats!r}")
     if rank is not None and (not is_integer(rank) or rank < 1):
@@ -320,7 +320,8 @@ def few_shot(methods, tasks, shots=(3, 5, 8), n_repeats=5, test_fraction=0.2,
         except ImportError:
             raise ImportError('as_frame=True needs pandas: pip install "metasp[pandas]"') from None
     fit_options = dict(fit_options or {})
-    select_options = dict(select_options or {})
+    # The rank is chosen the way it is scored here: few-shot adaptation on held-out tasks.
+    select_options = {"holdout": "tasks", "shots": shots, **(select_options or {})}
     baseline_options = dict(baseline_options or {})
     methods = _resolve_methods(methods, fit_options, baseline_options)
     if (tasks.task_sizes <= max(shots)).any():
