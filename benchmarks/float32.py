@@ -20,7 +20,8 @@ dtype=np.float32)``); y stays float64.
 
 Accuracy: whole default fits (``metasp.fit(X, y, s)``) of ``make_hps`` data with sigma = 0.1
 and sigma = 0, on the float64 data and on the same data with X rounded to float32: sin angle
-to the true subspace for each, and ||Theta_32 - Theta_64||_F / ||Theta_64||_F.
+to the true subspace for each, and ||Theta_32 - Theta_64||_F / ||Theta_64||_F; and the CPU time
+of each fit (one run each: a rough figure).
 """
 
 import argparse
@@ -34,7 +35,7 @@ import metasp
 from metasp import kernels
 
 SPEED_SHAPES = [(20000, 20, 100, 5), (100000, 10, 50, 5)]
-ACCURACY_SHAPES = [(2000, 20, 100, 5), (200, 15, 50, 3)]
+ACCURACY_SHAPES = [(20000, 20, 100, 5), (2000, 20, 100, 5), (200, 15, 50, 3)]
 SHORT, LONG = 2, 12  # iterations of the two fits whose difference is timed
 
 
@@ -96,17 +97,19 @@ def per_element(T, m, d, s, repeat):
 
 def accuracy(T, m, d, s, sigma):
     X, y, B, _ = metasp.datasets.make_hps(T, m, d, s, sigma=sigma, random_state=1)
-    out = {}
+    out, seconds = {}, {}
     for dtype in (np.float64, np.float32):
         tasks = metasp.Tasks.from_array(X, y, dtype=dtype)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", metasp.ConvergenceWarning)
+            start = time.process_time()
             result = metasp.fit(tasks, None, s, random_state=0, n_jobs=1)
+            seconds[np.dtype(dtype).name] = time.process_time() - start
         out[np.dtype(dtype).name] = result
     difference = (np.linalg.norm(out["float32"].Theta - out["float64"].Theta)
                   / np.linalg.norm(out["float64"].Theta))
     angles = {name: metasp.metrics.sin_angle(result.B, B) for name, result in out.items()}
-    return angles, difference, {name: result.n_iter for name, result in out.items()}
+    return angles, difference, {name: result.n_iter for name, result in out.items()}, seconds
 
 
 def main():
@@ -144,14 +147,15 @@ def main():
         return
     print()
     print("T | m | d | s | sigma | sin angle float64 | sin angle float32 | "
-          "rel. difference of Theta | iterations (64, 32)")
-    print("---|---|---|---|---|---|---|---|---")
+          "rel. difference of Theta | iterations (64, 32) | fit CPU time [s] (64, 32)")
+    print("---|---|---|---|---|---|---|---|---|---")
     for shape in accuracy_shapes:
         for sigma in (0.1, 0.0):
-            angles, difference, n_iter = accuracy(*shape, sigma)
+            angles, difference, n_iter, seconds = accuracy(*shape, sigma)
             print(" | ".join(str(v) for v in shape) + f" | {sigma} | {angles['float64']:.3e} | "
                   f"{angles['float32']:.3e} | {difference:.2e} | {n_iter['float64']}, "
-                  f"{n_iter['float32']}", flush=True)
+                  f"{n_iter['float32']} | {seconds['float64']:.3f}, {seconds['float32']:.3f}",
+                  flush=True)
 
 
 if __name__ == "__main__":
