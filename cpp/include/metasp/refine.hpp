@@ -31,10 +31,17 @@ Factors canonical_factors(const Eigen::Ref<const RowMatrix>& W, const Eigen::Ref
 void task_heads(const TasksView& tasks, const Eigen::Ref<const Matrix>& V,
                 Eigen::Ref<RowMatrix> W, Eigen::Ref<Vector> task_loss, int n_threads);
 
+// How the Newton step's system is solved: formed densely and factorised, or by preconditioned
+// conjugate gradients on the matrix-free operator (two passes over X per product);
+// automatic: conjugate gradients when forming the dense system costs more than kMinNewtonCG
+// products, with the dense solve as the fallback when they do not converge.
+enum class NewtonSolve { automatic, dense, iterative };
+
 struct BasisSolveOptions {
     Index max_dense = kMaxDenseNormal;  // d * s above which conjugate gradients are used
     double cg_tol = 1e-13;              // relative residual of the conjugate-gradient solve
     int cg_max_iter = 1000;
+    NewtonSolve newton_solve = NewtonSolve::automatic;
 };
 
 // The basis step: U = argmin_U sum_t ||y_t - X_t U w_t||^2 / m_t for fixed heads W (T x s),
