@@ -88,24 +88,111 @@ bool well_conditioned_inverse(const Matrix& A, double max_condition, Matrix& inv
     return true;
 }
 
+// z_i = V^T x_i (the rows of Z, row-major) over the `rows` rows starting at X (row pitch
+// `pitch`), for V (d x s, column-major with column pitch ldv).
+METASP_CPU_DISPATCH
+void project_rows(const double* X, Index pitch, Index rows, Index d, const double* V, Index ldv,
+                  Index s, double* Z) {
+    for (Index i = 0; i < rows; ++i) {
+        const double* x = X + i * pitch;
+        for (Index k = 0; k < s; ++k) {
+            const double* v = V + k * ldv;
+            double dot = 0;
+#pragma omp simd reduction(+ : dot)
+            for (Index j = 0; j < d; ++j) dot += x[j] * v[j];
+            Z[i * s + k] = dot;
+        }
+    }
+}
+
+// Given the rows z_i of Z and r_i = y_i - z_i . w: g = sum_i r_i x_i, Kt = sum_i x_i z_i^T
+// (d x s, column-major) and squares = sum_i x_i * x_i, in one pass over the rows.
+METASP_CPU_DISPATCH
+void newton_rows(const double* X, Index pitch, const double* y, Index rows, Index d, Index s,
+                 const double* w, const double* Z, double* g, double* Kt, double* squares) {
+    for (Index j = 0; j < d; ++j) g[j] = squares[j] = 0;
+    for (Index j = 0; j < d * s; ++j) Kt[j] = 0;
+    for (Index i = 0; i < rows; ++i) {
+        const double *x = X + i * pitch, *z = Z + i * s;
+        double r = y[i];
+        for (Index k = 0; k < s; ++k) {
+            r -= z[k] * w[k];
+            double* kt = Kt + k * d;
+            const double zk = z[k];
+#pragma omp simd
+            for (Index j = 0; j < d; ++j) kt[j] += zk * x[j];
+        }
+#pragma omp simd
+        for (Index j = 0; j < d; ++j) {
+            g[j] += r * x[j];
+            squares[j] += x[j] * x[j];
+        }
+    }
+}
+
+// v = D w and h = D^T g for D (d x s, column-major).
+METASP_CPU_DISPATCH
+void product_pair(const double* D, Index d, Index s, const double* w, const double* g, double* v,
+                  double* h) {
+    for (Index j = 0; j < d; ++j) v[j] = 0;
+    for (Index k = 0; k < s; ++k) {
+        const double* column = D + k * d;
+        const double wk = w[k];
+        double dot = 0;
+#pragma omp simd reduction(+ : dot)
+        for (Index j = 0; j < d; ++j) {
+            v[j] += wk * column[j];
+            dot += column[j] * g[j];
+        }
+        h[k] = dot;
+    }
+}
+
+// out += p w^T + g c^T for out (d x s, column-major).
+METASP_CPU_DISPATCH
+void add_outer_pair(double* out, Index d, Index s, const double* p, const double* w, const double* g,
+                    const double* c) {
+    for (Index k = 0; k < s; ++k) {
+        double* column = out + k * d;
+        const double wk = w[k], ck = c[k];
+#pragma omp simd
+        for (Index j = 0; j < d; ++j) column[j] += wk * p[j] + ck * g[j];
+    }
+}
+
 // Per-task terms of the Newton system at (w_t, V): Z_t = X_t V, the gradient g_t = X_t^T
-// (y_t - Z_t w_t) / m_t and the pseudo-inverse of A_t = Z_t^T Z_t / m_t (tasks with fewer
-// samples than s have a singular A_t).
+// (y_t - Z_t w_t) / m_t, Kt_t = X_t^T Z_t / m_t = S_t V, the diagonal of S_t = X_t^T X_t / m_t
+// and the pseudo-inverse of A_t = Z_t^T Z_t / m_t (tasks with fewer samples than s have a
+// singular A_t).
+struct NewtonTaskTerms {
+    RowMatrix Z;
+    Vector g, squares;
+    Matrix Kt, Ainv;
+};
+
 void newton_task_terms(const TasksView& tasks, Index t, const Matrix& V, const Vector& w,
-                       Matrix& Z, Vector& g, Matrix& Ainv) {
-    const Index m = tasks.size(t), s = V.cols();
+                       NewtonTaskTerms& out) {
+    const Index m = tasks.size(t), d = V.rows(), s = V.cols(), begin = tasks.begin(t);
     const double inv_m = 1.0 / double(m);
-    const auto Xt = tasks.X.middleRows(tasks.begin(t), m);
-    Z.noalias() = Xt * V;
-    g.noalias() = inv_m * (Xt.transpose() * (tasks.y.segment(tasks.begin(t), m) - Z * w));
-    const Matrix A = inv_m * (Z.transpose() * Z);
-    if (well_conditioned_inverse(A, kNewtonCondition, Ainv)) return;
+    out.Z.resize(m, s);
+    out.g.resize(d);
+    out.squares.resize(d);
+    out.Kt.resize(d, s);
+    const double* X = tasks.X.row(begin).data();
+    project_rows(X, tasks.X.outerStride(), m, d, V.data(), d, s, out.Z.data());
+    newton_rows(X, tasks.X.outerStride(), tasks.y.data() + begin, m, d, s, w.data(), out.Z.data(),
+                out.g.data(), out.Kt.data(), out.squares.data());
+    out.g *= inv_m;
+    out.squares *= inv_m;
+    out.Kt *= inv_m;
+    const Matrix A = inv_m * (out.Z.transpose() * out.Z);
+    if (well_conditioned_inverse(A, kNewtonCondition, out.Ainv)) return;
     const Eigen::SelfAdjointEigenSolver<Matrix> eig(A);
     const Vector& lambda = eig.eigenvalues();
     const double cutoff = 1e-12 * std::max(lambda.maxCoeff(), 0.0);
     Vector inv_lambda(s);
     for (Index j = 0; j < s; ++j) inv_lambda[j] = lambda[j] > cutoff ? 1.0 / lambda[j] : 0.0;
-    Ainv.noalias() = eig.eigenvectors() * inv_lambda.asDiagonal() * eig.eigenvectors().transpose();
+    out.Ainv.noalias() = eig.eigenvectors() * inv_lambda.asDiagonal() * eig.eigenvectors().transpose();
 }
 
 // Dense normal equations of a basis step, accumulated over a fixed number of task chunks.
@@ -131,8 +218,9 @@ NormalSystem assemble_basis_system(const TasksView& tasks, const Eigen::Ref<cons
         Vector& r = rhs[c];
         M.setZero(n, n);
         r.setZero(n);
-        Matrix gram(d, d), full(d, d), K, Ainv, u, Z;
-        Vector xty(d), g;
+        Matrix gram(d, d), full(d, d), u;
+        Vector xty(d);
+        NewtonTaskTerms terms;
         for (Index t = chunk_begin(c, n_chunks, T); t < chunk_begin(c + 1, n_chunks, T); ++t) {
             const Index m = tasks.size(t);
             const double inv_m = 1.0 / double(m);
@@ -143,13 +231,14 @@ NormalSystem assemble_basis_system(const TasksView& tasks, const Eigen::Ref<cons
             if (kind == BasisStep::als) {
                 xty.noalias() = inv_m * (Xt.transpose() * yt);
             } else {
-                newton_task_terms(tasks, t, *V, W.row(t).transpose(), Z, g, Ainv);
-                xty = g;
-                K.noalias() = inv_m * (Z.transpose() * Xt);
-                u.noalias() = K.transpose() * Ainv;
-                gram.noalias() -= u * K;  // symmetric: K^T A^+ K
+                newton_task_terms(tasks, t, *V, W.row(t).transpose(), terms);
+                xty = terms.g;
+                u.noalias() = terms.Kt * terms.Ainv;
+                gram.noalias() -= u * terms.Kt.transpose();  // symmetric: K^T A^+ K
             }
-    full = gram.selfadjointView<Eigen::Lower>();
+            const Vector& g = terms.g;
+            const Matrix& Ainv = terms.Ainv;
+            full = gram.selfadjointView<Eigen::Lower>();
             for (Index a = 0; a < s; ++a) {
                 r.segment(a * d, d) += W(t, a) * xty;
                 // Blocks (a, b), a >= b: the lower triangle that Cholesky reads.
@@ -261,23 +350,23 @@ public:
         for_chunks(4.0 * d * s, [&](Index c, Index t0, Index t1) {
             rhs[c].setZero(d, s);
             diagonal[c].setZero(d, s);
-            Matrix Z, Ainv, Kt, u;
-            Vector g, gram_diagonal;
+            NewtonTaskTerms terms;
+            Matrix u;
+            Vector gram_diagonal;
             for (Index t = t0; t < t1; ++t) {
                 const Index m = tasks.size(t), begin = tasks.begin(t);
                 const Vector w = W.row(t).transpose();
-                newton_task_terms(tasks, t, V, w, Z, g, Ainv);
-                Z_.middleRows(begin, m) = Z;
+                newton_task_terms(tasks, t, V, w, terms);
+                const Vector& g = terms.g;
+                const Matrix& Ainv = terms.Ainv;
+                Z_.middleRows(begin, m) = terms.Z;
                 G_.row(t) = g.transpose();
                 Ainv_.middleRows(t * s, s) = Ainv;
                 rhs[c].noalias() += g * w.transpose();
                 // Diagonal of the task's blocks (a, a): w_a^2 (S_t - u_t K_t)_ii +
                 // 2 w_a (u_a)_i g_i - (A^+)_aa g_i^2.
-                const auto Xt = tasks.X.middleRows(begin, m);
-                Kt.noalias() = (1.0 / double(m)) * (Xt.transpose() * Z);
-                u.noalias() = Kt * Ainv;
-                gram_diagonal = Xt.colwise().squaredNorm().transpose() / double(m) -
-                                (u.array() * Kt.array()).rowwise().sum().matrix();
+                u.noalias() = terms.Kt * Ainv;
+                gram_diagonal = terms.squares - (u.array() * terms.Kt.array()).rowwise().sum().matrix();
                 for (Index a = 0; a < s; ++a)
                     diagonal[c].col(a).array() += w[a] * w[a] * gram_diagonal.array() +
                                                   2 * w[a] * u.col(a).array() * g.array() -
@@ -306,10 +395,8 @@ public:
                 const double inv_m = 1.0 / double(m);
                 const auto Xt = tasks_.X.middleRows(begin, m);
                 const auto Z = Z_.middleRows(begin, m);
-                const auto g = G_.row(t).transpose();
-                const auto w = W_.row(t).transpose();
-                v.noalias() = D * w;
-                h.noalias() = D.transpose() * g;
+                const double *g = G_.row(t).data(), *w = W_.row(t).data();
+                product_pair(D.data(), d, s, w, g, v.data(), h.data());
                 xv.resize(m);
                 row_dots(Xt.data(), Xt.outerStride(), m, d, v.data(), xv.data());
                 k.noalias() = inv_m * (Z.transpose() * xv);
@@ -317,8 +404,7 @@ public:
                 xv.noalias() -= Z * coef;
                 xv *= inv_m;
                 row_combination(Xt.data(), Xt.outerStride(), m, d, xv.data(), p.data());
-                out.noalias() += p * w.transpose();
-                out.noalias() += g * coef.transpose();
+                add_outer_pair(out.data(), d, s, p.data(), w, g, coef.data());
             }
         });
         Matrix out = sum_in_order(partial);
@@ -503,7 +589,10 @@ void task_heads(const TasksView& tasks, const Eigen::Ref<const Matrix>& V, Eigen
     if (task_loss.size() != T) throw std::invalid_argument("task_loss needs one entry per task");
     for_each_task(tasks, n_threads, 2.0 * tasks.n_features() * s, [&](Index t) {
         const Index m = tasks.size(t);
-        const Matrix Z = tasks.X.middleRows(tasks.begin(t), m) * V;
+        thread_local RowMatrix Z;
+        Z.resize(m, s);
+        project_rows(tasks.X.row(tasks.begin(t)).data(), tasks.X.outerStride(), m, V.rows(), V.data(),
+                     V.outerStride(), s, Z.data());
         const auto y = tasks.y.segment(tasks.begin(t), m);
         const Eigen::CompleteOrthogonalDecomposition<Matrix> cod(Z);
         const Vector w = cod.solve(y);
