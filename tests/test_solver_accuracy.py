@@ -60,6 +60,21 @@ def test_polish_matches_reference(newton_solve):
     np.testing.assert_allclose(out["loss"], expected["loss"], rtol=1e-12)
 
 
+def test_converging_polish_matches_reference_with_conjugate_gradients():
+    """To convergence (tol > 0: the solve also stops once its error is far below tol)."""
+    X, y, B, _ = small_noisy(sigma=0.3)
+    tasks = metasp.Tasks.from_array(X, y)
+    start = np.linalg.qr(B.T + 0.1 * np.random.default_rng(2).standard_normal(B.T.shape))[0]
+    out = _core.refine(tasks.X, tasks.y, tasks.offsets, np.asfortranarray(start), 100, 1e-10, 1,
+                       newton_solve="cg")
+    expected = metasp.reference.refine_path(tasks, start, max_iter=100, tol=1e-10,
+                                            newton_solve="cg")
+    assert out["status"] == expected["status"] == "converged"
+    assert out["n_iter"] == expected["n_iter"] and out["n_newton"] == expected["n_newton"]
+    np.testing.assert_allclose(out["Theta"], expected["Theta"], rtol=0,
+                               atol=1e-11 * np.abs(expected["Theta"]).max())
+
+
 def test_newton_solves_reach_the_same_minimum():
     """Conjugate gradients stop at a relative residual of 1e-6 (an inexact Newton step): the
     polish still converges, in as many sweeps, to the minimum the Cholesky solve reaches."""

@@ -47,6 +47,11 @@ enum class BasisStep { als, newton };
 // Relative residual at which the conjugate-gradient Newton solve stops: an inexact Newton step
 // with this forcing term still converges superlinearly, to the same stationary point.
 constexpr double kNewtonCGTol = 1e-6;
+// ... or once the error left in the step D is below this fraction of tol: V is orthonormal and
+// ||Theta|| = ||W|| in canonical form, so it moves Theta by less than kStepFloor tol relative,
+// far below what the stopping rule can see (this saves most of the iterations of the last,
+// confirming sweep).
+constexpr double kStepFloor = 1e-3;
 // Fewest iterations the work estimate must allow before the iterative Newton solve is tried.
 constexpr int kMinNewtonCG = 20;
 
@@ -462,16 +467,17 @@ private:
 
 enum class CGOutcome { converged, indefinite, unconverged };
 
-// Preconditioned conjugate gradients on (Newton matrix + shift I) D = rhs from D = 0, to a
-// relative residual of kNewtonCGTol. indefinite: a search direction of non-positive curvature
+// Preconditioned conjugate gradients on (Newton matrix + shift I) D = rhs from D = 0, until the
+// relative residual is below kNewtonCGTol or the preconditioned residual (the estimate of the
+// error left in D) is below `floor`. indefinite: a search direction of non-positive curvature
 // (the counterpart of a failed Cholesky); unconverged: max_iter reached.
-CGOutcome newton_cg(const NewtonOperator& op, double shift, int max_iter, Matrix& D) {
+CGOutcome newton_cg(const NewtonOperator& op, double shift, int max_iter, double floor, Matrix& D) {
     const Matrix& rhs = op.rhs();
     D.setZero(rhs.rows(), rhs.cols());
     Matrix residual = rhs, z = op.precondition(residual, shift), direction = z;
     double rz = (residual.array() * z.array()).sum();
     const double target = kNewtonCGTol * kNewtonCGTol * rhs.squaredNorm();
-    if (residual.squaredNorm() <= target) return CGOutcome::converged;
+    if (residual.squaredNorm() <= target || z.norm() <= floor) return CGOutcome::converged;
     for (int k = 0; k < max_iter; ++k) {
         const Matrix applied = op.apply(direction, shift);
         const double curvature = (direction.array() * applied.array()).sum();
@@ -481,6 +487,7 @@ CGOutcome newton_cg(const NewtonOperator& op, double shift, int max_iter, Matrix
         residual -= alpha * applied;
         if (residual.squaredNorm() <= target) return CGOutcome::converged;
         z = op.precondition(residual, shift);
+        if (z.norm() <= floor) return CGOutcome::converged;
         const double rz_next = (residual.array() * z.array()).sum();
         direction = z + (rz_next / rz) * direction;
         rz = rz_next;
@@ -664,7 +671,7 @@ RefineResult refine(const TasksView& tasks, const Eigen::Ref<const Matrix>& V0,
                 Matrix D;
                 if (op) {
                     const double shift = damping * op->scale();
-                    const CGOutcome outcome = newton_cg(*op, shift, cg_budget, D);
+                    const CGOutcome outcome = newton_cg(*op, shift, cg_budget, kStepFloor * options.tol, D);
                     if (outcome == CGOutcome::indefinite) D.resize(0, 0);
                     if (outcome == CGOutcome::unconverged) {
                         op.reset();

@@ -329,9 +329,10 @@ def solve_basis_system(system, d: int, s: int, shift: float = 0.0, definite: boo
     return solution.reshape(s, d).T
 
 
-# The iterative Newton solve (cpp/src/refine.cpp): relative residual of its stop, fewest
-# iterations worth trying, floor of the diagonal preconditioner relative to the scale.
-NEWTON_CG_TOL, MIN_NEWTON_CG, MIN_PRECONDITIONER = 1e-6, 20, 1e-6
+# The iterative Newton solve (cpp/src/refine.cpp): relative residual of its stop, its stop on
+# the preconditioned residual relative to tol, fewest iterations worth trying, floor of the
+# diagonal preconditioner relative to the scale.
+NEWTON_CG_TOL, STEP_FLOOR, MIN_NEWTON_CG, MIN_PRECONDITIONER = 1e-6, 1e-3, 20, 1e-6
 
 
 def newton_cg_budget(tasks: Tasks, s: int, how: str = "auto") -> int:
@@ -349,8 +350,9 @@ def newton_cg_budget(tasks: Tasks, s: int, how: str = "auto") -> int:
     return budget if budget >= MIN_NEWTON_CG else 0
 
 
-def newton_cg(system, V: np.ndarray, shift: float, max_iter: int):
-    """Preconditioned conjugate gradients on ``(M + shift I) vec(D) = rhs`` from D = 0.
+def newton_cg(system, V: np.ndarray, shift: float, max_iter: int, floor: float = 0.0):
+    """Preconditioned conjugate gradients on ``(M + shift I) vec(D) = rhs`` from D = 0, until
+    the relative residual is below NEWTON_CG_TOL or the preconditioned residual below ``floor``.
 
     The preconditioner is, block by block, the diagonal of the data part plus the gauge
     penalty ``scale V V^T`` (inverted by Woodbury). Returns ``(D, outcome)``: outcome
@@ -381,7 +383,7 @@ def newton_cg(system, V: np.ndarray, shift: float, max_iter: int):
     direction = z
     rz = np.sum(residual * z)
     target = NEWTON_CG_TOL**2 * np.sum(b**2)
-    if np.sum(residual**2) <= target:
+    if np.sum(residual**2) <= target or np.linalg.norm(z) <= floor:
         return D, "converged"
     for _ in range(max_iter):
         applied = apply(direction)
@@ -394,6 +396,8 @@ def newton_cg(system, V: np.ndarray, shift: float, max_iter: int):
         if np.sum(residual**2) <= target:
             return D, "converged"
         z = precondition(residual)
+        if np.linalg.norm(z) <= floor:
+            return D, "converged"
         rz_next = np.sum(residual * z)
         direction = z + (rz_next / rz) * direction
         rz = rz_next
@@ -446,7 +450,8 @@ def refine_path(tasks: Tasks, V0: np.ndarray, *, max_iter: int, tol: float, sin_
             budget = newton_cg_budget(tasks, s, newton_solve)
             for _ in range(DAMPING_ATTEMPTS):
                 if budget > 0:
-                    D, outcome = newton_cg(system, V, damping * system[2], budget)
+                    D, outcome = newton_cg(system, V, damping * system[2], budget,
+                                           STEP_FLOOR * tol)
                     budget = 0 if outcome == "unconverged" else budget
                 if budget == 0:
                     D = solve_basis_system(system, d, s, damping * system[2], definite=True)
