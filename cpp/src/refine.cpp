@@ -176,7 +176,7 @@ struct NewtonTaskTerms {
 };
 
 void newton_task_terms(const TasksView& tasks, Index t, const Matrix& V, const Vector& w,
-                       NewtonTaskTerms& out) {
+                       NewtonTaskTerms& out, const RowMatrix* Z = nullptr) {
     const Index m = tasks.size(t), d = V.rows(), s = V.cols(), begin = tasks.begin(t);
     const double inv_m = 1.0 / double(m);
     out.Z.resize(m, s);
@@ -184,7 +184,11 @@ void newton_task_terms(const TasksView& tasks, Index t, const Matrix& V, const V
     out.squares.resize(d);
     out.Kt.resize(d, s);
     const double* X = tasks.X.row(begin).data();
-    project_rows(X, tasks.X.outerStride(), m, d, V.data(), d, s, out.Z.data());
+    if (Z != nullptr) {  // X V, given
+        out.Z = Z->middleRows(begin, m);
+    } else {
+        project_rows(X, tasks.X.outerStride(), m, d, V.data(), d, s, out.Z.data());
+    }
     newton_rows(X, tasks.X.outerStride(), tasks.y.data() + begin, m, d, s, w.data(), out.Z.data(),
                 out.g.data(), out.Kt.data(), out.squares.data());
     out.g *= inv_m;
@@ -343,11 +347,11 @@ void row_combination(const double* X, Index pitch, Index rows, Index d, const do
 // T s^2 d^2 work of forming the matrix.
 class NewtonOperator {
 public:
+    // Z: X V (N x s).
     NewtonOperator(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& W, const Matrix& V,
-                   int n_threads)
-        : tasks_(tasks), W_(W), V_(V), n_threads_(n_threads) {
+                   RowMatrix Z, int n_threads)
+        : tasks_(tasks), W_(W), V_(V), n_threads_(n_threads), Z_(std::move(Z)) {
         const Index T = tasks.n_tasks(), d = tasks.n_features(), s = V.cols();
-        Z_.resize(tasks.n_samples(), s);
         G_.resize(T, d);
         Ainv_.resize(T * s, s);
         const Index n_chunks = operator_chunks(T);
@@ -359,12 +363,10 @@ public:
             Matrix u;
             Vector gram_diagonal;
             for (Index t = t0; t < t1; ++t) {
-                const Index m = tasks.size(t), begin = tasks.begin(t);
                 const Vector w = W.row(t).transpose();
-                newton_task_terms(tasks, t, V, w, terms);
+                newton_task_terms(tasks, t, V, w, terms, &Z_);
                 const Vector& g = terms.g;
                 const Matrix& Ainv = terms.Ainv;
-                Z_.middleRows(begin, m) = terms.Z;
                 G_.row(t) = g.transpose();
                 Ainv_.middleRows(t * s, s) = Ainv;
                 rhs[c].noalias() += g * w.transpose();
@@ -460,7 +462,7 @@ private:
     Eigen::Ref<const RowMatrix> W_;
     const Matrix& V_;
     int n_threads_;
-    RowMatrix Z_, G_, Ainv_;
+    RowMatrix Z_, G_, Ainv_;  // X V (N x s), the g_t (T x d), the A_t^+ (T s x s)
     Matrix rhs_, diagonal_;
     double scale_ = 0;
 };
@@ -587,19 +589,21 @@ Factors canonical_factors(const Eigen::Ref<const RowMatrix>& W, const Eigen::Ref
 }
 
 void task_heads(const TasksView& tasks, const Eigen::Ref<const Matrix>& V, Eigen::Ref<RowMatrix> W,
-                Eigen::Ref<Vector> task_loss, int n_threads) {
+                Eigen::Ref<Vector> task_loss, int n_threads, RowMatrix* Z_out) {
     check_tasks(tasks);
     check_threads(n_threads);
     const Index T = tasks.n_tasks(), s = V.cols();
     if (V.rows() != tasks.n_features()) throw std::invalid_argument("V must have d rows");
     if (W.rows() != T || W.cols() != s) throw std::invalid_argument("W must have shape (T, s)");
     if (task_loss.size() != T) throw std::invalid_argument("task_loss needs one entry per task");
+    if (Z_out != nullptr) Z_out->resize(tasks.n_samples(), s);
     for_each_task(tasks, n_threads, 2.0 * tasks.n_features() * s, [&](Index t) {
         const Index m = tasks.size(t);
         thread_local RowMatrix Z;
         Z.resize(m, s);
         project_rows(tasks.X.row(tasks.begin(t)).data(), tasks.X.outerStride(), m, V.rows(), V.data(),
                      V.outerStride(), s, Z.data());
+        if (Z_out != nullptr) Z_out->middleRows(tasks.begin(t), m) = Z;
         const auto y = tasks.y.segment(tasks.begin(t), m);
         const Eigen::CompleteOrthogonalDecomposition<Matrix> cod(Z);
         const Vector w = cod.solve(y);
@@ -640,7 +644,11 @@ RefineResult refine(const TasksView& tasks, const Eigen::Ref<const Matrix>& V0,
     Vector per_task(T);
     const Eigen::HouseholderQR<Matrix> qr(V0);
     const Matrix V = qr.householderQ() * Matrix::Identity(d, s);  // orthonormal basis of span(V0)
-    task_heads(tasks, V, W, per_task, n_threads);
+    // X V for the basis of the last heads (kept: the Newton operator needs X V for the rotated
+    // basis of the next sweep, Z_heads (V_heads^T V)), and for the heads being tried.
+    RowMatrix Z_heads, Z_step;
+    Matrix V_heads = V, V_step;
+    task_heads(tasks, V, W, per_task, n_threads, &Z_heads);
     Factors current = canonical_factors(W, V);
     out.start_loss = mean(per_task);
     RowMatrix theta(T, d), next(T, d);
@@ -663,10 +671,13 @@ RefineResult refine(const TasksView& tasks, const Eigen::Ref<const Matrix>& V0,
             const int cg_budget = newton_cg_budget(tasks, s, options.basis.newton_solve);
             std::optional<NewtonOperator> op;
             std::optional<NormalSystem> system;
-            if (cg_budget > 0)
-                op.emplace(tasks, current.W, current.V, n_threads);
-            else
+            if (cg_budget > 0) {
+                RowMatrix Z(tasks.n_samples(), s);
+                tall_product(Z_heads, Matrix(V_heads.transpose() * current.V), Z, n_threads);
+                op.emplace(tasks, current.W, current.V, std::move(Z), n_threads);
+            } else {
                 system = assemble_basis_system(tasks, current.W, &current.V, BasisStep::newton, n_threads);
+            }
             for (int attempt = 0; attempt < kDampingAttempts && !accepted; ++attempt) {
                 Matrix D;
                 if (op) {
@@ -681,8 +692,8 @@ RefineResult refine(const TasksView& tasks, const Eigen::Ref<const Matrix>& V0,
                 if (system) D = solve_basis_system(*system, d, s, damping * system->scale, true);
                 if (D.size() > 0) {
                     const Eigen::HouseholderQR<Matrix> qr_step(current.V + D);
-                    const Matrix V_step = qr_step.householderQ() * Matrix::Identity(d, s);
-                    task_heads(tasks, V_step, W, per_task, n_threads);
+                    V_step = qr_step.householderQ() * Matrix::Identity(d, s);
+                    task_heads(tasks, V_step, W, per_task, n_threads, &Z_step);
                     next_loss = mean(per_task);
                     candidate = canonical_factors(W, V_step);
                     // A step within tol of the iterate is the converged one: whether its loss
@@ -700,7 +711,8 @@ RefineResult refine(const TasksView& tasks, const Eigen::Ref<const Matrix>& V0,
         if (!accepted) {  // the exact least-squares step of the basis for fixed heads (ALS)
             const Matrix U = basis_least_squares(tasks, current.W, current.V, n_threads, options.basis);
             const Factors rotated = canonical_factors(current.W, U);
-            task_heads(tasks, rotated.V, W, per_task, n_threads);
+            V_step = rotated.V;
+            task_heads(tasks, V_step, W, per_task, n_threads, &Z_step);
             next_loss = mean(per_task);
             candidate = canonical_factors(W, rotated.V);
         }
@@ -712,6 +724,8 @@ RefineResult refine(const TasksView& tasks, const Eigen::Ref<const Matrix>& V0,
             break;
         }
         current = std::move(candidate);
+        std::swap(Z_heads, Z_step);
+        std::swap(V_heads, V_step);
         std::swap(theta, next);
         loss = next_loss;
         out.n_iter = k + 1;
