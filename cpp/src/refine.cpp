@@ -52,6 +52,9 @@ constexpr double kNewtonCGTol = 1e-6;
 // far below what the stopping rule can see (this saves most of the iterations of the last,
 // confirming sweep).
 constexpr double kStepFloor = 1e-3;
+// ... or once that error is below this factor times ||D||^2: the Newton step itself leaves an
+// error of order ||D||^2 (quadratic convergence), so solving more exactly gains nothing.
+constexpr double kQuadraticFloor = 0.1;
 // Fewest iterations the work estimate must allow before the iterative Newton solve is tried.
 constexpr int kMinNewtonCG = 20;
 
@@ -471,7 +474,7 @@ enum class CGOutcome { converged, indefinite, unconverged };
 
 // Preconditioned conjugate gradients on (Newton matrix + shift I) D = rhs from D = 0, until the
 // relative residual is below kNewtonCGTol or the preconditioned residual (the estimate of the
-// error left in D) is below `floor`. indefinite: a search direction of non-positive curvature
+// error left in D) is below `floor` or kQuadraticFloor ||D||^2. indefinite: a search direction of non-positive curvature
 // (the counterpart of a failed Cholesky); unconverged: max_iter reached.
 CGOutcome newton_cg(const NewtonOperator& op, double shift, int max_iter, double floor, Matrix& D) {
     const Matrix& rhs = op.rhs();
@@ -489,7 +492,7 @@ CGOutcome newton_cg(const NewtonOperator& op, double shift, int max_iter, double
         residual -= alpha * applied;
         if (residual.squaredNorm() <= target) return CGOutcome::converged;
         z = op.precondition(residual, shift);
-        if (z.norm() <= floor) return CGOutcome::converged;
+        if (z.norm() <= std::max(floor, kQuadraticFloor * D.squaredNorm())) return CGOutcome::converged;
         const double rz_next = (residual.array() * z.array()).sum();
         direction = z + (rz_next / rz) * direction;
         rz = rz_next;

@@ -329,10 +329,11 @@ def solve_basis_system(system, d: int, s: int, shift: float = 0.0, definite: boo
     return solution.reshape(s, d).T
 
 
-# The iterative Newton solve (cpp/src/refine.cpp): relative residual of its stop, its stop on
-# the preconditioned residual relative to tol, fewest iterations worth trying, floor of the
-# diagonal preconditioner relative to the scale.
-NEWTON_CG_TOL, STEP_FLOOR, MIN_NEWTON_CG, MIN_PRECONDITIONER = 1e-6, 1e-3, 20, 1e-6
+# The iterative Newton solve (cpp/src/refine.cpp): relative residual of its stop, its stops on
+# the preconditioned residual relative to tol and to ||D||^2, fewest iterations worth trying,
+# floor of the diagonal preconditioner relative to the scale.
+NEWTON_CG_TOL, STEP_FLOOR, QUADRATIC_FLOOR, MIN_NEWTON_CG, MIN_PRECONDITIONER = (
+    1e-6, 1e-3, 0.1, 20, 1e-6)
 
 
 def newton_cg_budget(tasks: Tasks, s: int, how: str = "auto") -> int:
@@ -352,7 +353,8 @@ def newton_cg_budget(tasks: Tasks, s: int, how: str = "auto") -> int:
 
 def newton_cg(system, V: np.ndarray, shift: float, max_iter: int, floor: float = 0.0):
     """Preconditioned conjugate gradients on ``(M + shift I) vec(D) = rhs`` from D = 0, until
-    the relative residual is below NEWTON_CG_TOL or the preconditioned residual below ``floor``.
+    the relative residual is below NEWTON_CG_TOL or the preconditioned residual below ``floor``
+    or ``QUADRATIC_FLOOR ||D||^2``.
 
     The preconditioner is, block by block, the diagonal of the data part plus the gauge
     penalty ``scale V V^T`` (inverted by Woodbury). Returns ``(D, outcome)``: outcome
@@ -396,7 +398,7 @@ def newton_cg(system, V: np.ndarray, shift: float, max_iter: int, floor: float =
         if np.sum(residual**2) <= target:
             return D, "converged"
         z = precondition(residual)
-        if np.linalg.norm(z) <= floor:
+        if np.linalg.norm(z) <= max(floor, QUADRATIC_FLOOR * np.sum(D**2)):
             return D, "converged"
         rz_next = np.sum(residual * z)
         direction = z + (rz_next / rz) * direction
