@@ -125,6 +125,18 @@ def test_thread_count_does_not_change_the_result():
     np.testing.assert_allclose(two.history["loss"], one.history["loss"], rtol=1e-12)
 
 
+def test_iterate_passes_do_not_depend_on_the_thread_count():
+    # T * d above 2^20: the step, norms and copies over the T x d iterate run in parallel too.
+    X, y, _, _ = metasp.datasets.make_hps(T=20000, m=5, d=55, s=3, sigma=0.1, random_state=3)
+    tasks = metasp.Tasks.from_array(X, y)
+    for accel in ("cg", None):
+        options = dict(max_iter=5, tol=0, accel=accel, refine=None, random_state=5)
+        one, two = (metasp.fit(tasks, None, 3, n_jobs=n, **options) for n in (1, 2))
+        np.testing.assert_array_equal(two.Theta, one.Theta)
+        np.testing.assert_array_equal(two.history["loss"], one.history["loss"])
+        np.testing.assert_array_equal(two.history["rel_change"], one.history["rel_change"])
+
+
 def test_max_iter_warns_and_says_what_to_do(noiseless):
     X, y, _, _ = noiseless
     with pytest.warns(metasp.ConvergenceWarning, match="increase max_iter"):

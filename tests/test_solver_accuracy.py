@@ -46,21 +46,66 @@ def test_cgiht_matches_reference(layout, dtype, strict_svd):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_polish_matches_reference(dtype):
+@pytest.mark.parametrize("newton_solve", ["auto", "dense", "cg"])
+def test_polish_matches_reference(dtype, newton_solve):
+    """The Newton step by Cholesky of the dense system and by matrix-free conjugate gradients."""
     X, y, B, _ = small_noisy(sigma=0.3)
     tasks = metasp.Tasks.from_array(X, y, dtype=dtype)
     promoted = metasp.Tasks.from_array(tasks.X.reshape(X.shape), y, dtype=np.float64)
     start = np.linalg.qr(B.T + 0.3 * np.random.default_rng(0).standard_normal(B.T.shape))[0]
-    result = metasp.polish(tasks, B=start.T, max_iter=4, tol=0)
-    expected = metasp.reference.refine_path(promoted, start, max_iter=4, tol=0)
+    out = _core.refine(tasks.X, tasks.y, tasks.offsets, np.asfortranarray(start), 4, 0.0, 1,
+                       newton_solve=newton_solve)
+    expected = metasp.reference.refine_path(promoted, start, max_iter=4, tol=0,
+                                            newton_solve=newton_solve)
     # The reference itself computes in float64 when given float32 X.
-    direct = metasp.reference.refine_path(tasks, start, max_iter=4, tol=0)
+    direct = metasp.reference.refine_path(tasks, start, max_iter=4, tol=0,
+                                          newton_solve=newton_solve)
     np.testing.assert_allclose(direct["Theta"], expected["Theta"], rtol=0,
                                atol=1e-12 * np.abs(expected["Theta"]).max())
-    assert result.n_iter == expected["n_iter"] == 4
-    np.testing.assert_allclose(result.Theta, expected["Theta"], rtol=0,
+    assert out["n_iter"] == expected["n_iter"] == 4
+    assert out["n_newton"] == expected["n_newton"] > 0
+    np.testing.assert_allclose(out["Theta"], expected["Theta"], rtol=0,
                                atol=1e-11 * np.abs(expected["Theta"]).max())
-    np.testing.assert_allclose(result.history["loss"], expected["loss"], rtol=1e-12)
+    np.testing.assert_allclose(out["loss"], expected["loss"], rtol=1e-12)
+
+
+def test_converging_polish_matches_reference_with_conjugate_gradients():
+    """To convergence (tol > 0: the solve also stops once its error is far below tol)."""
+    X, y, B, _ = small_noisy(sigma=0.3)
+    tasks = metasp.Tasks.from_array(X, y)
+    start = np.linalg.qr(B.T + 0.1 * np.random.default_rng(2).standard_normal(B.T.shape))[0]
+    out = _core.refine(tasks.X, tasks.y, tasks.offsets, np.asfortranarray(start), 100, 1e-10, 1,
+                       newton_solve="cg")
+    expected = metasp.reference.refine_path(tasks, start, max_iter=100, tol=1e-10,
+                                            newton_solve="cg")
+    assert out["status"] == expected["status"] == "converged"
+    assert out["n_iter"] == expected["n_iter"] and out["n_newton"] == expected["n_newton"]
+    np.testing.assert_allclose(out["Theta"], expected["Theta"], rtol=0,
+                               atol=1e-11 * np.abs(expected["Theta"]).max())
+
+
+def test_newton_solves_reach_the_same_minimum():
+    """Conjugate gradients stop at a relative residual of 1e-6 (an inexact Newton step): the
+    polish still converges, in as many sweeps, to the minimum the Cholesky solve reaches."""
+    X, y, B, _ = small_noisy(sigma=0.3, T=300)
+    tasks = metasp.Tasks.from_array(X, y)
+    start = np.linalg.qr(B.T + 0.1 * np.random.default_rng(0).standard_normal(B.T.shape))[0]
+    runs = {how: _core.refine(tasks.X, tasks.y, tasks.offsets, np.asfortranarray(start), 100,
+                              1e-10, 1, newton_solve=how) for how in ("dense", "cg")}
+    assert runs["dense"]["status"] == runs["cg"]["status"] == "converged"
+    assert runs["cg"]["n_iter"] <= runs["dense"]["n_iter"] + 1
+    np.testing.assert_allclose(runs["cg"]["Theta"], runs["dense"]["Theta"], rtol=0,
+                               atol=1e-9 * np.abs(runs["dense"]["Theta"]).max())
+    assert metasp.reference.newton_cg_budget(tasks, 3, "dense") == 0
+    assert metasp.reference.newton_cg_budget(tasks, 3, "cg") == 25 * 3
+
+
+def test_newton_solve_must_be_known():
+    X, y, B, _ = small_noisy()
+    tasks = metasp.Tasks.from_array(X, y)
+    with pytest.raises(ValueError, match="newton_solve must be"):
+        _core.refine(tasks.X, tasks.y, tasks.offsets, np.asfortranarray(B.T), 2, 0.0, 1,
+                     newton_solve="lu")
 
 
 @pytest.mark.parametrize("max_dense", [_core.MAX_DENSE_NORMAL, 1])
@@ -96,6 +141,18 @@ def test_polish_does_not_depend_on_the_thread_count():
     two = metasp.fit(X, y, 3, n_jobs=2, random_state=5)
     assert one.n_iter == two.n_iter
     np.testing.assert_allclose(two.Theta, one.Theta, rtol=0, atol=1e-12 * np.abs(one.Theta).max())
+
+
+def test_matrix_free_newton_does_not_depend_on_the_thread_count():
+    # Large enough that the Newton operator's task loops really run in parallel.
+    X, y, B, _ = metasp.datasets.make_hps(T=2000, m=20, d=60, s=3, sigma=0.2, random_state=4)
+    tasks = metasp.Tasks.from_array(X, y)
+    assert metasp.reference.newton_cg_budget(tasks, 3) > 0  # the default takes this path
+    start = np.linalg.qr(B.T + 0.1 * np.random.default_rng(0).standard_normal(B.T.shape))[0]
+    one, two = (_core.refine(tasks.X, tasks.y, tasks.offsets, np.asfortranarray(start), 3, 0.0,
+                             n_threads) for n_threads in (1, 2))
+    assert one["n_newton"] == two["n_newton"] >= 2 and one["n_iter"] == two["n_iter"]
+    np.testing.assert_array_equal(two["Theta"], one["Theta"])
 
 
 # ---------------------------------------------------------------- accuracy and speed of the default

@@ -18,6 +18,13 @@ Init parse_init(const std::string& name) {
     throw std::invalid_argument("init must be 'zero', 'spectral' or 'given'");
 }
 
+NewtonSolve parse_newton_solve(const std::string& name) {
+    if (name == "auto") return NewtonSolve::automatic;
+    if (name == "dense") return NewtonSolve::dense;
+    if (name == "cg") return NewtonSolve::iterative;
+    throw std::invalid_argument("newton_solve must be 'auto', 'dense' or 'cg'");
+}
+
 // A per-iteration history as a NumPy array (copied: the result is about to go away).
 template <typename T>
 py::array_t<T> to_array(const std::vector<T>& values) {
@@ -99,7 +106,7 @@ void bind_solver(py::module_& m) {
         "refine",
         [](const DesignMatrix& X, VectorIn y, OffsetsIn offsets, const Matrix& V0, int max_iter, double tol,
            int n_threads, std::optional<RowMatrix> reference_B, double sin_tol, Index max_dense,
-           bool newton) {
+           bool newton, const std::string& newton_solve) {
             const TasksView tasks{X, y, offsets};
             RefineOptions options;
             options.max_iter = max_iter;
@@ -109,6 +116,7 @@ void bind_solver(py::module_& m) {
             options.reference_B = reference_B.value_or(RowMatrix());
             options.basis.max_dense = max_dense;
             options.newton = newton;
+            options.basis.newton_solve = parse_newton_solve(newton_solve);
             RefineResult result;
             InterruptPoll poll;
             {
@@ -134,7 +142,8 @@ void bind_solver(py::module_& m) {
         py::arg("X").noconvert(), py::arg("y").noconvert(), py::arg("offsets").noconvert(),
         py::arg("V0"), py::arg("max_iter"), py::arg("tol"), py::arg("n_threads"),
         py::arg("reference_B") = py::none(), py::arg("sin_tol") = 0.0,
-        py::arg("max_dense") = kMaxDenseNormal, py::arg("newton") = true);
+        py::arg("max_dense") = kMaxDenseNormal, py::arg("newton") = true,
+        py::arg("newton_solve") = "auto");
 }
 
 }  // namespace metasp::bindings

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <stdexcept>
 
 namespace metasp {
@@ -43,11 +44,169 @@ Index normal_chunks(Index T, Index n) {
 
 enum class BasisStep { als, newton };
 
+// Relative residual at which the conjugate-gradient Newton solve stops: an inexact Newton step
+// with this forcing term still converges superlinearly, to the same stationary point.
+constexpr double kNewtonCGTol = 1e-6;
+// ... or once the error left in the step D is below this fraction of tol: V is orthonormal and
+// ||Theta|| = ||W|| in canonical form, so it moves Theta by less than kStepFloor tol relative,
+// far below what the stopping rule can see (this saves most of the iterations of the last,
+// confirming sweep).
+constexpr double kStepFloor = 1e-3;
+// ... or once that error is below this factor times ||D||^2: the Newton step itself leaves an
+// error of order ||D||^2 (quadratic convergence), so solving more exactly gains nothing.
+constexpr double kQuadraticFloor = 0.1;
+// Fewest iterations the work estimate must allow before the iterative Newton solve is tried.
+constexpr int kMinNewtonCG = 20;
+
+// Most preconditioned conjugate-gradient iterations a Newton solve may take (0: solve densely):
+// the work of forming the dense system over that of one operator product, so that a solve
+// that does not converge (and is then redone densely) costs at most twice the dense one.
+int newton_cg_budget(const TasksView& tasks, Index s, NewtonSolve how) {
+    const double N = double(tasks.n_samples()), T = double(tasks.n_tasks()), d = double(tasks.n_features());
+    const double dense_work = 0.5 * N * d * d + 2.0 * T * s * (s + 1) * d * d;
+    const double product_work = 2.0 * N * d + 6.0 * T * d * s;
+    const int budget = int(std::min(d * s, std::floor(dense_work / product_work)));
+    switch (how) {
+        case NewtonSolve::dense: return 0;
+        case NewtonSolve::iterative: return int(d * s);
+        case NewtonSolve::automatic: break;
+    }
+    return budget >= kMinNewtonCG ? budget : 0;
+}
+
 struct NormalSystem {
     Matrix M;      // lower triangle: sum over tasks, plus the gauge penalty for newton
     Vector rhs;
     double scale;  // mean diagonal entry: the unit of the damping shift
 };
+
+// Below this bound on its condition number, the pseudo-inverse of A_t below (which drops
+// eigenvalues under 1e-12 of the largest) is its plain inverse.
+constexpr double kNewtonCondition = 1e8;
+
+// The inverse of the symmetric A by Cholesky when cond(A) provably stays below max_condition:
+// lambda_max <= trace(A) and lambda_min >= 1 / ||L^-1||_F^2 (A = L L^T). False otherwise (or
+// when A is not positive definite); a few times cheaper than an eigendecomposition.
+bool well_conditioned_inverse(const Matrix& A, double max_condition, Matrix& inverse) {
+    const Eigen::LLT<Matrix> llt(A);
+    if (llt.info() != Eigen::Success) return false;
+    const Matrix L_inv = llt.matrixL().solve(Matrix::Identity(A.rows(), A.cols()));
+    if (!(A.trace() * L_inv.squaredNorm() < max_condition)) return false;
+    inverse.noalias() = L_inv.transpose() * L_inv;
+    return true;
+}
+
+// z_i = V^T x_i (the rows of Z, row-major) over the `rows` rows starting at X (row pitch
+// `pitch`), for V (d x s, column-major with column pitch ldv).
+METASP_CPU_DISPATCH
+void project_rows(const double* X, Index pitch, Index rows, Index d, const double* V, Index ldv,
+                  Index s, double* Z) {
+    for (Index i = 0; i < rows; ++i) {
+        const double* x = X + i * pitch;
+        for (Index k = 0; k < s; ++k) {
+            const double* v = V + k * ldv;
+            double dot = 0;
+#pragma omp simd reduction(+ : dot)
+            for (Index j = 0; j < d; ++j) dot += x[j] * v[j];
+            Z[i * s + k] = dot;
+        }
+    }
+}
+
+// Given the rows z_i of Z and r_i = y_i - z_i . w: g = sum_i r_i x_i, Kt = sum_i x_i z_i^T
+// (d x s, column-major) and squares = sum_i x_i * x_i, in one pass over the rows.
+METASP_CPU_DISPATCH
+void newton_rows(const double* X, Index pitch, const double* y, Index rows, Index d, Index s,
+                 const double* w, const double* Z, double* g, double* Kt, double* squares) {
+    for (Index j = 0; j < d; ++j) g[j] = squares[j] = 0;
+    for (Index j = 0; j < d * s; ++j) Kt[j] = 0;
+    for (Index i = 0; i < rows; ++i) {
+        const double *x = X + i * pitch, *z = Z + i * s;
+        double r = y[i];
+        for (Index k = 0; k < s; ++k) {
+            r -= z[k] * w[k];
+            double* kt = Kt + k * d;
+            const double zk = z[k];
+#pragma omp simd
+            for (Index j = 0; j < d; ++j) kt[j] += zk * x[j];
+        }
+#pragma omp simd
+        for (Index j = 0; j < d; ++j) {
+            g[j] += r * x[j];
+            squares[j] += x[j] * x[j];
+        }
+    }
+}
+
+// v = D w and h = D^T g for D (d x s, column-major).
+METASP_CPU_DISPATCH
+void product_pair(const double* D, Index d, Index s, const double* w, const double* g, double* v,
+                  double* h) {
+    for (Index j = 0; j < d; ++j) v[j] = 0;
+    for (Index k = 0; k < s; ++k) {
+        const double* column = D + k * d;
+        const double wk = w[k];
+        double dot = 0;
+#pragma omp simd reduction(+ : dot)
+        for (Index j = 0; j < d; ++j) {
+            v[j] += wk * column[j];
+            dot += column[j] * g[j];
+        }
+        h[k] = dot;
+    }
+}
+
+// out += p w^T + g c^T for out (d x s, column-major).
+METASP_CPU_DISPATCH
+void add_outer_pair(double* out, Index d, Index s, const double* p, const double* w, const double* g,
+                    const double* c) {
+    for (Index k = 0; k < s; ++k) {
+        double* column = out + k * d;
+        const double wk = w[k], ck = c[k];
+#pragma omp simd
+        for (Index j = 0; j < d; ++j) column[j] += wk * p[j] + ck * g[j];
+    }
+}
+
+// Per-task terms of the Newton system at (w_t, V): Z_t = X_t V, the gradient g_t = X_t^T
+// (y_t - Z_t w_t) / m_t, Kt_t = X_t^T Z_t / m_t = S_t V, the diagonal of S_t = X_t^T X_t / m_t
+// and the pseudo-inverse of A_t = Z_t^T Z_t / m_t (tasks with fewer samples than s have a
+// singular A_t).
+struct NewtonTaskTerms {
+    RowMatrix Z;
+    Vector g, squares;
+    Matrix Kt, Ainv;
+};
+
+// Xt: the task's rows in double (TasksView::task_rows).
+void newton_task_terms(const TasksView& tasks, Index t, const Eigen::Ref<const RowMatrix>& Xt,
+                       const Matrix& V, const Vector& w, NewtonTaskTerms& out,
+                       const RowMatrix* Z = nullptr) {
+    const Index m = tasks.size(t), d = V.rows(), s = V.cols(), begin = tasks.begin(t);
+    const double inv_m = 1.0 / double(m);
+    out.Z.resize(m, s);
+    out.g.resize(d);
+    out.squares.resize(d);
+    out.Kt.resize(d, s);
+    if (Z != nullptr) {  // X V, given
+        out.Z = Z->middleRows(begin, m);
+    } else {
+        project_rows(Xt.data(), Xt.outerStride(), m, d, V.data(), d, s, out.Z.data());
+    }
+    newton_rows(Xt.data(), Xt.outerStride(), tasks.y.data() + begin, m, d, s, w.data(), out.Z.data(),
+                out.g.data(), out.Kt.data(), out.squares.data());
+    out.g *= inv_m;
+    out.squares *= inv_m;
+    out.Kt *= inv_m;
+    const Matrix A = inv_m * (out.Z.transpose() * out.Z);
+    if (well_conditioned_inverse(A, kNewtonCondition, out.Ainv)) return;
+    const Eigen::SelfAdjointEigenSolver<Matrix> eig(A);
+    const Vector& lambda = eig.eigenvalues();
+    const double cutoff = 1e-12 * std::max(lambda.maxCoeff(), 0.0);
+    Vector inv_lambda(s);
+    for (Index j = 0; j < s; ++j) inv_lambda[j] = lambda[j] > cutoff ? 1.0 / lambda[j] : 0.0;
+    out.Ainv.noalias() = eig.eigenvectors() * inv_lambda.asDiagonal() * eig.eigenvectors().transpose();
+}
 
 // Dense normal equations of a basis step, accumulated over a fixed number of task chunks.
 // als: the exact least squares of the basis for fixed heads, U = argmin sum_t ||y_t - X_t U
@@ -72,8 +231,9 @@ NormalSystem assemble_basis_system(const TasksView& tasks, const Eigen::Ref<cons
         Vector& r = rhs[c];
         M.setZero(n, n);
         r.setZero(n);
-        Matrix gram(d, d), full(d, d), K, Ainv, u;
-        Vector xty(d), g;
+        Matrix gram(d, d), full(d, d), u;
+        Vector xty(d);
+        NewtonTaskTerms terms;
         RowMatrix scratch;
         for (Index t = chunk_begin(c, n_chunks, T); t < chunk_begin(c + 1, n_chunks, T); ++t) {
             const Index m = tasks.size(t);
@@ -85,21 +245,13 @@ NormalSystem assemble_basis_system(const TasksView& tasks, const Eigen::Ref<cons
             if (kind == BasisStep::als) {
                 xty.noalias() = inv_m * (Xt.transpose() * yt);
             } else {
-                const Matrix Z = Xt * (*V);
-                const Vector w = W.row(t).transpose();
-                g.noalias() = inv_m * (Xt.transpose() * (yt - Z * w));
-                xty = g;
-                // Pseudo-inverse of A_t: tasks with fewer samples than s have a singular A_t.
-                const Eigen::SelfAdjointEigenSolver<Matrix> eig(inv_m * (Z.transpose() * Z));
-                const Vector& lambda = eig.eigenvalues();
-                const double cutoff = 1e-12 * std::max(lambda.maxCoeff(), 0.0);
-                Vector inv_lambda(s);
-                for (Index j = 0; j < s; ++j) inv_lambda[j] = lambda[j] > cutoff ? 1.0 / lambda[j] : 0.0;
-                Ainv.noalias() = eig.eigenvectors() * inv_lambda.asDiagonal() * eig.eigenvectors().transpose();
-                K.noalias() = inv_m * (Z.transpose() * Xt);
-                u.noalias() = K.transpose() * Ainv;
-                gram.noalias() -= u * K;  // symmetric: K^T A^+ K
+                newton_task_terms(tasks, t, Xt, *V, W.row(t).transpose(), terms);
+                xty = terms.g;
+                u.noalias() = terms.Kt * terms.Ainv;
+                gram.noalias() -= u * terms.Kt.transpose();  // symmetric: K^T A^+ K
             }
+            const Vector& g = terms.g;
+            const Matrix& Ainv = terms.Ainv;
             full = gram.selfadjointView<Eigen::Lower>();
             for (Index a = 0; a < s; ++a) {
                 r.segment(a * d, d) += W(t, a) * xty;
@@ -145,6 +297,211 @@ Matrix solve_basis_system(const NormalSystem& system, Index d, Index s, double s
         solution = ldlt.solve(system.rhs);
     }
     return Eigen::Map<const Matrix>(solution.data(), d, s);
+}
+
+// Task chunks of the matrix-free Newton operator's sums: fixed by T alone (results do not
+// depend on the thread count), many enough to balance the threads.
+Index operator_chunks(Index T) { return std::clamp<Index>(T / 16, 1, 64); }
+
+// out_i = x_i . v over the `rows` rows starting at X (row pitch `pitch`), two rows at a time.
+METASP_CPU_DISPATCH
+void row_dots(const double* X, Index pitch, Index rows, Index d, const double* v, double* out) {
+    Index i = 0;
+    for (; i + 2 <= rows; i += 2) {
+        const double *x0 = X + i * pitch, *x1 = x0 + pitch;
+        double dot0 = 0, dot1 = 0;
+#pragma omp simd reduction(+ : dot0, dot1)
+        for (Index j = 0; j < d; ++j) {
+            dot0 += x0[j] * v[j];
+            dot1 += x1[j] * v[j];
+        }
+        out[i] = dot0;
+        out[i + 1] = dot1;
+    }
+    if (i < rows) {
+        const double* x0 = X + i * pitch;
+        double dot0 = 0;
+#pragma omp simd reduction(+ : dot0)
+        for (Index j = 0; j < d; ++j) dot0 += x0[j] * v[j];
+        out[i] = dot0;
+    }
+}
+
+// p = sum_i c_i x_i over the same rows.
+METASP_CPU_DISPATCH
+void row_combination(const double* X, Index pitch, Index rows, Index d, const double* c, double* p) {
+    for (Index j = 0; j < d; ++j) p[j] = 0;
+    Index i = 0;
+    for (; i + 2 <= rows; i += 2) {
+        const double *x0 = X + i * pitch, *x1 = x0 + pitch, c0 = c[i], c1 = c[i + 1];
+#pragma omp simd
+        for (Index j = 0; j < d; ++j) p[j] += c0 * x0[j] + c1 * x1[j];
+    }
+    if (i < rows) {
+        const double *x0 = X + i * pitch, c0 = c[i];
+#pragma omp simd
+        for (Index j = 0; j < d; ++j) p[j] += c0 * x0[j];
+    }
+}
+
+// The Newton system of assemble_basis_system (BasisStep::newton) as an operator: D (d x s) ->
+// sum_t [(q_t + u_t (h_t - k_t)) w_t^T + g_t (A_t^+ (k_t - h_t))^T] + scale V V^T D, with
+// v_t = D w_t, h_t = D^T g_t, q_t = S_t v_t and k_t = V^T S_t v_t; since u_t = S_t V A_t^+,
+// the first two terms are X_t^T (X_t v_t - Z_t c_t) / m_t with c_t = A_t^+ (k_t - h_t), so
+// one product costs two passes over X (about one hard-thresholding iteration) instead of the
+// T s^2 d^2 work of forming the matrix.
+class NewtonOperator {
+public:
+    // Z: X V (N x s).
+    NewtonOperator(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& W, const Matrix& V,
+                   RowMatrix Z, int n_threads)
+        : tasks_(tasks), W_(W), V_(V), n_threads_(n_threads), Z_(std::move(Z)) {
+        const Index T = tasks.n_tasks(), d = tasks.n_features(), s = V.cols();
+        G_.resize(T, d);
+        Ainv_.resize(T * s, s);
+        const Index n_chunks = operator_chunks(T);
+        std::vector<Matrix> rhs(static_cast<size_t>(n_chunks)), diagonal(static_cast<size_t>(n_chunks));
+        for_chunks(4.0 * d * s, [&](Index c, Index t0, Index t1) {
+            rhs[c].setZero(d, s);
+            diagonal[c].setZero(d, s);
+            NewtonTaskTerms terms;
+            Matrix u;
+            Vector gram_diagonal;
+            RowMatrix scratch;
+            for (Index t = t0; t < t1; ++t) {
+                const Vector w = W.row(t).transpose();
+                newton_task_terms(tasks, t, tasks.task_rows(t, scratch), V, w, terms, &Z_);
+                const Vector& g = terms.g;
+                const Matrix& Ainv = terms.Ainv;
+                G_.row(t) = g.transpose();
+                Ainv_.middleRows(t * s, s) = Ainv;
+                rhs[c].noalias() += g * w.transpose();
+                // Diagonal of the task's blocks (a, a): w_a^2 (S_t - u_t K_t)_ii +
+                // 2 w_a (u_a)_i g_i - (A^+)_aa g_i^2.
+                u.noalias() = terms.Kt * Ainv;
+                gram_diagonal = terms.squares - (u.array() * terms.Kt.array()).rowwise().sum().matrix();
+                for (Index a = 0; a < s; ++a)
+                    diagonal[c].col(a).array() += w[a] * w[a] * gram_diagonal.array() +
+                                                  2 * w[a] * u.col(a).array() * g.array() -
+                                                  Ainv(a, a) * g.array().square();
+            }
+        });
+        rhs_ = sum_in_order(rhs);
+        diagonal_ = sum_in_order(diagonal);
+        scale_ = std::max(diagonal_.mean(), std::numeric_limits<double>::min());
+    }
+
+    const Matrix& rhs() const { return rhs_; }
+    double scale() const { return scale_; }
+
+    // (Newton matrix + shift I) D.
+    Matrix apply(const Matrix& D, double shift) const {
+        const Index T = tasks_.n_tasks(), d = D.rows(), s = D.cols();
+        const Index n_chunks = operator_chunks(T);
+        std::vector<Matrix> partial(static_cast<size_t>(n_chunks));
+        for_chunks(2.0 * d, [&](Index c, Index t0, Index t1) {
+            Matrix& out = partial[c];
+            out.setZero(d, s);
+            Vector v(d), h(s), k(s), coef(s), xv, p(d);
+            RowMatrix scratch;
+            for (Index t = t0; t < t1; ++t) {
+                const Index m = tasks_.size(t), begin = tasks_.begin(t);
+                const double inv_m = 1.0 / double(m);
+                const auto Xt = tasks_.task_rows(t, scratch);
+                const auto Z = Z_.middleRows(begin, m);
+                const double *g = G_.row(t).data(), *w = W_.row(t).data();
+                product_pair(D.data(), d, s, w, g, v.data(), h.data());
+                xv.resize(m);
+                row_dots(Xt.data(), Xt.outerStride(), m, d, v.data(), xv.data());
+                k.noalias() = inv_m * (Z.transpose() * xv);
+                coef.noalias() = Ainv_.middleRows(t * s, s) * (k - h);
+                xv.noalias() -= Z * coef;
+                xv *= inv_m;
+                row_combination(Xt.data(), Xt.outerStride(), m, d, xv.data(), p.data());
+                add_outer_pair(out.data(), d, s, p.data(), w, g, coef.data());
+            }
+        });
+        Matrix out = sum_in_order(partial);
+        out.noalias() += scale_ * (V_ * (V_.transpose() * D));
+        out += shift * D;
+        return out;
+    }
+
+    // The inverse of the preconditioner diag(data diagonal + shift) + scale V V^T, block by
+    // block (Woodbury): it captures the scales of the blocks and of the features, and the
+    // penalty's directions, which the data part leaves out.
+    Matrix precondition(const Matrix& R, double shift) const {
+        const Index s = R.cols();
+        Matrix out(R.rows(), s);
+        for (Index a = 0; a < s; ++a) {
+            const Vector inv = (diagonal_.col(a).array() + shift)
+                                   .max(kMinPreconditioner * scale_).inverse().matrix();
+            const Matrix DV = inv.asDiagonal() * V_;
+            Matrix capacity = V_.transpose() * DV;
+            capacity.diagonal().array() += 1.0 / scale_;
+            const Vector x = inv.cwiseProduct(R.col(a));
+            out.col(a) = x - DV * capacity.llt().solve(V_.transpose() * x);
+        }
+        return out;
+    }
+
+private:
+    // Floor of the diagonal preconditioner, relative to scale (the data diagonal of a flat
+    // direction may be zero or negative).
+    static constexpr double kMinPreconditioner = 1e-6;
+
+    template <class Body>
+    void for_chunks(double work_per_sample, Body body) const {
+        const Index T = tasks_.n_tasks(), n_chunks = operator_chunks(T);
+        const bool parallel = run_parallel(n_threads_, double(tasks_.n_samples()) * work_per_sample);
+#pragma omp parallel for num_threads(n_threads_) if (parallel) schedule(dynamic, 1)
+        for (Index c = 0; c < n_chunks; ++c)
+            body(c, chunk_begin(c, n_chunks, T), chunk_begin(c + 1, n_chunks, T));
+    }
+
+    static Matrix sum_in_order(std::vector<Matrix>& partial) {
+        Matrix total = std::move(partial[0]);
+        for (size_t c = 1; c < partial.size(); ++c) total += partial[c];
+        return total;
+    }
+
+    const TasksView& tasks_;
+    Eigen::Ref<const RowMatrix> W_;
+    const Matrix& V_;
+    int n_threads_;
+    RowMatrix Z_, G_, Ainv_;  // X V (N x s), the g_t (T x d), the A_t^+ (T s x s)
+    Matrix rhs_, diagonal_;
+    double scale_ = 0;
+};
+
+enum class CGOutcome { converged, indefinite, unconverged };
+
+// Preconditioned conjugate gradients on (Newton matrix + shift I) D = rhs from D = 0, until the
+// relative residual is below kNewtonCGTol or the preconditioned residual (the estimate of the
+// error left in D) is below `floor` or kQuadraticFloor ||D||^2. indefinite: a search direction of non-positive curvature
+// (the counterpart of a failed Cholesky); unconverged: max_iter reached.
+CGOutcome newton_cg(const NewtonOperator& op, double shift, int max_iter, double floor, Matrix& D) {
+    const Matrix& rhs = op.rhs();
+    D.setZero(rhs.rows(), rhs.cols());
+    Matrix residual = rhs, z = op.precondition(residual, shift), direction = z;
+    double rz = (residual.array() * z.array()).sum();
+    const double target = kNewtonCGTol * kNewtonCGTol * rhs.squaredNorm();
+    if (residual.squaredNorm() <= target || z.norm() <= floor) return CGOutcome::converged;
+    for (int k = 0; k < max_iter; ++k) {
+        const Matrix applied = op.apply(direction, shift);
+        const double curvature = (direction.array() * applied.array()).sum();
+        if (!(curvature > 0)) return CGOutcome::indefinite;
+        const double alpha = rz / curvature;
+        D += alpha * direction;
+        residual -= alpha * applied;
+        if (residual.squaredNorm() <= target) return CGOutcome::converged;
+        z = op.precondition(residual, shift);
+        if (z.norm() <= std::max(floor, kQuadraticFloor * D.squaredNorm())) return CGOutcome::converged;
+        const double rz_next = (residual.array() * z.array()).sum();
+        direction = z + (rz_next / rz) * direction;
+        rz = rz_next;
+    }
+    return CGOutcome::unconverged;
 }
 
 // Applies the normal operator U -> sum_t X_t^T X_t U w_t w_t^T / m_t, never forming it: per-task
@@ -212,6 +569,13 @@ constexpr double kStationaryChange = 1e-6;
 constexpr int kStagnationWindow = 10;
 constexpr double kLossStagnation = 1e-5;
 
+// ||next - theta||_F / ||next||_F for next = W V^T of the factors (written into next).
+double relative_change(const Factors& factors, const RowMatrix& theta, RowMatrix& next, int n_threads) {
+    tall_product(factors.W, factors.V.transpose(), next, n_threads);
+    const double norm = next.norm(), change = (next - theta).norm();
+    return norm > 0 ? change / norm : 0.0;
+}
+
 }  // namespace
 
 Factors canonical_factors(const Eigen::Ref<const RowMatrix>& W, const Eigen::Ref<const Matrix>& U) {
@@ -233,17 +597,22 @@ Factors canonical_factors(const Eigen::Ref<const RowMatrix>& W, const Eigen::Ref
 }
 
 void task_heads(const TasksView& tasks, const Eigen::Ref<const Matrix>& V, Eigen::Ref<RowMatrix> W,
-                Eigen::Ref<Vector> task_loss, int n_threads) {
+                Eigen::Ref<Vector> task_loss, int n_threads, RowMatrix* Z_out) {
     check_tasks(tasks);
     check_threads(n_threads);
     const Index T = tasks.n_tasks(), s = V.cols();
     if (V.rows() != tasks.n_features()) throw std::invalid_argument("V must have d rows");
     if (W.rows() != T || W.cols() != s) throw std::invalid_argument("W must have shape (T, s)");
     if (task_loss.size() != T) throw std::invalid_argument("task_loss needs one entry per task");
+    if (Z_out != nullptr) Z_out->resize(tasks.n_samples(), s);
     for_each_task(tasks, n_threads, 2.0 * tasks.n_features() * s, [&](Index t) {
         const Index m = tasks.size(t);
-        thread_local RowMatrix scratch;
-        const Matrix Z = tasks.task_rows(t, scratch) * V;
+        thread_local RowMatrix Z, scratch;
+        Z.resize(m, s);
+        const auto Xt = tasks.task_rows(t, scratch);
+        project_rows(Xt.data(), Xt.outerStride(), m, V.rows(), V.data(), V.outerStride(), s,
+                     Z.data());
+        if (Z_out != nullptr) Z_out->middleRows(tasks.begin(t), m) = Z;
         const auto y = tasks.y.segment(tasks.begin(t), m);
         const Eigen::CompleteOrthogonalDecomposition<Matrix> cod(Z);
         const Vector w = cod.solve(y);
@@ -284,7 +653,11 @@ RefineResult refine(const TasksView& tasks, const Eigen::Ref<const Matrix>& V0,
     Vector per_task(T);
     const Eigen::HouseholderQR<Matrix> qr(V0);
     const Matrix V = qr.householderQ() * Matrix::Identity(d, s);  // orthonormal basis of span(V0)
-    task_heads(tasks, V, W, per_task, n_threads);
+    // X V for the basis of the last heads (kept: the Newton operator needs X V for the rotated
+    // basis of the next sweep, Z_heads (V_heads^T V)), and for the heads being tried.
+    RowMatrix Z_heads, Z_step;
+    Matrix V_heads = V, V_step;
+    task_heads(tasks, V, W, per_task, n_threads, &Z_heads);
     Factors current = canonical_factors(W, V);
     out.start_loss = mean(per_task);
     RowMatrix theta(T, d), next(T, d);
@@ -302,16 +675,39 @@ RefineResult refine(const TasksView& tasks, const Eigen::Ref<const Matrix>& V0,
             // Damped Newton (Levenberg-Marquardt on the Newton system): basis V + D with the
             // heads re-fitted exactly, kept only if it lowers the loss; the damping shrinks
             // after a success and grows after a failure (flat, curved valleys need it).
-            const NormalSystem system = assemble_basis_system(tasks, current.W, &current.V, BasisStep::newton, n_threads);
+            // Solved matrix-free by conjugate gradients when the work estimate favours it, else
+            // (or when that does not converge) from the dense system.
+            const int cg_budget = newton_cg_budget(tasks, s, options.basis.newton_solve);
+            std::optional<NewtonOperator> op;
+            std::optional<NormalSystem> system;
+            if (cg_budget > 0) {
+                RowMatrix Z(tasks.n_samples(), s);
+                tall_product(Z_heads, Matrix(V_heads.transpose() * current.V), Z, n_threads);
+                op.emplace(tasks, current.W, current.V, std::move(Z), n_threads);
+            } else {
+                system = assemble_basis_system(tasks, current.W, &current.V, BasisStep::newton, n_threads);
+            }
             for (int attempt = 0; attempt < kDampingAttempts && !accepted; ++attempt) {
-                const Matrix D = solve_basis_system(system, d, s, damping * system.scale, true);
+                Matrix D;
+                if (op) {
+                    const double shift = damping * op->scale();
+                    const CGOutcome outcome = newton_cg(*op, shift, cg_budget, kStepFloor * options.tol, D);
+                    if (outcome == CGOutcome::indefinite) D.resize(0, 0);
+                    if (outcome == CGOutcome::unconverged) {
+                        op.reset();
+                        system = assemble_basis_system(tasks, current.W, &current.V, BasisStep::newton, n_threads);
+                    }
+                }
+                if (system) D = solve_basis_system(*system, d, s, damping * system->scale, true);
                 if (D.size() > 0) {
                     const Eigen::HouseholderQR<Matrix> qr_step(current.V + D);
-                    const Matrix V_step = qr_step.householderQ() * Matrix::Identity(d, s);
-                    task_heads(tasks, V_step, W, per_task, n_threads);
+                    V_step = qr_step.householderQ() * Matrix::Identity(d, s);
+                    task_heads(tasks, V_step, W, per_task, n_threads, &Z_step);
                     next_loss = mean(per_task);
-                    if (next_loss < loss) {
-                        candidate = canonical_factors(W, V_step);
+                    candidate = canonical_factors(W, V_step);
+                    // A step within tol of the iterate is the converged one: whether its loss
+                    // is lower is rounding, and damping it further would only repeat it.
+                    if (next_loss < loss || relative_change(candidate, theta, next, n_threads) <= options.tol) {
                         accepted = true;
                         ++out.n_newton;
                         damping = damping / kDampingFactor < kMinDamping ? 0.0 : damping / kDampingFactor;
@@ -324,13 +720,12 @@ RefineResult refine(const TasksView& tasks, const Eigen::Ref<const Matrix>& V0,
         if (!accepted) {  // the exact least-squares step of the basis for fixed heads (ALS)
             const Matrix U = basis_least_squares(tasks, current.W, current.V, n_threads, options.basis);
             const Factors rotated = canonical_factors(current.W, U);
-            task_heads(tasks, rotated.V, W, per_task, n_threads);
+            V_step = rotated.V;
+            task_heads(tasks, V_step, W, per_task, n_threads, &Z_step);
             next_loss = mean(per_task);
             candidate = canonical_factors(W, rotated.V);
         }
-        tall_product(candidate.W, candidate.V.transpose(), next, n_threads);
-        const double norm = next.norm(), change = (next - theta).norm();
-        const double rel_change = norm > 0 ? change / norm : 0.0;
+        const double rel_change = relative_change(candidate, theta, next, n_threads);
         if (!(next_loss < loss) && !(rel_change <= options.tol)) {
             // Exact half-steps cannot increase the loss: this is rounding (or an inexact
             // iterative solve), so keep the better iterate we have.
@@ -338,6 +733,8 @@ RefineResult refine(const TasksView& tasks, const Eigen::Ref<const Matrix>& V0,
             break;
         }
         current = std::move(candidate);
+        std::swap(Z_heads, Z_step);
+        std::swap(V_heads, V_step);
         std::swap(theta, next);
         loss = next_loss;
         out.n_iter = k + 1;

@@ -8,6 +8,7 @@
 #include <Eigen/QR>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
@@ -76,6 +77,49 @@ double sum(const Vector& values) {
 }
 
 double mean(const Vector& values) { return sum(values) / double(values.size()); }
+
+// Sums over the fixed row chunks of n_row_chunks of body(r0, r1) (K partial sums each), added
+// in chunk order: the same value with any number of threads. For the passes over the T x d
+// iterate, which would otherwise be the serial part of an iteration.
+template <size_t K, class Body>
+std::array<double, K> chunk_sums(Index rows, Index cols, int n_threads, Body body) {
+    const Index n_chunks = n_row_chunks(rows);
+    std::vector<std::array<double, K>> partial(static_cast<size_t>(n_chunks));
+    const bool parallel = run_parallel(n_threads, double(rows) * cols);
+#pragma omp parallel for num_threads(n_threads) if (parallel) schedule(static)
+    for (Index c = 0; c < n_chunks; ++c)
+        partial[c] = body(chunk_begin(c, n_chunks, rows), chunk_begin(c + 1, n_chunks, rows));
+    std::array<double, K> total{};
+    for (const auto& sums : partial)
+        for (size_t k = 0; k < K; ++k) total[k] += sums[k];
+    return total;
+}
+
+double squared_norm(const RowMatrix& A, int n_threads) {
+    return chunk_sums<1>(A.rows(), A.cols(), n_threads, [&](Index r0, Index r1) {
+        return std::array<double, 1>{A.middleRows(r0, r1 - r0).squaredNorm()};
+    })[0];
+}
+
+// out = base + step * direction (out may alias either); returns ||out||_F^2.
+double add_scaled(const RowMatrix& base, double step, const RowMatrix& direction, RowMatrix& out,
+                  int n_threads) {
+    out.resize(base.rows(), base.cols());
+    return chunk_sums<1>(base.rows(), base.cols(), n_threads, [&](Index r0, Index r1) {
+        auto rows = out.middleRows(r0, r1 - r0);
+        rows = base.middleRows(r0, r1 - r0) + step * direction.middleRows(r0, r1 - r0);
+        return std::array<double, 1>{rows.squaredNorm()};
+    })[0];
+}
+
+// out = A, copied over the same row chunks in parallel.
+void copy_rows(const RowMatrix& A, RowMatrix& out, int n_threads) {
+    out.resize(A.rows(), A.cols());
+    chunk_sums<0>(A.rows(), A.cols(), n_threads, [&](Index r0, Index r1) {
+        out.middleRows(r0, r1 - r0) = A.middleRows(r0, r1 - r0);
+        return std::array<double, 0>{};
+    });
+}
 
 Matrix orthonormal_columns(const Matrix& Y) {
     const Eigen::HouseholderQR<Matrix> qr(Y);
@@ -167,7 +211,7 @@ SolveResult run_start(const TasksView& tasks, Index s, const SolveOptions& optio
     // vanishes (the gradient is orthogonal to the row space, e.g. when s = T), the ratio is
     // rounding noise: search along the whole gradient instead.
     const auto line_search = [&] {
-        const double gradient_norm = work.squaredNorm();
+        const double gradient_norm = squared_norm(work, n_threads);
         double numerator = sum(projected);
         if (numerator <= kVanishingProjection * gradient_norm) {
             task_curvature(tasks, work, curvature, n_threads);
@@ -185,7 +229,7 @@ SolveResult run_start(const TasksView& tasks, Index s, const SolveOptions& optio
         RowMatrix Cr(T, s), Cp(T, s);
         tall_product(work, svd.V, Cr, n_threads);
         tall_product(direction, svd.V, Cp, n_threads);
-        const double gradient_norm = work.squaredNorm(), rr = Cr.squaredNorm();
+        const double gradient_norm = squared_norm(work, n_threads), rr = Cr.squaredNorm();
         double numerator, denominator;
         beta = 0;
         if (rr <= kVanishingProjection * gradient_norm) {  // as in line_search
@@ -216,9 +260,9 @@ SolveResult run_start(const TasksView& tasks, Index s, const SolveOptions& optio
         // Only the old direction's part inside the row space carries over: that is where the
         // line search measured it; its outside part would be an unmeasured step.
         if (beta != 0)
-            direction = work + beta * projected_direction;
+            add_scaled(work, beta, projected_direction, direction, n_threads);
         else
-            direction = work;
+            copy_rows(work, direction, n_threads);
         return denominator > 0 ? numerator / denominator : 0.0;
     };
 
@@ -252,19 +296,19 @@ SolveResult run_start(const TasksView& tasks, Index s, const SolveOptions& optio
         }
         if (stop()) { out.status = Status::interrupted; break; }
 
-        double step = options.step;
+        double step = options.step, target_norm = 0;
         beta = conjugate ? 0.0 : kNaN;
         if (retry) {
             ++retries;
-            theta = accepted_theta;
+            copy_rows(accepted_theta, theta, n_threads);
             svd = accepted_svd;
             step = 0.5 * out.step.back();
-            work = theta + step * direction;
+            target_norm = add_scaled(theta, step, direction, work, n_threads);
         } else {
             if (conjugate) {
                 retries = 0;
                 accepted_loss = k > 0 ? loss : (init == Init::zero ? out.initial_loss : loss);
-                accepted_theta = theta;
+                copy_rows(theta, accepted_theta, n_threads);
                 accepted_svd = svd;
             }
             if (cg_step) {
@@ -282,14 +326,15 @@ SolveResult run_start(const TasksView& tasks, Index s, const SolveOptions& optio
                 step = line_search();
             }
             if (cg_step) {
-                work = theta + step * direction;
+                target_norm = add_scaled(theta, step, direction, work, n_threads);
             } else {
-                if (conjugate) direction = work;  // a restart: the direction is the gradient
-                work = theta + step * work;  // the gradient step, before hard thresholding
+                if (conjugate) copy_rows(work, direction, n_threads);  // a restart: the gradient
+                // the gradient step, before hard thresholding
+                target_norm = add_scaled(theta, step, work, work, n_threads);
             }
         }
         have_direction = conjugate && !retry;
-        if (!std::isfinite(work.squaredNorm())) { out.status = Status::diverged; break; }
+        if (!std::isfinite(target_norm)) { out.status = Status::diverged; break; }
         if (stop()) { out.status = Status::interrupted; break; }
 
         const Matrix warm_start = have_subspace ? svd.basis : Matrix();
@@ -297,10 +342,15 @@ SolveResult run_start(const TasksView& tasks, Index s, const SolveOptions& optio
                             options.svd.following(out.rel_change), stop_requested);
         have_subspace = true;
         if (stop()) { out.status = Status::interrupted; break; }
-        tall_product(svd.W, svd.V.transpose(), work, n_threads);  // H_s: the rank-s iterate
-
-        const double norm = work.norm();
-        const double change = (work - theta).norm();
+        // H_s: the rank-s iterate, with its norm and its change in the same pass.
+        const Matrix Vt = svd.V.transpose();
+        const auto sums = chunk_sums<2>(T, d, n_threads, [&](Index r0, Index r1) {
+            auto rows = work.middleRows(r0, r1 - r0);
+            rows.noalias() = svd.W.middleRows(r0, r1 - r0) * Vt;
+            return std::array<double, 2>{rows.squaredNorm(),
+                                         (rows - theta.middleRows(r0, r1 - r0)).squaredNorm()};
+        });
+        const double norm = std::sqrt(sums[0]), change = std::sqrt(sums[1]);
         std::swap(theta, work);
         out.n_iter = k + 1;
         out.step.push_back(step);

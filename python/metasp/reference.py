@@ -330,6 +330,89 @@ def solve_basis_system(system, d: int, s: int, shift: float = 0.0, definite: boo
     return solution.reshape(s, d).T
 
 
+# The iterative Newton solve (cpp/src/refine.cpp): relative residual of its stop, its stops on
+# the preconditioned residual relative to tol and to ||D||^2, fewest iterations worth trying,
+# floor of the diagonal preconditioner relative to the scale.
+NEWTON_CG_TOL, STEP_FLOOR, QUADRATIC_FLOOR, MIN_NEWTON_CG, MIN_PRECONDITIONER = (
+    1e-6, 1e-3, 0.1, 20, 1e-6)
+
+
+def newton_cg_budget(tasks: Tasks, s: int, how: str = "auto") -> int:
+    """Most conjugate-gradient iterations of a Newton solve, 0 for the dense solve: the work of
+    forming the dense system over that of one matrix-free product (``newton_cg_budget`` in
+    cpp/src/refine.cpp)."""
+    N, T, d = float(tasks.n_samples), float(tasks.n_tasks), float(tasks.n_features)
+    dense_work = 0.5 * N * d * d + 2.0 * T * s * (s + 1) * d * d
+    product_work = 2.0 * N * d + 6.0 * T * d * s
+    budget = int(min(d * s, np.floor(dense_work / product_work)))
+    if how == "dense":
+        return 0
+    if how == "cg":
+        return int(d * s)
+    return budget if budget >= MIN_NEWTON_CG else 0
+
+
+def newton_cg(system, V: np.ndarray, shift: float, max_iter: int, floor: float = 0.0):
+    """Preconditioned conjugate gradients on ``(M + shift I) vec(D) = rhs`` from D = 0, until
+    the relative residual is below NEWTON_CG_TOL or the preconditioned residual below ``floor``
+    or ``QUADRATIC_FLOOR ||D||^2``.
+
+    The preconditioner is, block by block, the diagonal of the data part plus the gauge
+    penalty ``scale V V^T`` (inverted by Woodbury). Returns ``(D, outcome)``: outcome
+    ``"converged"``, ``"indefinite"`` (a direction of non-positive curvature; D is None) or
+    ``"unconverged"`` (max_iter reached).
+    """
+    M, rhs, scale = system
+    d, s = V.shape
+    data_diagonal = (np.diag(M) - scale * np.tile(np.sum(V**2, axis=1), s)).reshape(s, d).T
+
+    def apply(D):
+        return (M @ D.T.ravel()).reshape(s, d).T + shift * D
+
+    def precondition(R):
+        out = np.empty_like(R)
+        for a in range(s):
+            inv = 1.0 / np.maximum(data_diagonal[:, a] + shift, MIN_PRECONDITIONER * scale)
+            DV = inv[:, None] * V
+            capacity = V.T @ DV + np.eye(s) / scale
+            x = inv * R[:, a]
+            out[:, a] = x - DV @ np.linalg.solve(capacity, V.T @ x)
+        return out
+
+    b = rhs.reshape(s, d).T
+    D = np.zeros((d, s))
+    residual = b.copy()
+    z = precondition(residual)
+    direction = z
+    rz = np.sum(residual * z)
+    target = NEWTON_CG_TOL**2 * np.sum(b**2)
+    if np.sum(residual**2) <= target or np.linalg.norm(z) <= floor:
+        return D, "converged"
+    for _ in range(max_iter):
+        applied = apply(direction)
+        curvature = np.sum(direction * applied)
+        if not curvature > 0:
+            return None, "indefinite"
+        alpha = rz / curvature
+        D = D + alpha * direction
+        residual = residual - alpha * applied
+        if np.sum(residual**2) <= target:
+            return D, "converged"
+        z = precondition(residual)
+        if np.linalg.norm(z) <= max(floor, QUADRATIC_FLOOR * np.sum(D**2)):
+            return D, "converged"
+        rz_next = np.sum(residual * z)
+        direction = z + (rz_next / rz) * direction
+        rz = rz_next
+    return D, "unconverged"
+
+
+def _relative_change(factors, Theta):
+    next_Theta = factors[0] @ factors[1].T
+    norm = np.linalg.norm(next_Theta)
+    return np.linalg.norm(next_Theta - Theta) / norm if norm > 0 else 0.0
+
+
 # Damping of the Newton step (the C++ kDampingAttempts, kDampingFactor, kMinDamping).
 DAMPING_ATTEMPTS, DAMPING_FACTOR, MIN_DAMPING = 6, 10.0, 1e-6
 # Below this relative change, a sweep whose loss did not decrease is rounding at a stationary
@@ -346,11 +429,13 @@ def _orthonormal(U: np.ndarray) -> np.ndarray:
 
 
 def refine_path(tasks: Tasks, V0: np.ndarray, *, max_iter: int, tol: float, sin_tol: float = 0.0,
-                reference_B=None, newton: bool = True) -> dict:
+                reference_B=None, newton: bool = True, newton_solve: str = "auto") -> dict:
     """Alternating least squares with damped Newton basis steps from span(V0).
 
     The NumPy twin of ``metasp::refine`` (cpp/src/refine.cpp): same steps, same acceptance
     rules, same stopping rule; returns the same keys as ``metasp._core.refine``.
+    ``newton_solve``: ``"auto"``, ``"dense"`` (Cholesky) or ``"cg"`` (:func:`newton_cg`, on
+    the dense matrix here, matrix-free in C++).
     """
     V = _orthonormal(V0)
     W, task_loss = heads(tasks, V)
@@ -365,14 +450,21 @@ def refine_path(tasks: Tasks, V0: np.ndarray, *, max_iter: int, tol: float, sin_
         accepted = False
         if newton:
             system = basis_system(tasks, W, V)
+            budget = newton_cg_budget(tasks, s, newton_solve)
             for _ in range(DAMPING_ATTEMPTS):
-                D = solve_basis_system(system, d, s, damping * system[2], definite=True)
+                if budget > 0:
+                    D, outcome = newton_cg(system, V, damping * system[2], budget,
+                                           STEP_FLOOR * tol)
+                    budget = 0 if outcome == "unconverged" else budget
+                if budget == 0:
+                    D = solve_basis_system(system, d, s, damping * system[2], definite=True)
                 if D is not None:
                     V_step = _orthonormal(V + D)
                     W_step, task_loss = heads(tasks, V_step)
                     next_loss = task_loss.mean()
-                    if next_loss < loss:
-                        candidate = canonical_factors(W_step, V_step)
+                    candidate = canonical_factors(W_step, V_step)
+                    # Within tol of the iterate: converged, whatever rounding did to the loss.
+                    if next_loss < loss or _relative_change(candidate, Theta) <= tol:
                         accepted = True
                         out["n_newton"] += 1
                         damping = 0.0 if damping / DAMPING_FACTOR < MIN_DAMPING else damping / DAMPING_FACTOR

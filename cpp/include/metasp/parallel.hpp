@@ -52,7 +52,7 @@ inline bool run_parallel(int n_threads, double work) {
 // Row chunks of reductions over T: a fixed count, independent of the thread count, summed in
 // order, so that 1 and n threads give bit-identical results.
 inline Index n_row_chunks(Index rows) {
-    constexpr Index kMaxChunks = 64, kMinChunkRows = 256;
+    constexpr Index kMaxChunks = 64, kMinChunkRows = 64;
     return std::max<Index>(1, std::min(kMaxChunks, rows / kMinChunkRows));
 }
 

@@ -27,14 +27,23 @@ Factors canonical_factors(const Eigen::Ref<const RowMatrix>& W, const Eigen::Ref
 
 // Per-task least-squares heads in span(V) (V: d x s, any full-rank basis):
 // W[t] = argmin_w ||y_t - X_t V w||^2, the minimum-norm solution when X_t V is rank deficient
-// (fewer samples than s). Writes task_loss[t] = ||y_t - X_t V W[t]||^2 / m_t.
+// (fewer samples than s). Writes task_loss[t] = ||y_t - X_t V W[t]||^2 / m_t, and X V (N x s)
+// into Z_out when given.
 void task_heads(const TasksView& tasks, const Eigen::Ref<const Matrix>& V,
-                Eigen::Ref<RowMatrix> W, Eigen::Ref<Vector> task_loss, int n_threads);
+                Eigen::Ref<RowMatrix> W, Eigen::Ref<Vector> task_loss, int n_threads,
+                RowMatrix* Z_out = nullptr);
+
+// How the Newton step's system is solved: formed densely and factorised, or by preconditioned
+// conjugate gradients on the matrix-free operator (two passes over X per product);
+// automatic: conjugate gradients when forming the dense system costs more than kMinNewtonCG
+// products, with the dense solve as the fallback when they do not converge.
+enum class NewtonSolve { automatic, dense, iterative };
 
 struct BasisSolveOptions {
     Index max_dense = kMaxDenseNormal;  // d * s above which conjugate gradients are used
     double cg_tol = 1e-13;              // relative residual of the conjugate-gradient solve
     int cg_max_iter = 1000;
+    NewtonSolve newton_solve = NewtonSolve::automatic;
 };
 
 // The basis step: U = argmin_U sum_t ||y_t - X_t U w_t||^2 / m_t for fixed heads W (T x s),
