@@ -24,7 +24,7 @@ import metasp
 from metasp import evaluate
 from metasp._diagnostics import _predictive_variance_ratio
 from metasp._demo import BASELINE_OPTIONS
-from metasp._result import posterior_heads
+from metasp._result import _task_sufficient_statistics, posterior_heads
 from metasp.datasets import load_beijing_pm25
 
 SHOTS = (3, 5, 8)
@@ -35,7 +35,8 @@ def metasp_recording(ratios):
 
     def method(train, rank, rng):
         result = metasp.fit(train, s=rank, random_state=rng, max_iter=150)
-        ratios.append(_predictive_variance_ratio(result, train))
+        gram = _task_sufficient_statistics(train, result.B)[0]
+        ratios.append(_predictive_variance_ratio(gram, result.head_cov, train.task_sizes))
 
         def predict(support, query):
             Theta = posterior_heads(result, support) @ result.B

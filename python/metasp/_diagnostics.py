@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._result import Diagnostic, MetaSPResult, _task_sufficient_statistics
+from ._result import Diagnostic, MetaSPResult
 from .kernels import truncated_svd
 
 # Oscillation: at least this fraction of the last iterations raised the loss.
@@ -66,11 +66,13 @@ def rank_spike(gradient: np.ndarray, task_sizes: np.ndarray, s: int) -> float:
     return float(top / edge)
 
 
-def diagnose(result: MetaSPResult, args, gradient) -> list:
+def diagnose(result: MetaSPResult, args, gradient, gram=None) -> list:
     """Findings for a finished fit; ``args`` are the validated fit arguments.
 
     ``gradient(Theta)`` returns the (T, d) rows :math:`X_t^\top r_t / m_t`; it costs a pass
-    over the data, so it is called only when the rank check applies.
+    over the data, so it is called only when the rank check applies. ``gram`` (T, s, s) holds
+    the tasks' :math:`Z_t^\top Z_t` in the fitted subspace, from fitting the head prior; the
+    weak-direction check needs it and the prior.
     """
     findings = []
     tasks, s = args.tasks, args.s
@@ -117,8 +119,8 @@ def diagnose(result: MetaSPResult, args, gradient) -> list:
                 f"strength is {spike:.1f} times the noise level): the rank s = {s} is too "
                 f"small. Increase s (metasp.select_rank chooses it by cross-validation).",
             ))
-    if result.head_cov is not None and s < d:
-        ratio = _predictive_variance_ratio(result, tasks)
+    if gram is not None and result.head_cov is not None and s < d:
+        ratio = _predictive_variance_ratio(gram, result.head_cov, tasks.task_sizes)
         if ratio > WEAK_DIRECTION:
             findings.append(Diagnostic(
                 "weak_direction",
@@ -133,10 +135,9 @@ def diagnose(result: MetaSPResult, args, gradient) -> list:
     return findings
 
 
-def _predictive_variance_ratio(result: MetaSPResult, tasks) -> float:
+def _predictive_variance_ratio(gram, head_cov, task_sizes) -> float:
     r"""Largest over median per-task prior predictive variance, mean over the task's rows of
-    :math:`x^\top B^\top \Sigma B x`."""
-    gram, _, _ = _task_sufficient_statistics(tasks, result.B)
-    variance = np.einsum("tsr,rs->t", gram, result.head_cov) / tasks.task_sizes
+    :math:`z^\top \Sigma z` (``gram``: the tasks' :math:`Z_t^\top Z_t`)."""
+    variance = np.einsum("tsr,rs->t", gram, head_cov) / task_sizes
     typical = np.median(variance)
     return float(variance.max() / typical) if typical > 0 else 0.0

@@ -229,7 +229,7 @@ class MetaSPResult:
             raise ValueError(f"the result has heads for {self.W.shape[0]} tasks but "
                              f"{tasks.n_tasks} tasks were given: pass the training tasks")
         self.head_mean, self.head_cov, self.noise_variance = _fit_head_prior(
-            tasks, self.B, max_iter, tol)
+            _task_sufficient_statistics(tasks, self.B), tasks.n_samples, max_iter, tol)
         return self
 
     def predict(self, X, w) -> np.ndarray:
@@ -285,8 +285,8 @@ def _task_sufficient_statistics(tasks, B):
     s, T = B.shape[0], tasks.n_tasks
     gram, cross, squares = np.empty((T, s, s)), np.empty((T, s)), np.empty(T)
     offsets = tasks.offsets
-    # Small blocks: the temporaries stay far below the size of X, which is never copied.
-    rows_per_block = max(1, 2**13 // (s * s + s + 1))
+    # Blocks of rows: the temporaries stay far below the size of X, which is never copied.
+    rows_per_block = max(1, 2**17 // (tasks.n_features + s * s + s + 1))
     first = 0
     while first < T:
         last = int(np.searchsorted(offsets, offsets[first] + rows_per_block, side="right")) - 1
@@ -366,14 +366,13 @@ def _valid(params, floor):
     return noise >= floor and np.linalg.eigvalsh(cov)[0] >= floor
 
 
-def _fit_head_prior(tasks, B, max_iter, tol):
+def _fit_head_prior(statistics, n, max_iter=100, tol=1e-5):
     """Maximum marginal likelihood (mean, cov, noise variance) of the Gaussian random-effects
-    model of the heads in the subspace ``B``: EM accelerated by SQUAREM (Varadhan and Roland,
-    2008), started from per-task least squares in the subspace."""
-    statistics = _task_sufficient_statistics(tasks, B)
+    model of the heads in a subspace, from the tasks' statistics in it
+    (:func:`_task_sufficient_statistics`) and their total number of samples ``n``: EM
+    accelerated by SQUAREM (Varadhan and Roland, 2008), started from per-task least squares."""
     gram, cross, squares = statistics
     T, s = cross.shape
-    n = tasks.n_samples
     scale = max(float(squares.sum()) / n, np.finfo(float).tiny)
     floor = 1e-12 * scale  # keeps the variances invertible on noiseless data
     eye = np.eye(s)

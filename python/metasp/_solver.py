@@ -6,7 +6,8 @@ import numpy as np
 
 from . import _core, kernels
 from ._diagnostics import diagnose
-from ._result import MetaSPResult, warn_about_diagnostics, warn_about_status
+from ._result import (MetaSPResult, _fit_head_prior, _task_sufficient_statistics,
+                      warn_about_diagnostics, warn_about_status)
 from ._validation import DIVERGENCE_FACTOR, check_fit_arguments, check_polish_arguments
 
 # Truncated-SVD accuracy inside the solver: Ritz residuals below 1e-12 of the largest
@@ -159,10 +160,17 @@ def fit(
         sin_tol=args.sin_tol,
     )
     result = make_result(out, args)
+    gram = None
     if result.status != "diverged":
-        result.fit_prior(tasks)  # the head prior behind adapt(prior="empirical")
+        # The head prior behind adapt(prior="empirical") (what result.fit_prior(tasks) does);
+        # the diagnostics reuse its per-task statistics.
+        statistics = _task_sufficient_statistics(tasks, result.B)
+        result.head_mean, result.head_cov, result.noise_variance = _fit_head_prior(
+            statistics, tasks.n_samples)
+        gram = statistics[0]
     result.diagnostics = diagnose(
-        result, args, lambda Theta: kernels.gradient(tasks, Theta, n_jobs=args.n_threads).G)
+        result, args, lambda Theta: kernels.gradient(tasks, Theta, n_jobs=args.n_threads).G,
+        gram)
     warn_about_status(result, args.adaptive, args.step, args.tol)
     warn_about_diagnostics(result)
     return result
