@@ -33,8 +33,8 @@ GROWTH_FACTOR = 2.0
 GROWTH_FLOOR = 1e-3
 # Weak direction: the largest per-task prior predictive variance over the median one. On the
 # Beijing PM2.5 day tasks (benchmarks/pm25_ranks.py: ranks 1-10, 5 splits, k = 3, 5, 8), the
-# fits with ratios up to 6.5 scored few-shot MSEs of 0.14-0.26 (ranks 2-10), those at 24-93
-# up to 0.29, and the fits at 700-3e6 up to 0.35-2e4 (make_hps data give about 2).
+# fits with ratios up to 6.5 scored few-shot MSEs of 0.14-0.26 (ranks 2-10), those at 24-92
+# up to 1.9, and those at 548-1e9 up to 2e5 (make_hps data give about 2).
 WEAK_DIRECTION = 50.0
 
 
