@@ -1,6 +1,7 @@
 #include "metasp/gradient.hpp"
 
 #include "metasp/parallel.hpp"
+#include "metasp/row_kernels.hpp"
 
 #include <stdexcept>
 
@@ -22,81 +23,72 @@ void for_each_task(const TasksView& tasks, int n_threads, double work_per_sample
     for (Index t = 0; t < T; ++t) body(t);
 }
 
-// The row loops below are plain loops over raw rows, vectorised through OpenMP's simd
-// reductions and compiled twice (see METASP_CPU_DISPATCH), each for float and double rows.
+// The row loops below run on the packs of row_kernels.hpp, in blocks of up to 8 rows (8
+// independent multiply-add chains per block), compiled twice (see METASP_CPU_DISPATCH), each
+// for float and double rows; every element is converted to double as it is loaded.
 
-// Four rows at a time: four independent dot products hide the latency of each one's
-// reduction, and each load of the shared vector (and of g below) serves four rows.
-constexpr Index kRowBlock = 4;
+// sum_i (x_i . p)^2 over the `rows` rows starting at X (row pitch `pitch`).
+template <class Scalar>
+struct SquaredDots {
+    const Scalar* X;
+    Index pitch, d;
+    const double* p;
+    double sum = 0;
 
-// sum_i (x_i . p)^2 over the `rows` rows starting at X (row pitch `pitch`). Scalar is float
-// or double (DesignMatrix::visit); each element is converted to double as it is loaded.
+    template <int R>
+    METASP_ALWAYS_INLINE void operator()(Index i, std::integral_constant<int, R>) {
+        double dot[R][1];
+        rows::dots<R, 1, 8 / R>(X + i * pitch, pitch, d, &p, dot);
+        double block = 0;
+        for (int k = 0; k < R; ++k) block += dot[k][0] * dot[k][0];
+        sum += block;
+    }
+};
+
 template <class Scalar>
 METASP_CPU_DISPATCH double sum_squared_dots(const Scalar* X, Index pitch, Index rows, Index d,
                                             const double* p) {
-    double sum = 0;
-    Index i = 0;
-    for (; i + kRowBlock <= rows; i += kRowBlock) {
-        const Scalar *x0 = X + i * pitch, *x1 = x0 + pitch, *x2 = x1 + pitch, *x3 = x2 + pitch;
-        double dot0 = 0, dot1 = 0, dot2 = 0, dot3 = 0;
-#pragma omp simd reduction(+ : dot0, dot1, dot2, dot3)
-        for (Index j = 0; j < d; ++j) {
-            dot0 += x0[j] * p[j];
-            dot1 += x1[j] * p[j];
-            dot2 += x2[j] * p[j];
-            dot3 += x3[j] * p[j];
-        }
-        sum += (dot0 * dot0 + dot1 * dot1) + (dot2 * dot2 + dot3 * dot3);
-    }
-    for (; i < rows; ++i) {
-        const Scalar* x0 = X + i * pitch;
-        double dot0 = 0;
-#pragma omp simd reduction(+ : dot0)
-        for (Index j = 0; j < d; ++j) dot0 += x0[j] * p[j];
-        sum += dot0 * dot0;
-    }
-    return sum;
+    SquaredDots<Scalar> block{X, pitch, d, p};
+    rows::for_row_blocks<8>(rows, block);
+    return block.sum;
 }
 
-// g = sum_i r_i x_i and returns sum_i r_i^2, for r_i = y_i - x_i . theta: each row is read
-// from memory once for both its residual and its gradient term.
+// g += sum_i r_i x_i and loss += sum_i r_i^2 for r_i = y_i - x_i . theta: each block of rows
+// is read from memory once for both its residuals and its gradient term.
+template <class Scalar>
+struct ResidualRows {
+    const Scalar* X;
+    Index pitch, rows, d;
+    const double *y, *theta;
+    double* g;
+    double loss = 0;
+
+    template <int R>
+    METASP_ALWAYS_INLINE void operator()(Index i, std::integral_constant<int, R>) {
+        const Scalar* x0 = X + i * pitch;
+        if (R == 8) prefetch_rows(x0 + 8 * pitch, 8 * pitch);
+        double dot[R][1], r[R], block = 0;
+        rows::dots<R, 1, 8 / R>(x0, pitch, d, &theta, dot);
+        for (int k = 0; k < R; ++k) {
+            r[k] = y[i + k] - dot[k][0];
+            block += r[k] * r[k];
+        }
+        rows::add_rows<R>(x0, pitch, d, r, g);
+        loss += block;
+    }
+};
+
+// g = sum_i r_i x_i and returns sum_i r_i^2, for r_i = y_i - x_i . theta.
 template <class Scalar>
 METASP_CPU_DISPATCH double residual_rows(const Scalar* X, Index pitch, const double* y,
                                          Index rows, Index d, const double* theta, double* g) {
     for (Index j = 0; j < d; ++j) g[j] = 0;
     // Short tasks end before the in-loop prefetch gets ahead: fetch the rows that follow this
     // task (the next task's, usually) now.
-    if (rows < 4 * kRowBlock) prefetch_rows(X + rows * pitch, rows * pitch);
-    double loss = 0;
-    Index i = 0;
-    for (; i + kRowBlock <= rows; i += kRowBlock) {
-        const Scalar *x0 = X + i * pitch, *x1 = x0 + pitch, *x2 = x1 + pitch, *x3 = x2 + pitch;
-        prefetch_rows(X + (i + 2 * kRowBlock) * pitch, kRowBlock * pitch);
-        double dot0 = 0, dot1 = 0, dot2 = 0, dot3 = 0;
-#pragma omp simd reduction(+ : dot0, dot1, dot2, dot3)
-        for (Index j = 0; j < d; ++j) {
-            dot0 += x0[j] * theta[j];
-            dot1 += x1[j] * theta[j];
-            dot2 += x2[j] * theta[j];
-            dot3 += x3[j] * theta[j];
-        }
-        const double r0 = y[i] - dot0, r1 = y[i + 1] - dot1, r2 = y[i + 2] - dot2,
-                     r3 = y[i + 3] - dot3;
-#pragma omp simd
-        for (Index j = 0; j < d; ++j) g[j] += (r0 * x0[j] + r1 * x1[j]) + (r2 * x2[j] + r3 * x3[j]);
-        loss += (r0 * r0 + r1 * r1) + (r2 * r2 + r3 * r3);
-    }
-    for (; i < rows; ++i) {
-        const Scalar* x0 = X + i * pitch;
-        double dot0 = 0;
-#pragma omp simd reduction(+ : dot0)
-        for (Index j = 0; j < d; ++j) dot0 += x0[j] * theta[j];
-        const double r0 = y[i] - dot0;
-#pragma omp simd
-        for (Index j = 0; j < d; ++j) g[j] += r0 * x0[j];
-        loss += r0 * r0;
-    }
-    return loss;
+    if (rows < 16) prefetch_rows(X + rows * pitch, rows * pitch);
+    ResidualRows<Scalar> block{X, pitch, rows, d, y, theta, g};
+    rows::for_row_blocks<8>(rows, block);
+    return block.loss;
 }
 
 // p = V (V^T g) for V (d x s, column pitch ldv) with orthonormal columns; returns ||V^T g||^2
