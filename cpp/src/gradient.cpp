@@ -53,6 +53,11 @@ METASP_CPU_DISPATCH double sum_squared_dots(const Scalar* X, Index pitch, Index 
     return block.sum;
 }
 
+// Each block asks for its own rows' lines this many rows ahead; the tasks' rows follow each
+// other in X, so this runs on into the next task's rows at the end of a task: the hardware
+// prefetcher alone leaves the short row streams waiting on memory.
+constexpr Index kPrefetchRows = 16;
+
 // g += sum_i r_i x_i and loss += sum_i r_i^2 for r_i = y_i - x_i . theta: each block of rows
 // is read from memory once for both its residuals and its gradient term.
 template <class Scalar>
@@ -66,7 +71,7 @@ struct ResidualRows {
     template <int R>
     METASP_ALWAYS_INLINE void operator()(Index i, std::integral_constant<int, R>) {
         const Scalar* x0 = X + i * pitch;
-        if (R == 8) prefetch_rows(x0 + 8 * pitch, 8 * pitch);
+        prefetch_rows(x0 + kPrefetchRows * pitch, R * pitch);
         double dot[R][1], r[R], block = 0;
         rows::dots<R, 1, 8 / R>(x0, pitch, d, &theta, dot);
         for (int k = 0; k < R; ++k) {
@@ -83,9 +88,6 @@ template <class Scalar>
 METASP_CPU_DISPATCH double residual_rows(const Scalar* X, Index pitch, const double* y,
                                          Index rows, Index d, const double* theta, double* g) {
     for (Index j = 0; j < d; ++j) g[j] = 0;
-    // Short tasks end before the in-loop prefetch gets ahead: fetch the rows that follow this
-    // task (the next task's, usually) now.
-    if (rows < 16) prefetch_rows(X + rows * pitch, rows * pitch);
     ResidualRows<Scalar> block{X, pitch, rows, d, y, theta, g};
     rows::for_row_blocks<8>(rows, block);
     return block.loss;
