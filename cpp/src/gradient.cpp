@@ -89,26 +89,40 @@ METASP_CPU_DISPATCH double residual_rows(const Scalar* X, Index pitch, const dou
                                          Index rows, Index d, const double* theta, double* g) {
     for (Index j = 0; j < d; ++j) g[j] = 0;
     ResidualRows<Scalar> block{X, pitch, rows, d, y, theta, g};
-    rows::for_row_blocks<8>(rows, block);
+    rows::for_row_blocks<4>(rows, block);
     return block.loss;
 }
+
+// p += V_b (V_b^T g) and norm += ||V_b^T g||^2 over blocks V_b of the columns of V: the
+// columns are the "rows" of row_kernels.hpp (pitch ldv), so a block's dots run as independent
+// chains and p is loaded and stored once per block.
+struct ProjectColumns {
+    const double* V;
+    Index ldv, d;
+    const double* g;
+    double* p;
+    double norm = 0;
+
+    template <int R>
+    METASP_ALWAYS_INLINE void operator()(Index j, std::integral_constant<int, R>) {
+        double dot[R][1], c[R];
+        rows::dots<R, 1, 8 / R>(V + j * ldv, ldv, d, &g, dot);
+        for (int k = 0; k < R; ++k) {
+            c[k] = dot[k][0];
+            norm += c[k] * c[k];
+        }
+        rows::add_rows<R>(V + j * ldv, ldv, d, c, p);
+    }
+};
 
 // p = V (V^T g) for V (d x s, column pitch ldv) with orthonormal columns; returns ||V^T g||^2
 // = ||p||^2. On tasks of a few rows this costs as much as the pass over X_t itself.
 METASP_CPU_DISPATCH
 double project(const double* V, Index ldv, Index d, Index s, const double* g, double* p) {
     for (Index i = 0; i < d; ++i) p[i] = 0;
-    double norm = 0;
-    for (Index j = 0; j < s; ++j) {
-        const double* v = V + j * ldv;
-        double c = 0;
-#pragma omp simd reduction(+ : c)
-        for (Index i = 0; i < d; ++i) c += v[i] * g[i];
-#pragma omp simd
-        for (Index i = 0; i < d; ++i) p[i] += c * v[i];
-        norm += c * c;
-    }
-    return norm;
+    ProjectColumns block{V, ldv, d, g, p};
+    rows::for_row_blocks<4>(s, block);
+    return block.norm;
 }
 
 // ||X_t direction||^2 / m_t; `direction` is contiguous.
