@@ -46,11 +46,17 @@ struct SquaredDots {
 };
 
 template <class Scalar>
-METASP_CPU_DISPATCH double sum_squared_dots(const Scalar* X, Index pitch, Index rows, Index d,
-                                            const double* p) {
+METASP_ALWAYS_INLINE double squared_dots(const Scalar* X, Index pitch, Index rows, Index d,
+                                         const double* p) {
     SquaredDots<Scalar> block{X, pitch, d, p};
     rows::for_row_blocks<8>(rows, block);
     return block.sum;
+}
+
+template <class Scalar>
+METASP_CPU_DISPATCH double sum_squared_dots(const Scalar* X, Index pitch, Index rows, Index d,
+                                            const double* p) {
+    return squared_dots(X, pitch, rows, d, p);
 }
 
 // Each block asks for its own rows' lines this many rows ahead; the tasks' rows follow each
@@ -83,14 +89,22 @@ struct ResidualRows {
     }
 };
 
-// g = sum_i r_i x_i and returns sum_i r_i^2, for r_i = y_i - x_i . theta.
+// g = sum_i r_i x_i / rows and returns sum_i r_i^2 / rows, for r_i = y_i - x_i . theta.
 template <class Scalar>
-METASP_CPU_DISPATCH double residual_rows(const Scalar* X, Index pitch, const double* y,
-                                         Index rows, Index d, const double* theta, double* g) {
+METASP_ALWAYS_INLINE double mean_residual(const Scalar* X, Index pitch, const double* y,
+                                          Index rows, Index d, const double* theta, double* g) {
     for (Index j = 0; j < d; ++j) g[j] = 0;
     ResidualRows<Scalar> block{X, pitch, rows, d, y, theta, g};
     rows::for_row_blocks<4>(rows, block);
-    return block.loss;
+    const double inverse = 1.0 / double(rows);
+    for (Index j = 0; j < d; ++j) g[j] *= inverse;
+    return block.loss * inverse;
+}
+
+template <class Scalar>
+METASP_CPU_DISPATCH double residual_rows(const Scalar* X, Index pitch, const double* y,
+                                         Index rows, Index d, const double* theta, double* g) {
+    return mean_residual(X, pitch, y, rows, d, theta, g);
 }
 
 // p += V_b (V_b^T g) and norm += ||V_b^T g||^2 over blocks V_b of the columns of V: the
@@ -117,12 +131,30 @@ struct ProjectColumns {
 
 // p = V (V^T g) for V (d x s, column pitch ldv) with orthonormal columns; returns ||V^T g||^2
 // = ||p||^2. On tasks of a few rows this costs as much as the pass over X_t itself.
-METASP_CPU_DISPATCH
+METASP_ALWAYS_INLINE
 double project(const double* V, Index ldv, Index d, Index s, const double* g, double* p) {
     for (Index i = 0; i < d; ++i) p[i] = 0;
     ProjectColumns block{V, ldv, d, g, p};
     rows::for_row_blocks<4>(s, block);
     return block.norm;
+}
+
+struct FusedSums {
+    double loss, projected, curvature;
+};
+
+// The fused pass over one task in a single dispatched call (one run-time dispatch per task
+// instead of three): g and the loss as residual_rows, p = V (V^T g) and its norm, and
+// ||X_t p||^2 / rows while X_t is still in cache.
+template <class Scalar>
+METASP_CPU_DISPATCH FusedSums fused_rows(const Scalar* X, Index pitch, const double* y, Index rows,
+                                         Index d, const double* theta, double* g,
+                                         const double* V, Index ldv, Index s, double* p) {
+    FusedSums sums;
+    sums.loss = mean_residual(X, pitch, y, rows, d, theta, g);
+    sums.projected = project(V, ldv, d, s, g, p);
+    sums.curvature = squared_dots(X, pitch, rows, d, p) / double(rows);
+    return sums;
 }
 
 // ||X_t direction||^2 / m_t; `direction` is contiguous.
@@ -139,12 +171,9 @@ double curvature_row(const TasksView& tasks, Index t, const double* direction) {
 double gradient_row(const TasksView& tasks, Index t, const double* theta, double* g) {
     const Index begin = tasks.begin(t), m = tasks.size(t), d = tasks.n_features();
     const Index pitch = tasks.X.pitch();
-    const double loss = tasks.X.visit([&](const auto* X) {
+    return tasks.X.visit([&](const auto* X) {
         return residual_rows(X + begin * pitch, pitch, tasks.y.data() + begin, m, d, theta, g);
     });
-    const double inverse = 1.0 / double(m);
-    for (Index j = 0; j < d; ++j) g[j] *= inverse;
-    return loss * inverse;
 }
 
 void check_gradient_arguments(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& Theta,
@@ -173,13 +202,19 @@ void task_gradient(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& Th
     if (V.rows() != tasks.n_features()) throw std::invalid_argument("V must have d rows");
     if (projected.size() != tasks.n_tasks() || curvature.size() != tasks.n_tasks())
         throw std::invalid_argument("projected and curvature need one entry per task");
-    for_each_task(tasks, n_threads, 3.0 * tasks.n_features(), [&](Index t) {
-        task_loss[t] = gradient_row(tasks, t, Theta.row(t).data(), G.row(t).data());
+    const Index d = tasks.n_features(), pitch = tasks.X.pitch();
+    for_each_task(tasks, n_threads, 3.0 * d, [&](Index t) {
         thread_local Vector direction;
-        direction.resize(V.rows());
-        projected[t] = project(V.data(), V.outerStride(), V.rows(), V.cols(), G.row(t).data(),
-                               direction.data());
-        curvature[t] = curvature_row(tasks, t, direction.data());  // X_t is still in cache
+        direction.resize(d);
+        const Index begin = tasks.begin(t);
+        const FusedSums sums = tasks.X.visit([&](const auto* X) {
+            return fused_rows(X + begin * pitch, pitch, tasks.y.data() + begin, tasks.size(t), d,
+                              Theta.row(t).data(), G.row(t).data(), V.data(), V.outerStride(),
+                              V.cols(), direction.data());
+        });
+        task_loss[t] = sums.loss;
+        projected[t] = sums.projected;
+        curvature[t] = sums.curvature;
     });
 }
 
