@@ -55,3 +55,23 @@ def test_long_tasks_cross_row_blocks(dtype):
                                                Theta)
     np.testing.assert_allclose(G, G_ref, rtol=1e-11, atol=1e-14)
     np.testing.assert_allclose(loss, loss_ref, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", [1, 3, 7, 9, 17])
+def test_every_block_shape(dtype, d):
+    # Task sizes 1..19 and s = 7 cover every split of the rows (and of V's columns) into the
+    # kernels' blocks of 8, 4, 2 and 1; d below, at and between multiples of the 4-wide packs.
+    rng = np.random.default_rng(d)
+    sizes = np.arange(1, 20)
+    X = rng.standard_normal((sizes.sum(), d)).astype(dtype)
+    y = rng.standard_normal(sizes.sum())
+    tasks = metasp.Tasks(X, y, np.concatenate([[0], np.cumsum(sizes)]))
+    Theta = rng.standard_normal((len(sizes), d))
+    V = np.linalg.qr(rng.standard_normal((d, min(d, 7))))[0]
+    fused = kernels.gradient(tasks, Theta, subspace=V)
+    expected = reference.gradient(metasp.Tasks(X.astype(np.float64), y, tasks.offsets), Theta,
+                                  subspace=V)
+    for name in ("G", "task_loss", "projected", "curvature"):
+        np.testing.assert_allclose(getattr(fused, name), getattr(expected, name), rtol=1e-12,
+                                   atol=1e-14, err_msg=name)

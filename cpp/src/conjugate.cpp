@@ -1,6 +1,7 @@
 #include "metasp/conjugate.hpp"
 
 #include "metasp/parallel.hpp"
+#include "metasp/row_kernels.hpp"
 
 #include <stdexcept>
 
@@ -12,24 +13,33 @@ struct CurvaturePair {
 };
 
 // Sums of u_i^2, u_i v_i and v_i^2 with u_i = x_i . a and v_i = x_i . b over the `rows` rows
-// starting at X (row pitch `pitch`); float X is converted to double element by element.
+// starting at X (row pitch `pitch`), in blocks of up to 4 rows: 4 rows x 2 vectors are 8
+// independent multiply-add chains (row_kernels.hpp); float X is converted to double on load.
+template <class Scalar>
+struct PairRows {
+    const Scalar* X;
+    Index pitch, d;
+    const double* ab[2];
+    CurvaturePair sums;
+
+    template <int R>
+    METASP_ALWAYS_INLINE void operator()(Index i, std::integral_constant<int, R>) {
+        double dot[R][2];
+        rows::dots<R, 2, 4 / R>(X + i * pitch, pitch, d, ab, dot);
+        for (int k = 0; k < R; ++k) {
+            sums.aa += dot[k][0] * dot[k][0];
+            sums.ad += dot[k][0] * dot[k][1];
+            sums.dd += dot[k][1] * dot[k][1];
+        }
+    }
+};
+
 template <class Scalar>
 METASP_CPU_DISPATCH CurvaturePair curvature_pair_rows(const Scalar* X, Index pitch, Index rows,
                                                       Index d, const double* a, const double* b) {
-    CurvaturePair sums;
-    for (Index i = 0; i < rows; ++i) {
-        const Scalar* x = X + i * pitch;
-        double u = 0, v = 0;
-#pragma omp simd reduction(+ : u, v)
-        for (Index j = 0; j < d; ++j) {
-            u += x[j] * a[j];
-            v += x[j] * b[j];
-        }
-        sums.aa += u * u;
-        sums.ad += u * v;
-        sums.dd += v * v;
-    }
-    return sums;
+    PairRows<Scalar> block{X, pitch, d, {a, b}, {}};
+    rows::for_row_blocks<4>(rows, block);
+    return block.sums;
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "metasp/gradient.hpp"
 
 #include "metasp/parallel.hpp"
+#include "metasp/row_kernels.hpp"
 
 #include <stdexcept>
 
@@ -22,99 +23,138 @@ void for_each_task(const TasksView& tasks, int n_threads, double work_per_sample
     for (Index t = 0; t < T; ++t) body(t);
 }
 
-// The row loops below are plain loops over raw rows, vectorised through OpenMP's simd
-// reductions and compiled twice (see METASP_CPU_DISPATCH), each for float and double rows.
+// The row loops below run on the packs of row_kernels.hpp, in blocks of up to 8 rows (8
+// independent multiply-add chains per block), compiled twice (see METASP_CPU_DISPATCH), each
+// for float and double rows; every element is converted to double as it is loaded.
 
-// Four rows at a time: four independent dot products hide the latency of each one's
-// reduction, and each load of the shared vector (and of g below) serves four rows.
-constexpr Index kRowBlock = 4;
+// sum_i (x_i . p)^2 over the `rows` rows starting at X (row pitch `pitch`).
+template <class Scalar>
+struct SquaredDots {
+    const Scalar* X;
+    Index pitch, d;
+    const double* p;
+    double sum = 0;
 
-// sum_i (x_i . p)^2 over the `rows` rows starting at X (row pitch `pitch`). Scalar is float
-// or double (DesignMatrix::visit); each element is converted to double as it is loaded.
+    template <int R>
+    METASP_ALWAYS_INLINE void operator()(Index i, std::integral_constant<int, R>) {
+        double dot[R][1];
+        rows::dots<R, 1, 8 / R>(X + i * pitch, pitch, d, &p, dot);
+        double block = 0;
+        for (int k = 0; k < R; ++k) block += dot[k][0] * dot[k][0];
+        sum += block;
+    }
+};
+
+template <class Scalar>
+METASP_ALWAYS_INLINE double squared_dots(const Scalar* X, Index pitch, Index rows, Index d,
+                                         const double* p) {
+    SquaredDots<Scalar> block{X, pitch, d, p};
+    rows::for_row_blocks<8>(rows, block);
+    return block.sum;
+}
+
 template <class Scalar>
 METASP_CPU_DISPATCH double sum_squared_dots(const Scalar* X, Index pitch, Index rows, Index d,
                                             const double* p) {
-    double sum = 0;
-    Index i = 0;
-    for (; i + kRowBlock <= rows; i += kRowBlock) {
-        const Scalar *x0 = X + i * pitch, *x1 = x0 + pitch, *x2 = x1 + pitch, *x3 = x2 + pitch;
-        double dot0 = 0, dot1 = 0, dot2 = 0, dot3 = 0;
-#pragma omp simd reduction(+ : dot0, dot1, dot2, dot3)
-        for (Index j = 0; j < d; ++j) {
-            dot0 += x0[j] * p[j];
-            dot1 += x1[j] * p[j];
-            dot2 += x2[j] * p[j];
-            dot3 += x3[j] * p[j];
-        }
-        sum += (dot0 * dot0 + dot1 * dot1) + (dot2 * dot2 + dot3 * dot3);
-    }
-    for (; i < rows; ++i) {
-        const Scalar* x0 = X + i * pitch;
-        double dot0 = 0;
-#pragma omp simd reduction(+ : dot0)
-        for (Index j = 0; j < d; ++j) dot0 += x0[j] * p[j];
-        sum += dot0 * dot0;
-    }
-    return sum;
+    return squared_dots(X, pitch, rows, d, p);
 }
 
-// g = sum_i r_i x_i and returns sum_i r_i^2, for r_i = y_i - x_i . theta: each row is read
-// from memory once for both its residual and its gradient term.
+// Each block asks for its own rows' lines this many rows ahead; the tasks' rows follow each
+// other in X, so this runs on into the next task's rows at the end of a task: the hardware
+// prefetcher alone leaves the short row streams waiting on memory.
+constexpr Index kPrefetchRows = 16;
+
+// g += sum_i r_i x_i and loss += sum_i r_i^2 for r_i = y_i - x_i . theta: each block of rows
+// is read from memory once for both its residuals and its gradient term.
+template <class Scalar>
+struct ResidualRows {
+    const Scalar* X;
+    Index pitch, rows, d;
+    const double *y, *theta;
+    double* g;
+    double loss = 0;
+
+    template <int R>
+    METASP_ALWAYS_INLINE void operator()(Index i, std::integral_constant<int, R>) {
+        const Scalar* x0 = X + i * pitch;
+        prefetch_rows(x0 + kPrefetchRows * pitch, R * pitch);
+        double dot[R][1], r[R], block = 0;
+        rows::dots<R, 1, 8 / R>(x0, pitch, d, &theta, dot);
+        for (int k = 0; k < R; ++k) {
+            r[k] = y[i + k] - dot[k][0];
+            block += r[k] * r[k];
+        }
+        rows::add_rows<R>(x0, pitch, d, r, g);
+        loss += block;
+    }
+};
+
+// g = sum_i r_i x_i / rows and returns sum_i r_i^2 / rows, for r_i = y_i - x_i . theta.
+template <class Scalar>
+METASP_ALWAYS_INLINE double mean_residual(const Scalar* X, Index pitch, const double* y,
+                                          Index rows, Index d, const double* theta, double* g) {
+    for (Index j = 0; j < d; ++j) g[j] = 0;
+    ResidualRows<Scalar> block{X, pitch, rows, d, y, theta, g};
+    rows::for_row_blocks<4>(rows, block);
+    const double inverse = 1.0 / double(rows);
+    for (Index j = 0; j < d; ++j) g[j] *= inverse;
+    return block.loss * inverse;
+}
+
 template <class Scalar>
 METASP_CPU_DISPATCH double residual_rows(const Scalar* X, Index pitch, const double* y,
                                          Index rows, Index d, const double* theta, double* g) {
-    for (Index j = 0; j < d; ++j) g[j] = 0;
-    // Short tasks end before the in-loop prefetch gets ahead: fetch the rows that follow this
-    // task (the next task's, usually) now.
-    if (rows < 4 * kRowBlock) prefetch_rows(X + rows * pitch, rows * pitch);
-    double loss = 0;
-    Index i = 0;
-    for (; i + kRowBlock <= rows; i += kRowBlock) {
-        const Scalar *x0 = X + i * pitch, *x1 = x0 + pitch, *x2 = x1 + pitch, *x3 = x2 + pitch;
-        prefetch_rows(X + (i + 2 * kRowBlock) * pitch, kRowBlock * pitch);
-        double dot0 = 0, dot1 = 0, dot2 = 0, dot3 = 0;
-#pragma omp simd reduction(+ : dot0, dot1, dot2, dot3)
-        for (Index j = 0; j < d; ++j) {
-            dot0 += x0[j] * theta[j];
-            dot1 += x1[j] * theta[j];
-            dot2 += x2[j] * theta[j];
-            dot3 += x3[j] * theta[j];
-        }
-        const double r0 = y[i] - dot0, r1 = y[i + 1] - dot1, r2 = y[i + 2] - dot2,
-                     r3 = y[i + 3] - dot3;
-#pragma omp simd
-        for (Index j = 0; j < d; ++j) g[j] += (r0 * x0[j] + r1 * x1[j]) + (r2 * x2[j] + r3 * x3[j]);
-        loss += (r0 * r0 + r1 * r1) + (r2 * r2 + r3 * r3);
-    }
-    for (; i < rows; ++i) {
-        const Scalar* x0 = X + i * pitch;
-        double dot0 = 0;
-#pragma omp simd reduction(+ : dot0)
-        for (Index j = 0; j < d; ++j) dot0 += x0[j] * theta[j];
-        const double r0 = y[i] - dot0;
-#pragma omp simd
-        for (Index j = 0; j < d; ++j) g[j] += r0 * x0[j];
-        loss += r0 * r0;
-    }
-    return loss;
+    return mean_residual(X, pitch, y, rows, d, theta, g);
 }
+
+// p += V_b (V_b^T g) and norm += ||V_b^T g||^2 over blocks V_b of the columns of V: the
+// columns are the "rows" of row_kernels.hpp (pitch ldv), so a block's dots run as independent
+// chains and p is loaded and stored once per block.
+struct ProjectColumns {
+    const double* V;
+    Index ldv, d;
+    const double* g;
+    double* p;
+    double norm = 0;
+
+    template <int R>
+    METASP_ALWAYS_INLINE void operator()(Index j, std::integral_constant<int, R>) {
+        double dot[R][1], c[R];
+        rows::dots<R, 1, 8 / R>(V + j * ldv, ldv, d, &g, dot);
+        for (int k = 0; k < R; ++k) {
+            c[k] = dot[k][0];
+            norm += c[k] * c[k];
+        }
+        rows::add_rows<R>(V + j * ldv, ldv, d, c, p);
+    }
+};
 
 // p = V (V^T g) for V (d x s, column pitch ldv) with orthonormal columns; returns ||V^T g||^2
 // = ||p||^2. On tasks of a few rows this costs as much as the pass over X_t itself.
-METASP_CPU_DISPATCH
+METASP_ALWAYS_INLINE
 double project(const double* V, Index ldv, Index d, Index s, const double* g, double* p) {
     for (Index i = 0; i < d; ++i) p[i] = 0;
-    double norm = 0;
-    for (Index j = 0; j < s; ++j) {
-        const double* v = V + j * ldv;
-        double c = 0;
-#pragma omp simd reduction(+ : c)
-        for (Index i = 0; i < d; ++i) c += v[i] * g[i];
-#pragma omp simd
-        for (Index i = 0; i < d; ++i) p[i] += c * v[i];
-        norm += c * c;
-    }
-    return norm;
+    ProjectColumns block{V, ldv, d, g, p};
+    rows::for_row_blocks<4>(s, block);
+    return block.norm;
+}
+
+struct FusedSums {
+    double loss, projected, curvature;
+};
+
+// The fused pass over one task in a single dispatched call (one run-time dispatch per task
+// instead of three): g and the loss as residual_rows, p = V (V^T g) and its norm, and
+// ||X_t p||^2 / rows while X_t is still in cache.
+template <class Scalar>
+METASP_CPU_DISPATCH FusedSums fused_rows(const Scalar* X, Index pitch, const double* y, Index rows,
+                                         Index d, const double* theta, double* g,
+                                         const double* V, Index ldv, Index s, double* p) {
+    FusedSums sums;
+    sums.loss = mean_residual(X, pitch, y, rows, d, theta, g);
+    sums.projected = project(V, ldv, d, s, g, p);
+    sums.curvature = squared_dots(X, pitch, rows, d, p) / double(rows);
+    return sums;
 }
 
 // ||X_t direction||^2 / m_t; `direction` is contiguous.
@@ -131,12 +171,9 @@ double curvature_row(const TasksView& tasks, Index t, const double* direction) {
 double gradient_row(const TasksView& tasks, Index t, const double* theta, double* g) {
     const Index begin = tasks.begin(t), m = tasks.size(t), d = tasks.n_features();
     const Index pitch = tasks.X.pitch();
-    const double loss = tasks.X.visit([&](const auto* X) {
+    return tasks.X.visit([&](const auto* X) {
         return residual_rows(X + begin * pitch, pitch, tasks.y.data() + begin, m, d, theta, g);
     });
-    const double inverse = 1.0 / double(m);
-    for (Index j = 0; j < d; ++j) g[j] *= inverse;
-    return loss * inverse;
 }
 
 void check_gradient_arguments(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& Theta,
@@ -165,13 +202,19 @@ void task_gradient(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& Th
     if (V.rows() != tasks.n_features()) throw std::invalid_argument("V must have d rows");
     if (projected.size() != tasks.n_tasks() || curvature.size() != tasks.n_tasks())
         throw std::invalid_argument("projected and curvature need one entry per task");
-    for_each_task(tasks, n_threads, 3.0 * tasks.n_features(), [&](Index t) {
-        task_loss[t] = gradient_row(tasks, t, Theta.row(t).data(), G.row(t).data());
+    const Index d = tasks.n_features(), pitch = tasks.X.pitch();
+    for_each_task(tasks, n_threads, 3.0 * d, [&](Index t) {
         thread_local Vector direction;
-        direction.resize(V.rows());
-        projected[t] = project(V.data(), V.outerStride(), V.rows(), V.cols(), G.row(t).data(),
-                               direction.data());
-        curvature[t] = curvature_row(tasks, t, direction.data());  // X_t is still in cache
+        direction.resize(d);
+        const Index begin = tasks.begin(t);
+        const FusedSums sums = tasks.X.visit([&](const auto* X) {
+            return fused_rows(X + begin * pitch, pitch, tasks.y.data() + begin, tasks.size(t), d,
+                              Theta.row(t).data(), G.row(t).data(), V.data(), V.outerStride(),
+                              V.cols(), direction.data());
+        });
+        task_loss[t] = sums.loss;
+        projected[t] = sums.projected;
+        curvature[t] = sums.curvature;
     });
 }
 
