@@ -2,6 +2,7 @@
 
 #include "metasp/gradient.hpp"
 #include "metasp/parallel.hpp"
+#include "metasp/row_kernels.hpp"
 #include "metasp/solver.hpp"
 
 #include <Eigen/Cholesky>
@@ -303,45 +304,50 @@ Matrix solve_basis_system(const NormalSystem& system, Index d, Index s, double s
 // depend on the thread count), many enough to balance the threads.
 Index operator_chunks(Index T) { return std::clamp<Index>(T / 16, 1, 64); }
 
-// out_i = x_i . v over the `rows` rows starting at X (row pitch `pitch`), two rows at a time.
-METASP_CPU_DISPATCH
-void row_dots(const double* X, Index pitch, Index rows, Index d, const double* v, double* out) {
-    Index i = 0;
-    for (; i + 2 <= rows; i += 2) {
-        const double *x0 = X + i * pitch, *x1 = x0 + pitch;
-        double dot0 = 0, dot1 = 0;
-#pragma omp simd reduction(+ : dot0, dot1)
-        for (Index j = 0; j < d; ++j) {
-            dot0 += x0[j] * v[j];
-            dot1 += x1[j] * v[j];
-        }
-        out[i] = dot0;
-        out[i + 1] = dot1;
+// out_i = x_i . v over the `rows` rows starting at X (row pitch `pitch`), on the packed row
+// kernels of row_kernels.hpp; float X is converted on load, as in gradient.cpp.
+template <class Scalar>
+struct RowDots {
+    const Scalar* X;
+    Index pitch, d;
+    const double* v;
+    double* out;
+
+    template <int R>
+    METASP_ALWAYS_INLINE void operator()(Index i, std::integral_constant<int, R>) {
+        double dot[R][1];
+        rows::dots<R, 1, 8 / R>(X + i * pitch, pitch, d, &v, dot);
+        for (int k = 0; k < R; ++k) out[i + k] = dot[k][0];
     }
-    if (i < rows) {
-        const double* x0 = X + i * pitch;
-        double dot0 = 0;
-#pragma omp simd reduction(+ : dot0)
-        for (Index j = 0; j < d; ++j) dot0 += x0[j] * v[j];
-        out[i] = dot0;
-    }
+};
+
+template <class Scalar>
+METASP_CPU_DISPATCH void row_dots(const Scalar* X, Index pitch, Index rows, Index d,
+                                  const double* v, double* out) {
+    RowDots<Scalar> block{X, pitch, d, v, out};
+    rows::for_row_blocks<8>(rows, block);
 }
 
 // p = sum_i c_i x_i over the same rows.
-METASP_CPU_DISPATCH
-void row_combination(const double* X, Index pitch, Index rows, Index d, const double* c, double* p) {
+template <class Scalar>
+struct RowCombination {
+    const Scalar* X;
+    Index pitch, d;
+    const double* c;
+    double* p;
+
+    template <int R>
+    METASP_ALWAYS_INLINE void operator()(Index i, std::integral_constant<int, R>) {
+        rows::add_rows<R>(X + i * pitch, pitch, d, c + i, p);
+    }
+};
+
+template <class Scalar>
+METASP_CPU_DISPATCH void row_combination(const Scalar* X, Index pitch, Index rows, Index d,
+                                         const double* c, double* p) {
     for (Index j = 0; j < d; ++j) p[j] = 0;
-    Index i = 0;
-    for (; i + 2 <= rows; i += 2) {
-        const double *x0 = X + i * pitch, *x1 = x0 + pitch, c0 = c[i], c1 = c[i + 1];
-#pragma omp simd
-        for (Index j = 0; j < d; ++j) p[j] += c0 * x0[j] + c1 * x1[j];
-    }
-    if (i < rows) {
-        const double *x0 = X + i * pitch, c0 = c[i];
-#pragma omp simd
-        for (Index j = 0; j < d; ++j) p[j] += c0 * x0[j];
-    }
+    RowCombination<Scalar> block{X, pitch, d, c, p};
+    rows::for_row_blocks<4>(rows, block);
 }
 
 // The Newton system of assemble_basis_system (BasisStep::newton) as an operator: D (d x s) ->
@@ -403,21 +409,25 @@ public:
             Matrix& out = partial[c];
             out.setZero(d, s);
             Vector v(d), h(s), k(s), coef(s), xv, p(d);
-            RowMatrix scratch;
+            const Index pitch = tasks_.X.pitch();
             for (Index t = t0; t < t1; ++t) {
                 const Index m = tasks_.size(t), begin = tasks_.begin(t);
                 const double inv_m = 1.0 / double(m);
-                const auto Xt = tasks_.task_rows(t, scratch);
                 const auto Z = Z_.middleRows(begin, m);
                 const double *g = G_.row(t).data(), *w = W_.row(t).data();
                 product_pair(D.data(), d, s, w, g, v.data(), h.data());
                 xv.resize(m);
-                row_dots(Xt.data(), Xt.outerStride(), m, d, v.data(), xv.data());
+                // X_t read in place (float or double): this runs once per CG iteration.
+                tasks_.X.visit([&](const auto* X) {
+                    row_dots(X + begin * pitch, pitch, m, d, v.data(), xv.data());
+                });
                 k.noalias() = inv_m * (Z.transpose() * xv);
                 coef.noalias() = Ainv_.middleRows(t * s, s) * (k - h);
                 xv.noalias() -= Z * coef;
                 xv *= inv_m;
-                row_combination(Xt.data(), Xt.outerStride(), m, d, xv.data(), p.data());
+                tasks_.X.visit([&](const auto* X) {
+                    row_combination(X + begin * pitch, pitch, m, d, xv.data(), p.data());
+                });
                 add_outer_pair(out.data(), d, s, p.data(), w, g, coef.data());
             }
         });
