@@ -266,7 +266,8 @@ SolveResult run_start(const TasksView& tasks, Index s, const SolveOptions& optio
             denominator = Saa + 2 * b * Sad + b * b * Sdd;
             const bool restart = !(Sdd > 0) || !std::isfinite(b) ||
                                  std::abs(b) * std::sqrt(Cp.squaredNorm()) > kMaxConjugacy * std::sqrt(rr) ||
-                                 !(numerator > 0) || !(denominator > 0);
+                                 !(numerator > kMinConjugateShare * rr) ||
+                                 !(denominator > kMinConjugateShare * Saa);
             if (restart) {
                 numerator = rr;
                 denominator = Saa;

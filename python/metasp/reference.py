@@ -102,6 +102,9 @@ def fit(
 SWITCH_TOL, SWITCH_WINDOW, PATIENCE = 1e-2, 10, 100
 SLOW_POLISH_SWITCH = 1e-6
 MAX_CONJUGACY, MAX_RETRIES = 2.0, 40
+# The conjugate direction's descent and curvature, relative to the gradient's, below which
+# they are rounding: restart (see kMinConjugateShare in cpp/include/metasp/solver.hpp).
+MIN_CONJUGATE_SHARE = 1e-12
 
 
 def _plateau(loss, window, rtol):
@@ -182,7 +185,8 @@ def _run_start(args, kind, V0) -> dict:
                     den = aa + 2 * b * ad + b * b * dd
                     restart = (not dd > 0 or not np.isfinite(b)
                                or abs(b) * np.sqrt(np.sum(Cp**2)) > MAX_CONJUGACY * np.sqrt(rr)
-                               or not num > 0 or not den > 0)
+                               or not num > MIN_CONJUGATE_SHARE * rr
+                               or not den > MIN_CONJUGATE_SHARE * aa)
                     if not restart:
                         numerator, denominator, beta = num, den, b
                 step = numerator / denominator if denominator > 0 else 0.0

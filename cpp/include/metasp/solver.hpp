@@ -30,6 +30,11 @@ enum class Init {
 // Restart the conjugate direction when its old part outweighs the new gradient by more than
 // this factor inside the current row space (beta "blows up").
 constexpr double kMaxConjugacy = 2.0;
+// ... and when the conjugate direction's descent (its inner product with the projected
+// gradient) or its curvature is below this share of the gradient's own: that is rounding,
+// e.g. in a one-dimensional row space of one task, where the direction cancels the gradient
+// exactly and the sign of what is left is a coin flip between builds.
+constexpr double kMinConjugateShare = 1e-12;
 
 struct SolveOptions {
     bool adaptive_step = true;  // normalized IHT step; otherwise the fixed step below
