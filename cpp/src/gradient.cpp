@@ -114,7 +114,7 @@ struct ProjectColumns {
     const double* V;
     Index ldv, d;
     const double* g;
-    double* p;
+    double *p, *coefficients;
     double norm = 0;
 
     template <int R>
@@ -124,17 +124,20 @@ struct ProjectColumns {
         for (int k = 0; k < R; ++k) {
             c[k] = dot[k][0];
             norm += c[k] * c[k];
+            if (coefficients != nullptr) coefficients[j + k] = c[k];
         }
         rows::add_rows<R>(V + j * ldv, ldv, d, c, p);
     }
 };
 
-// p = V (V^T g) for V (d x s, column pitch ldv) with orthonormal columns; returns ||V^T g||^2
-// = ||p||^2. On tasks of a few rows this costs as much as the pass over X_t itself.
+// p = V (V^T g) for V (d x s, column pitch ldv) with orthonormal columns, and V^T g into
+// `coefficients` when given; returns ||V^T g||^2 = ||p||^2. On tasks of a few rows this costs
+// as much as the pass over X_t itself.
 METASP_ALWAYS_INLINE
-double project(const double* V, Index ldv, Index d, Index s, const double* g, double* p) {
+double project(const double* V, Index ldv, Index d, Index s, const double* g, double* p,
+               double* coefficients = nullptr) {
     for (Index i = 0; i < d; ++i) p[i] = 0;
-    ProjectColumns block{V, ldv, d, g, p};
+    ProjectColumns block{V, ldv, d, g, p, coefficients};
     rows::for_row_blocks<4>(s, block);
     return block.norm;
 }
@@ -155,6 +158,80 @@ METASP_CPU_DISPATCH FusedSums fused_rows(const Scalar* X, Index pitch, const dou
     sums.projected = project(V, ldv, d, s, g, p);
     sums.curvature = squared_dots(X, pitch, rows, d, p) / double(rows);
     return sums;
+}
+
+// ResidualRows with a second vector q: also xq_i = x_i . q (into xq) and sum_i xq_i^2, from the
+// same dot-product blocks (2 vectors x up to 4 rows: 8 independent chains).
+template <class Scalar>
+struct ResidualPairRows {
+    const Scalar* X;
+    Index pitch, d;
+    const double* y;
+    const double* vectors[2];  // theta, q
+    double *g, *xq;
+    double loss = 0, qq = 0;
+
+    template <int R>
+    METASP_ALWAYS_INLINE void operator()(Index i, std::integral_constant<int, R>) {
+        const Scalar* x0 = X + i * pitch;
+        prefetch_rows(x0 + kPrefetchRows * pitch, R * pitch);
+        double dot[R][2], r[R], block = 0, squares = 0;
+        rows::dots<R, 2, 4 / R>(x0, pitch, d, vectors, dot);
+        for (int k = 0; k < R; ++k) {
+            r[k] = y[i + k] - dot[k][0];
+            block += r[k] * r[k];
+            xq[i + k] = dot[k][1];
+            squares += dot[k][1] * dot[k][1];
+        }
+        rows::add_rows<R>(x0, pitch, d, r, g);
+        loss += block;
+        qq += squares;
+    }
+};
+
+// sum_i (x_i . p)^2 and sum_i (x_i . p) xq_i.
+template <class Scalar>
+struct CrossRows {
+    const Scalar* X;
+    Index pitch, d;
+    const double *p, *xq;
+    double pp = 0, pq = 0;
+
+    template <int R>
+    METASP_ALWAYS_INLINE void operator()(Index i, std::integral_constant<int, R>) {
+        double dot[R][1];
+        rows::dots<R, 1, 8 / R>(X + i * pitch, pitch, d, &p, dot);
+        for (int k = 0; k < R; ++k) {
+            pp += dot[k][0] * dot[k][0];
+            pq += dot[k][0] * xq[i + k];
+        }
+    }
+};
+
+struct ConjugateSums {
+    double loss, aa, ad, dd;
+};
+
+// One task's pass of conjugate-direction IHT, X_t read from memory once: q = V V^T direction
+// (its coefficients into cd), the residuals, g and the loss, X_t q alongside X_t theta; then
+// a = V V^T g (coefficients into cg) and X_t a while X_t is still in cache. xq: `rows` doubles
+// of scratch; a, q: d each.
+template <class Scalar>
+METASP_CPU_DISPATCH ConjugateSums conjugate_rows(const Scalar* X, Index pitch, const double* y,
+                                                 Index rows, Index d, const double* theta,
+                                                 const double* direction, double* g,
+                                                 const double* V, Index ldv, Index s, double* cg,
+                                                 double* cd, double* a, double* q, double* xq) {
+    project(V, ldv, d, s, direction, q, cd);
+    for (Index j = 0; j < d; ++j) g[j] = 0;
+    ResidualPairRows<Scalar> first{X, pitch, d, y, {theta, q}, g, xq};
+    rows::for_row_blocks<4>(rows, first);
+    const double inverse = 1.0 / double(rows);
+    for (Index j = 0; j < d; ++j) g[j] *= inverse;
+    project(V, ldv, d, s, g, a, cg);
+    CrossRows<Scalar> second{X, pitch, d, a, xq};
+    rows::for_row_blocks<8>(rows, second);
+    return {first.loss * inverse, second.pp * inverse, second.pq * inverse, first.qq * inverse};
 }
 
 // ||X_t direction||^2 / m_t; `direction` is contiguous.
@@ -215,6 +292,39 @@ void task_gradient(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& Th
         task_loss[t] = sums.loss;
         projected[t] = sums.projected;
         curvature[t] = sums.curvature;
+    });
+}
+
+void task_gradient_conjugate(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& Theta,
+                             const Eigen::Ref<const RowMatrix>& D, Eigen::Ref<RowMatrix> G,
+                             Eigen::Ref<Vector> task_loss, const Eigen::Ref<const Matrix>& V,
+                             Eigen::Ref<RowMatrix> CG, Eigen::Ref<RowMatrix> CD,
+                             Eigen::Ref<Vector> aa, Eigen::Ref<Vector> ad, Eigen::Ref<Vector> dd,
+                             int n_threads) {
+    check_gradient_arguments(tasks, Theta, G, task_loss);
+    check_shape(tasks, D.rows(), D.cols(), tasks.n_features(), "D");
+    const Index T = tasks.n_tasks(), d = tasks.n_features(), s = V.cols(), pitch = tasks.X.pitch();
+    if (V.rows() != d) throw std::invalid_argument("V must have d rows");
+    check_shape(tasks, CG.rows(), CG.cols(), s, "CG");
+    check_shape(tasks, CD.rows(), CD.cols(), s, "CD");
+    if (aa.size() != T || ad.size() != T || dd.size() != T)
+        throw std::invalid_argument("aa, ad and dd need one entry per task");
+    for_each_task(tasks, n_threads, 4.0 * d, [&](Index t) {
+        thread_local Vector a, q, xq;
+        a.resize(d);
+        q.resize(d);
+        xq.resize(tasks.size(t));
+        const Index begin = tasks.begin(t);
+        const ConjugateSums sums = tasks.X.visit([&](const auto* X) {
+            return conjugate_rows(X + begin * pitch, pitch, tasks.y.data() + begin, tasks.size(t),
+                                  d, Theta.row(t).data(), D.row(t).data(), G.row(t).data(),
+                                  V.data(), V.outerStride(), s, CG.row(t).data(),
+                                  CD.row(t).data(), a.data(), q.data(), xq.data());
+        });
+        task_loss[t] = sums.loss;
+        aa[t] = sums.aa;
+        ad[t] = sums.ad;
+        dd[t] = sums.dd;
     });
 }
 

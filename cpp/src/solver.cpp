@@ -1,6 +1,5 @@
 #include "metasp/solver.hpp"
 
-#include "metasp/conjugate.hpp"
 #include "metasp/gradient.hpp"
 #include "metasp/parallel.hpp"
 
@@ -112,6 +111,20 @@ double add_scaled(const RowMatrix& base, double step, const RowMatrix& direction
     })[0];
 }
 
+// out = base + step * C B^T (C: rows x r, B: d x r), row chunk by row chunk: the T x d
+// product is never formed whole.
+void add_expanded(const RowMatrix& base, double step, const RowMatrix& C, const Matrix& B,
+                  RowMatrix& out, int n_threads) {
+    out.resize(base.rows(), base.cols());
+    const Matrix Bt = step * B.transpose();
+    chunk_sums<0>(base.rows(), base.cols(), n_threads, [&](Index r0, Index r1) {
+        auto rows = out.middleRows(r0, r1 - r0);
+        rows.noalias() = C.middleRows(r0, r1 - r0) * Bt;
+        rows += base.middleRows(r0, r1 - r0);
+        return std::array<double, 0>{};
+    });
+}
+
 // out = A, copied over the same row chunks in parallel.
 void copy_rows(const RowMatrix& A, RowMatrix& out, int n_threads) {
     out.resize(A.rows(), A.cols());
@@ -170,7 +183,8 @@ SolveResult run_start(const TasksView& tasks, Index s, const SolveOptions& optio
     SolveResult out;
     RowMatrix theta = RowMatrix::Zero(T, d);
     RowMatrix work(T, d);  // gradient, then the step's target, then the next iterate
-    RowMatrix direction, projected_gradient, projected_direction;  // CGIHT only
+    RowMatrix direction;  // CGIHT only
+    RowMatrix Cr(T, s), Cp(T, s);  // V^T g_t and V^T (direction)_t, rows t, from its pass
     Vector per_task(T);
     TruncatedSVD svd;      // its basis warm-starts the next truncated SVD
     bool have_subspace = false, have_direction = false, done = false;
@@ -223,12 +237,10 @@ SolveResult run_start(const TasksView& tasks, Index s, const SolveOptions& optio
 
     // CGIHT: p = G + beta p_prev with beta making P p conjugate to P p_prev (P: projection on
     // the current row space), then the exact line search along p restricted to the row space.
-    // Writes the new direction into `direction`; returns the step and sets beta.
+    // Uses Cr, Cp, aa, ad and dd from the pass over X (task_gradient_conjugate); writes the
+    // new direction into `direction`; returns the step and sets beta.
     double beta = kNaN;
     const auto conjugate_step = [&] {
-        RowMatrix Cr(T, s), Cp(T, s);
-        tall_product(work, svd.V, Cr, n_threads);
-        tall_product(direction, svd.V, Cp, n_threads);
         const double gradient_norm = squared_norm(work, n_threads), rr = Cr.squaredNorm();
         double numerator, denominator;
         beta = 0;
@@ -237,11 +249,6 @@ SolveResult run_start(const TasksView& tasks, Index s, const SolveOptions& optio
             numerator = gradient_norm;
             denominator = sum(curvature);
         } else {
-            projected_gradient.resize(T, d);
-            projected_direction.resize(T, d);
-            tall_product(Cr, svd.V.transpose(), projected_gradient, n_threads);
-            tall_product(Cp, svd.V.transpose(), projected_direction, n_threads);
-            task_curvature_pair(tasks, projected_gradient, projected_direction, aa, ad, dd, n_threads);
             const double Saa = sum(aa), Sad = sum(ad), Sdd = sum(dd);
             const double rp = (Cr.array() * Cp.array()).sum();
             const double b = -Sad / Sdd;
@@ -260,7 +267,7 @@ SolveResult run_start(const TasksView& tasks, Index s, const SolveOptions& optio
         // Only the old direction's part inside the row space carries over: that is where the
         // line search measured it; its outside part would be an unmeasured step.
         if (beta != 0)
-            add_scaled(work, beta, projected_direction, direction, n_threads);
+            add_expanded(work, beta, Cp, svd.V, direction, n_threads);
         else
             copy_rows(work, direction, n_threads);
         return denominator > 0 ? numerator / denominator : 0.0;
@@ -282,7 +289,10 @@ SolveResult run_start(const TasksView& tasks, Index s, const SolveOptions& optio
         // Normalized IHT: the step is an exact line search along the gradient projected on
         // the current row space, computed in the same pass over X as the gradient.
         const bool fused_step = options.adaptive_step && have_subspace && !cg_step;
-        if (fused_step)
+        if (cg_step)
+            task_gradient_conjugate(tasks, theta, direction, work, per_task, svd.V, Cr, Cp, aa, ad,
+                                    dd, n_threads);
+        else if (fused_step)
             task_gradient(tasks, theta, work, per_task, n_threads, svd.V, projected, curvature);
         else
             task_gradient(tasks, theta, work, per_task, n_threads);

@@ -1,6 +1,7 @@
 #include "metasp/truncated_svd.hpp"
 
 #include "metasp/parallel.hpp"
+#include "metasp/row_kernels.hpp"
 
 #include <Eigen/Eigenvalues>
 #include <Eigen/QR>
@@ -27,50 +28,58 @@ Matrix gaussian_matrix(Index rows, Index cols, std::uint64_t seed) {
     return G;
 }
 
-// Y += A^T (A Q) over `rows` rows of A (row pitch `pitch`, d columns); Q and Y are d x b,
-// column-major. Four rows at a time: each load of a column of Q or Y serves four rows, and
-// four independent dot products hide each one's reduction latency. Plain loops rather than
-// Eigen products: with b ~ 10 columns, packing A for a GEMM costs as much as the multiply.
+// Y += A^T (A Q) over the `rows` rows of A starting at A (row pitch `pitch`, d columns), and
+// the rows of A Q into AQ (row-major, b columns); Q and Y are d x b, column-major. Blocks of
+// up to 4 rows: their dot products with two columns of Q at a time run as 8 independent
+// chains on the packs of row_kernels.hpp, and each column of Y is loaded and stored once per
+// block. Plain loops rather than Eigen products: with b ~ 10 columns, packing A for a GEMM
+// costs as much as the multiply.
+struct GramRows {
+    const double* A;
+    Index pitch, d;
+    const double* Q;
+    Index b;
+    double *Y, *AQ;
+
+    template <int R>
+    METASP_ALWAYS_INLINE void operator()(Index i, std::integral_constant<int, R>) {
+        const double* a0 = A + i * pitch;
+        prefetch_rows(a0 + 8 * pitch, R * pitch);
+        double* z = AQ + i * b;
+        Index j = 0;
+        for (; j + 2 <= b; j += 2) {
+            const double* columns[2] = {Q + j * d, Q + (j + 1) * d};
+            double dot[R][2];
+            rows::dots<R, 2, 4 / R>(a0, pitch, d, columns, dot);
+            for (int k = 0; k < R; ++k) z[k * b + j] = dot[k][0], z[k * b + j + 1] = dot[k][1];
+        }
+        if (j < b) {
+            const double* column = Q + j * d;
+            double dot[R][1];
+            rows::dots<R, 1, 8 / R>(a0, pitch, d, &column, dot);
+            for (int k = 0; k < R; ++k) z[k * b + j] = dot[k][0];
+        }
+        for (j = 0; j < b; ++j) {
+            double c[R];
+            for (int k = 0; k < R; ++k) c[k] = z[k * b + j];
+            rows::add_rows<R>(a0, pitch, d, c, Y + j * d);
+        }
+    }
+};
+
 METASP_CPU_DISPATCH
 void add_gram_times(const double* A, Index pitch, Index rows, Index d, const double* Q, Index b,
-                    double* Y) {
-    Index i = 0;
-    for (; i + 4 <= rows; i += 4) {
-        const double *a0 = A + i * pitch, *a1 = a0 + pitch, *a2 = a1 + pitch, *a3 = a2 + pitch;
-        prefetch_rows(A + (i + 8) * pitch, 4 * pitch);
-        for (Index j = 0; j < b; ++j) {
-            const double* q = Q + j * d;
-            double z0 = 0, z1 = 0, z2 = 0, z3 = 0;
-#pragma omp simd reduction(+ : z0, z1, z2, z3)
-            for (Index k = 0; k < d; ++k) {
-                z0 += a0[k] * q[k];
-                z1 += a1[k] * q[k];
-                z2 += a2[k] * q[k];
-                z3 += a3[k] * q[k];
-            }
-            double* y = Y + j * d;
-#pragma omp simd
-            for (Index k = 0; k < d; ++k) y[k] += (z0 * a0[k] + z1 * a1[k]) + (z2 * a2[k] + z3 * a3[k]);
-        }
-    }
-    for (; i < rows; ++i) {
-        const double* a0 = A + i * pitch;
-        for (Index j = 0; j < b; ++j) {
-            const double* q = Q + j * d;
-            double z0 = 0;
-#pragma omp simd reduction(+ : z0)
-            for (Index k = 0; k < d; ++k) z0 += a0[k] * q[k];
-            double* y = Y + j * d;
-#pragma omp simd
-            for (Index k = 0; k < d; ++k) y[k] += z0 * a0[k];
-        }
-    }
+                    double* Y, double* AQ) {
+    GramRows block{A, pitch, d, Q, b, Y, AQ};
+    rows::for_row_blocks<4>(rows, block);
 }
 
 }  // namespace
 
-Matrix gram_times(const Eigen::Ref<const RowMatrix>& A, const Matrix& Q, int n_threads) {
+Matrix gram_times(const Eigen::Ref<const RowMatrix>& A, const Matrix& Q, RowMatrix& AQ,
+                  int n_threads) {
     const Index rows = A.rows(), d = A.cols(), b = Q.cols(), n_chunks = n_row_chunks(rows);
+    AQ.resize(rows, b);
     std::vector<Matrix> partial(static_cast<size_t>(n_chunks));
     const bool parallel = run_parallel(n_threads, double(rows) * d * b);
 #pragma omp parallel for num_threads(n_threads) if (parallel) schedule(static)
@@ -78,7 +87,7 @@ Matrix gram_times(const Eigen::Ref<const RowMatrix>& A, const Matrix& Q, int n_t
         const Index r0 = chunk_begin(c, n_chunks, rows), r1 = chunk_begin(c + 1, n_chunks, rows);
         partial[c].setZero(d, b);
         add_gram_times(A.row(r0).data(), A.outerStride(), r1 - r0, d, Q.data(), b,
-                       partial[c].data());
+                       partial[c].data(), AQ.row(r0).data());
     }
     Matrix sum = std::move(partial[0]);
     for (Index c = 1; c < n_chunks; ++c) sum += partial[c];
@@ -144,10 +153,11 @@ TruncatedSVD truncated_svd(const Eigen::Ref<const RowMatrix>& A, Index s,
     const double tol = std::max(options.tol, 32 * std::numeric_limits<double>::epsilon() *
                                                  std::sqrt(double(std::max(T, d))));
     double previous_residual = std::numeric_limits<double>::infinity();
+    RowMatrix AQ;
     for (int step = 1;; ++step) {
         // Rayleigh-Ritz on span(Q), from Y = A^T A Q alone: the Ritz matrix is Q^T Y, the
         // Ritz vectors V = Q R, and A^T A V = Y R, so no T x b block is kept.
-        const Matrix Y = gram_times(A, Q, n_threads);
+        const Matrix Y = gram_times(A, Q, AQ, n_threads);
         Matrix H = Q.transpose() * Y;
         H = (0.5 * (H + H.transpose())).eval();
         const Eigen::SelfAdjointEigenSolver<Matrix> eig(H);
@@ -162,8 +172,8 @@ TruncatedSVD truncated_svd(const Eigen::Ref<const RowMatrix>& A, Index s,
         const double target = tol * std::max(lambda(0), 0.0);
         const bool converged = residual <= target;
         if (converged || step >= options.max_steps || (stop_requested && stop_requested())) {
-            Matrix W(T, s);
-            tall_product(A, V.leftCols(s), W, n_threads);
+            Matrix W(T, s);  // A V = (A Q) ritz: no further pass over A
+            tall_product(AQ, ritz.leftCols(s), W, n_threads);
             return finish(std::move(V), W, step, converged);
         }
         // Residuals shrink geometrically, by (sigma_{b+1} / sigma_s)^2 per step.

@@ -192,6 +192,7 @@ def _run_start(args, kind, V0) -> dict:
     conjugate = args.adaptive and args.conjugate
     Theta = np.zeros((T, d))
     svd, direction = None, None
+    have_direction = False  # the last update was not a backtracking one: beta may be used
     hist = {"loss": [], "step": [], "beta": [], "rel_change": [], "sin_angle": [], "phase": []}
     status, n_iter, done = "max_iter", 0, False
     initial_loss = np.mean(np.add.reduceat(tasks.y**2, tasks.offsets[:-1]) / tasks.task_sizes)
@@ -240,7 +241,7 @@ def _run_start(args, kind, V0) -> dict:
                     numerator, denominator = gradient_norm, curvature(tasks, G, np.eye(d)).sum()
                 else:
                     numerator, denominator = rr, curvature(tasks, Cr, V).sum()
-                if conjugate and direction is not None and not whole:
+                if conjugate and have_direction and not whole:
                     Cp = direction @ V
                     Pr, Pp = Cr @ V.T, Cp @ V.T
                     aa, ad, dd = _curvature_pair(tasks, Pr, Pp)
@@ -264,8 +265,9 @@ def _run_start(args, kind, V0) -> dict:
         norm = np.linalg.norm(new_Theta)
         change = np.linalg.norm(new_Theta - Theta)
         Theta, n_iter = new_Theta, k + 1
-        if retry:
-            direction = None  # the directions restart after a backtracking step
+        # The directions restart after a backtracking step; a further backtracking step still
+        # halves along the same direction.
+        have_direction = conjugate and not retry
         hist["step"].append(step)
         hist["beta"].append(beta)
         hist["rel_change"].append(change / norm if norm > 0 else 0.0)

@@ -22,6 +22,20 @@ void task_gradient(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& Th
                    const Eigen::Ref<const Matrix>& V, Eigen::Ref<Vector> projected,
                    Eigen::Ref<Vector> curvature);
 
+// The pass of conjugate-direction IHT (CGIHT): the gradient and loss as above, and with
+// a_t = V V^T G[t] and q_t = V V^T D[t] (the gradient and the previous direction D projected
+// on span(V), V: d x s orthonormal), their coefficients CG[t] = V^T G[t] and CD[t] = V^T D[t]
+// (T x s) and the curvatures along them and their cross term:
+//   aa[t] = ||X_t a_t||^2 / m_t,  ad[t] = <X_t a_t, X_t q_t> / m_t,  dd[t] = ||X_t q_t||^2 / m_t.
+// X_t q_t is computed alongside X_t theta_t and X_t a_t while X_t is in cache: X is read from
+// memory once.
+void task_gradient_conjugate(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& Theta,
+                             const Eigen::Ref<const RowMatrix>& D, Eigen::Ref<RowMatrix> G,
+                             Eigen::Ref<Vector> task_loss, const Eigen::Ref<const Matrix>& V,
+                             Eigen::Ref<RowMatrix> CG, Eigen::Ref<RowMatrix> CD,
+                             Eigen::Ref<Vector> aa, Eigen::Ref<Vector> ad, Eigen::Ref<Vector> dd,
+                             int n_threads);
+
 // task_loss[t] = ||y_t - X_t theta_t||^2 / m_t, without the gradient.
 void task_loss(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& Theta,
                Eigen::Ref<Vector> task_loss, int n_threads);

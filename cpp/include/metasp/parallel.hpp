@@ -81,9 +81,10 @@ Matrix transposed_product(const Left& A, const Right& U, int n_threads) {
 }
 
 // A^T (A Q) for tall A (rows x p) and thin Q (p x q), in one pass over A: each block of rows
-// A_r Q is multiplied back by A_r^T while A_r is still in cache, and no rows x q temporary is
-// formed. Chunked and summed in order like transposed_product.
-Matrix gram_times(const Eigen::Ref<const RowMatrix>& A, const Matrix& Q, int n_threads);
+// A_r Q is multiplied back by A_r^T while A_r is still in cache. A Q is written into AQ
+// (resized to rows x q). Chunked and summed in order like transposed_product.
+Matrix gram_times(const Eigen::Ref<const RowMatrix>& A, const Matrix& Q, RowMatrix& AQ,
+                  int n_threads);
 
 // out = A R for tall A (rows x p) and small R (p x q); rows are independent.
 template <class Left, class Right, class Out>
