@@ -67,6 +67,9 @@ def main():
                         metavar=("T", "m", "d", "s"))
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--baseline", help="directory holding the package metasp_baseline")
+    parser.add_argument("--spike-shapes", type=int, nargs="*", default=[2000, 100, 20000, 500],
+                        metavar="T d", help="pairs: rank_spike on a T x d Gaussian matrix from "
+                        "the Gram matrix and from the truncated SVD (default 2000 100 20000 500)")
     args = parser.parse_args()
     baseline = None
     if args.baseline:
@@ -133,6 +136,23 @@ def main():
     for name, (before, after) in times.items():
         b, a = 1e3 * np.median(before), 1e3 * np.median(after)
         print(f"| {name} | {b:.2f} | {a:.2f} | {b / a:.1f}x |")
+    spike_shapes = list(zip(args.spike_shapes[::2], args.spike_shapes[1::2]))
+    if spike_shapes:
+        print("\nrank_spike of noise-like residual correlations (a right-rank fit): Gaussian "
+              f"T x d, CPU time, median of {args.repeats // 4 + 1}, interleaved")
+        print("| T, d | Gram matrix [ms] | truncated SVD [ms] | SVD / Gram |")
+        print("|---|---|---|---|")
+    for rows, cols in spike_shapes:
+        G = np.random.default_rng(0).standard_normal((rows, cols))
+        sizes = np.full(rows, 20)
+        gram_times, svd_times = [], []
+        for _ in range(args.repeats // 4 + 1):
+            gram_times.append(cpu_time(lambda: _diagnostics.rank_spike(G, sizes, 5, 1)))
+            _diagnostics.SMALL_GRAM, saved = 0, _diagnostics.SMALL_GRAM
+            svd_times.append(cpu_time(lambda: _diagnostics.rank_spike(G, sizes, 5, 1)))
+            _diagnostics.SMALL_GRAM = saved
+        g, v = 1e3 * np.median(gram_times), 1e3 * np.median(svd_times)
+        print(f"| {rows}, {cols} | {g:.2f} | {v:.2f} | {v / g:.1f}x |")
     new_prior = _fit_head_prior(statistics, n, n_threads=1)
     old_prior_values = old_prior(old, n)
     difference = max(np.linalg.norm(np.subtract(a, b)) / np.linalg.norm(b)
