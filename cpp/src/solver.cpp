@@ -111,18 +111,28 @@ double add_scaled(const RowMatrix& base, double step, const RowMatrix& direction
     })[0];
 }
 
-// out = base + step * C B^T (C: rows x r, B: d x r), row chunk by row chunk: the T x d
-// product is never formed whole.
-void add_expanded(const RowMatrix& base, double step, const RowMatrix& C, const Matrix& B,
-                  RowMatrix& out, int n_threads) {
-    out.resize(base.rows(), base.cols());
-    const Matrix Bt = step * B.transpose();
-    chunk_sums<0>(base.rows(), base.cols(), n_threads, [&](Index r0, Index r1) {
-        auto rows = out.middleRows(r0, r1 - r0);
-        rows.noalias() = C.middleRows(r0, r1 - r0) * Bt;
-        rows += base.middleRows(r0, r1 - r0);
-        return std::array<double, 0>{};
-    });
+// The CGIHT update in one pass over the row chunks: direction = G + beta C B^T (the new
+// direction: the gradient plus beta times the old direction's part in span(B), C: T x r,
+// B: d x r), then out = theta + step * direction; returns ||out||_F^2. out may alias G.
+double conjugate_update(const RowMatrix& theta, double step, const RowMatrix& G, double beta,
+                        const RowMatrix& C, const Matrix& B, RowMatrix& direction, RowMatrix& out,
+                        int n_threads) {
+    direction.resize(G.rows(), G.cols());
+    out.resize(G.rows(), G.cols());
+    const Matrix Bt = beta * B.transpose();
+    return chunk_sums<1>(G.rows(), G.cols(), n_threads, [&](Index r0, Index r1) {
+        const Index n = r1 - r0;
+        auto p = direction.middleRows(r0, n);
+        if (beta != 0) {
+            p.noalias() = C.middleRows(r0, n) * Bt;
+            p += G.middleRows(r0, n);
+        } else {
+            p = G.middleRows(r0, n);
+        }
+        auto rows = out.middleRows(r0, n);
+        rows = theta.middleRows(r0, n) + step * p;
+        return std::array<double, 1>{rows.squaredNorm()};
+    })[0];
 }
 
 // out = A, copied over the same row chunks in parallel.
@@ -237,8 +247,8 @@ SolveResult run_start(const TasksView& tasks, Index s, const SolveOptions& optio
 
     // CGIHT: p = G + beta p_prev with beta making P p conjugate to P p_prev (P: projection on
     // the current row space), then the exact line search along p restricted to the row space.
-    // Uses Cr, Cp, aa, ad and dd from the pass over X (task_gradient_conjugate); writes the
-    // new direction into `direction`; returns the step and sets beta.
+    // Uses Cr, Cp, aa, ad and dd from the pass over X (task_gradient_conjugate); returns the
+    // step and sets beta (conjugate_update then forms p).
     double beta = kNaN;
     const auto conjugate_step = [&] {
         const double gradient_norm = squared_norm(work, n_threads), rr = Cr.squaredNorm();
@@ -264,12 +274,6 @@ SolveResult run_start(const TasksView& tasks, Index s, const SolveOptions& optio
                 beta = b;
             }
         }
-        // Only the old direction's part inside the row space carries over: that is where the
-        // line search measured it; its outside part would be an unmeasured step.
-        if (beta != 0)
-            add_expanded(work, beta, Cp, svd.V, direction, n_threads);
-        else
-            copy_rows(work, direction, n_threads);
         return denominator > 0 ? numerator / denominator : 0.0;
     };
 
@@ -336,7 +340,11 @@ SolveResult run_start(const TasksView& tasks, Index s, const SolveOptions& optio
                 step = line_search();
             }
             if (cg_step) {
-                target_norm = add_scaled(theta, step, direction, work, n_threads);
+                // Only the old direction's part inside the row space carries over: that is
+                // where the line search measured it; its outside part would be an unmeasured
+                // step.
+                target_norm = conjugate_update(theta, step, work, beta, Cp, svd.V, direction, work,
+                                               n_threads);
             } else {
                 if (conjugate) copy_rows(work, direction, n_threads);  // a restart: the gradient
                 // the gradient step, before hard thresholding

@@ -114,11 +114,16 @@ METASP_ALWAYS_INLINE void dots(const Scalar* x0, Index pitch, Index d, const dou
 template <int R, class Scalar>
 METASP_ALWAYS_INLINE void add_rows(const Scalar* x0, Index pitch, Index d, const double* r,
                                    double* g) {
+    // Broadcast once, outside the loop: GCC 12 otherwise rebuilds every broadcast on every
+    // pack (two shuffles each), which made the shuffle port this loop's bound.
+    Pack coefficient[R];
+#pragma GCC unroll 8
+    for (int k = 0; k < R; ++k) coefficient[k] = broadcast(r[k]);
     Index j = 0;
     for (; j + kPack <= d; j += kPack) {
-        Pack t = load(x0 + j) * broadcast(r[0]);
+        Pack t = load(x0 + j) * coefficient[0];
 #pragma GCC unroll 8
-        for (int k = 1; k < R; ++k) t += load(x0 + k * pitch + j) * broadcast(r[k]);
+        for (int k = 1; k < R; ++k) t += load(x0 + k * pitch + j) * coefficient[k];
         store(g + j, load(g + j) + t);
     }
     for (; j < d; ++j) {
