@@ -49,6 +49,26 @@ def svd(A=A, s=S, warm_start=None, n_threads=1, tol=1e-12, max_steps=300):
     return _core.truncated_svd(A, s, warm_start, 0, n_threads, tol, max_steps)
 
 
+def statistics(X=X, y=Y, offsets=OFFSETS, V=B, W=None, n_threads=1):
+    return _core.task_statistics(X, y, offsets, V, W, n_threads)
+
+
+def fused_statistics(W=C, **kwargs):
+    """task_statistics with heads W: the pass that also computes the gradient at W B^T."""
+    return statistics(W=W, **kwargs)
+
+
+_Z = (X @ B).reshape(T, M, S)
+GRAM = np.einsum("tms,tmr->tsr", _Z, _Z)
+CROSS = np.einsum("tms,tm->ts", _Z, Y.reshape(T, M))
+SQUARES = np.sum(Y.reshape(T, M) ** 2, axis=1)
+
+
+def em_step(gram=GRAM, cross=CROSS, squares=SQUARES, mean=np.zeros(S), cov=np.eye(S), noise=1.0,
+            n=float(N), floor=0.0, n_threads=1):
+    return _core.head_prior_em_step(gram, cross, squares, mean, cov, noise, n, floor, n_threads)
+
+
 def with_entry(array, index, value):
     out = array.copy()
     out[index] = value
@@ -103,7 +123,9 @@ CASES = [
     *[(f"{name}: {description}", lambda f=f, kwargs=kwargs: f(**kwargs), error, match)
       for description, kwargs, error, match in BAD_TASK_DATA
       for name, f in (("solve", solve), ("task_gradient", gradient),
-                      ("task_gradient with V", fused_gradient), ("task_curvature", curvature))],
+                      ("task_gradient with V", fused_gradient), ("task_curvature", curvature),
+                      ("task_statistics", statistics),
+                      ("task_statistics with W", fused_statistics))],
     ("solve: s = 0", lambda: solve(s=0), ValueError, r"1 <= s <= min\(T, d\)"),
     ("solve: s < 0", lambda: solve(s=-1), ValueError, r"1 <= s <= min\(T, d\)"),
     ("solve: s > min(T, d)", lambda: solve(s=D + 1), ValueError, r"1 <= s <= min\(T, d\)"),
@@ -179,10 +201,71 @@ CASES = [
     ("truncated_svd: non-contiguous A[:, ::2]", lambda: svd(A=np.repeat(A, 2, axis=1)[:, ::2]),
      TypeError, BINDING_ERROR),
     ("truncated_svd: A as a list", lambda: svd(A=A.tolist()), TypeError, BINDING_ERROR),
+    ("task_statistics: V with d+1 rows", lambda: statistics(V=np.eye(D + 1, S)), ValueError,
+     r"V must have shape \(d, s\) with d = 4"),
+    ("task_statistics: V with d-1 rows", lambda: statistics(V=B[:-1]), ValueError,
+     r"V must have shape \(d, s\)"),
+    ("task_statistics: V transposed", lambda: statistics(V=B.T), ValueError,
+     r"V must have shape \(d, s\)"),
+    ("task_statistics: V without columns", lambda: statistics(V=np.zeros((D, 0))), ValueError,
+     r"s >= 1"),
+    ("task_statistics: V as text", lambda: statistics(V="B"), TypeError, BINDING_ERROR),
+    ("task_statistics: W with T+1 rows", lambda: fused_statistics(W=np.zeros((T + 1, S))),
+     ValueError, r"W must have shape \(T, s\) = \(6, 2\)"),
+    ("task_statistics: W with s+1 columns", lambda: fused_statistics(W=np.zeros((T, S + 1))),
+     ValueError, r"W must have shape \(T, s\)"),
+    ("task_statistics: 1-D W", lambda: fused_statistics(W=np.zeros(T * S)), ValueError,
+     r"W must have shape \(T, s\)"),
+    ("head_prior_em_step: 2-D gram", lambda: em_step(gram=GRAM.reshape(T, S * S)), ValueError,
+     r"gram must have shape \(T, s, s\)"),
+    ("head_prior_em_step: gram (T, s, s+1)", lambda: em_step(gram=np.zeros((T, S, S + 1))),
+     ValueError, r"gram must have shape \(T, s, s\)"),
+    ("head_prior_em_step: gram with T+1 tasks", lambda: em_step(gram=np.zeros((T + 1, S, S))),
+     ValueError, r"gram must have shape \(T, s, s\) = \(6, 2, 2\)"),
+    ("head_prior_em_step: gram for s+1", lambda: em_step(gram=np.zeros((T, S + 1, S + 1))),
+     ValueError, r"gram must have shape \(T, s, s\) = \(6, 2, 2\)"),
+    ("head_prior_em_step: float32 gram", lambda: em_step(gram=GRAM.astype(np.float32)),
+     TypeError, BINDING_ERROR),
+    ("head_prior_em_step: Fortran-order gram", lambda: em_step(gram=np.asfortranarray(GRAM)),
+     TypeError, BINDING_ERROR),
+    ("head_prior_em_step: gram as a list", lambda: em_step(gram=GRAM.tolist()), TypeError,
+     BINDING_ERROR),
+    ("head_prior_em_step: float32 cross", lambda: em_step(cross=CROSS.astype(np.float32)),
+     TypeError, BINDING_ERROR),
+    ("head_prior_em_step: no tasks", lambda: em_step(gram=GRAM[:0], cross=CROSS[:0],
+                                                     squares=SQUARES[:0]),
+     ValueError, r"cross must have shape \(T, s\) with T, s >= 1"),
+    ("head_prior_em_step: s = 0", lambda: em_step(gram=np.zeros((T, 0, 0)),
+                                                  cross=np.zeros((T, 0)), mean=np.zeros(0),
+                                                  cov=np.zeros((0, 0))),
+     ValueError, r"cross must have shape \(T, s\) with T, s >= 1"),
+    ("head_prior_em_step: squares with T-1 entries", lambda: em_step(squares=SQUARES[:-1].copy()),
+     ValueError, r"squares must have shape \(T,\)"),
+    ("head_prior_em_step: mean with s+1 entries", lambda: em_step(mean=np.zeros(S + 1)),
+     ValueError, r"mean and cov must have shapes \(s,\) and \(s, s\) with s = 2"),
+    ("head_prior_em_step: cov (s+1, s+1)", lambda: em_step(cov=np.eye(S + 1)), ValueError,
+     r"mean and cov must have shapes"),
+    ("head_prior_em_step: indefinite cov", lambda: em_step(cov=-np.eye(S)), ValueError,
+     r"cov must be symmetric positive definite"),
+    ("head_prior_em_step: singular cov", lambda: em_step(cov=np.zeros((S, S))), ValueError,
+     r"cov must be symmetric positive definite"),
+    ("head_prior_em_step: noise = 0", lambda: em_step(noise=0.0), ValueError,
+     r"noise must be positive and finite"),
+    ("head_prior_em_step: noise nan", lambda: em_step(noise=float("nan")), ValueError,
+     r"noise must be positive and finite"),
+    ("head_prior_em_step: noise inf", lambda: em_step(noise=float("inf")), ValueError,
+     r"noise must be positive and finite"),
+    ("head_prior_em_step: n = 0", lambda: em_step(n=0.0), ValueError, r"n must be positive"),
+    ("head_prior_em_step: negative floor", lambda: em_step(floor=-1.0), ValueError,
+     r"floor must be non-negative and finite"),
+    ("head_prior_em_step: nan floor", lambda: em_step(floor=float("nan")), ValueError,
+     r"floor must be non-negative and finite"),
     *[pytest.param(call, ValueError, r"n_threads", id=f"{name}: n_threads = {n}")
       for n in (0, -1)
       for name, call in (("task_gradient", lambda n=n: gradient(n_threads=n)),
                          ("task_curvature", lambda n=n: curvature(n_threads=n)),
+                         ("task_statistics", lambda n=n: statistics(n_threads=n)),
+                         ("head_prior_em_step", lambda n=n: em_step(n_threads=n)),
                          ("truncated_svd", lambda n=n: svd(n_threads=n)))],
 ]
 PARAMS = [case if hasattr(case, "marks") else pytest.param(*case[1:], id=case[0])
@@ -236,7 +319,8 @@ def baseline():
     """Run the table's baseline arguments, which are valid: so each case fails for its one
     change only (and a changed binding signature cannot make the TypeError cases pass)."""
     return dict(gradient=gradient(), fused_gradient=fused_gradient(), curvature=curvature(),
-                V=svd()["V"], solve=solve(reference_B=np.ascontiguousarray(B.T)))
+                V=svd()["V"], solve=solve(reference_B=np.ascontiguousarray(B.T)),
+                statistics=statistics(), fused_statistics=fused_statistics(), em_step=em_step())
 
 
 def test_baseline_calls_succeed(baseline):
@@ -252,6 +336,16 @@ def test_baseline_calls_succeed(baseline):
     np.testing.assert_allclose(V.T @ V, np.eye(S), atol=1e-12)
     assert out["Theta"].shape == (T, D) and out["n_iter"] == 3 and len(out["sin_angle"]) == 3
     assert _core.max_threads() >= 1
+    gram, cross, squares, none = baseline["statistics"]
+    np.testing.assert_allclose(gram, GRAM, rtol=1e-12)
+    np.testing.assert_allclose(cross, CROSS, rtol=1e-12)
+    np.testing.assert_allclose(squares, SQUARES, rtol=1e-12)
+    assert none is None
+    G_heads = baseline["fused_statistics"][3]
+    np.testing.assert_allclose(G_heads, gradient(Theta=C @ B.T)[0], rtol=1e-12)
+    mean, cov, noise, log_likelihood = baseline["em_step"]
+    assert mean.shape == (S,) and cov.shape == (S, S) and noise > 0
+    assert np.isfinite(log_likelihood)
 
 
 def test_no_malformed_call_crashes_the_interpreter(crashes):

@@ -22,6 +22,7 @@ def test_docstring_examples(module):
 
 
 PUBLIC = [metasp.fit, metasp.polish, metasp.datasets.make_hps, metasp.kernels.gradient, metasp.kernels.curvature,
+          metasp.kernels.task_statistics,
           metasp.kernels.truncated_svd, metasp.metrics.sin_angle, metasp.metrics.subspace_distance,
           metasp.metrics.frobenius_error, metasp.MetaSPResult.adapt, metasp.MetaSPResult.predict,
           metasp.Tasks.from_frame, metasp.load, metasp.MetaSPResult.save,

@@ -75,3 +75,69 @@ def test_every_block_shape(dtype, d):
     for name in ("G", "task_loss", "projected", "curvature"):
         np.testing.assert_allclose(getattr(fused, name), getattr(expected, name), rtol=1e-12,
                                    atol=1e-14, err_msg=name)
+
+
+def _tasks_of_sizes(sizes, d, dtype, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((sum(sizes), d)).astype(dtype)
+    y = rng.standard_normal(sum(sizes))
+    return metasp.Tasks(X, y, np.concatenate([[0], np.cumsum(sizes)]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d, s", [(1, 1), (3, 2), (7, 3), (9, 5), (17, 7), (17, 9)])
+def test_task_statistics_match_reference(dtype, d, s):
+    # Task sizes 1..19 split the rows every way into the kernel's blocks of 4, 2 and 1; odd s
+    # leaves a single column after the pairs; d below, at and between the 4-wide packs.
+    tasks = _tasks_of_sizes(list(range(1, 20)), d, dtype, seed=d + s)
+    tasks_ref = metasp.Tasks(tasks.X.astype(np.float64), tasks.y, tasks.offsets)
+    rng = np.random.default_rng(s)
+    B = rng.standard_normal((s, d))  # any rows, not only orthonormal ones
+    heads = rng.standard_normal((tasks.n_tasks, s))
+    out = kernels.task_statistics(tasks, B, heads=heads)
+    expected = reference.task_statistics(tasks_ref, B, heads=heads)
+    for name in ("gram", "cross", "squares", "G"):
+        np.testing.assert_allclose(getattr(out, name), getattr(expected, name), rtol=1e-12,
+                                   atol=1e-13, err_msg=name)
+    # Spelled out for one task, and G as the gradient pass computes it.
+    X, y = tasks_ref[11]
+    Z = X @ B.T
+    np.testing.assert_allclose(out.gram[11], Z.T @ Z, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(out.cross[11], Z.T @ y, rtol=1e-12, atol=1e-13)
+    assert out.squares[11] == pytest.approx(y @ y, rel=1e-14)
+    np.testing.assert_array_equal(out.gram, np.swapaxes(out.gram, 1, 2))
+    np.testing.assert_allclose(out.G, kernels.gradient(tasks, heads @ B).G, rtol=1e-11,
+                               atol=1e-13)
+    # Without heads: the same statistics, no gradient.
+    plain = kernels.task_statistics(tasks, B)
+    assert plain.G is None
+    for name in ("gram", "cross", "squares"):
+        np.testing.assert_array_equal(getattr(plain, name), getattr(out, name))
+
+
+def test_task_statistics_do_not_depend_on_the_thread_count():
+    # Enough multiply-adds (N d (s + 1) > 2^20) for the pass to run in parallel.
+    tasks = _tasks_of_sizes([20] * 400, 30, np.float64, seed=0)
+    rng = np.random.default_rng(1)
+    B, heads = rng.standard_normal((5, 30)), rng.standard_normal((400, 5))
+    one = kernels.task_statistics(tasks, B, heads=heads, n_jobs=1)
+    two = kernels.task_statistics(tasks, B, heads=heads, n_jobs=2)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_task_statistics_reject_bad_input():
+    tasks = _tasks_of_sizes([3, 4], 5, np.float64, seed=0)
+    B = np.ones((2, 5))
+    with pytest.raises(TypeError, match="metasp.Tasks"):
+        kernels.task_statistics((tasks.X, tasks.y), B)
+    with pytest.raises(ValueError, match=r"B must have shape \(s, d\) with s >= 1 and d = 5"):
+        kernels.task_statistics(tasks, B.T)
+    with pytest.raises(ValueError, match=r"B must have shape \(s, d\)"):
+        kernels.task_statistics(tasks, np.ones((0, 5)))
+    with pytest.raises(ValueError, match="B"):
+        kernels.task_statistics(tasks, np.full((2, 5), np.nan))
+    with pytest.raises(ValueError, match=r"heads must have shape \(2, 2\)"):
+        kernels.task_statistics(tasks, B, heads=np.ones((2, 3)))
+    with pytest.raises(ValueError, match="n_jobs"):
+        kernels.task_statistics(tasks, B, n_jobs=0)

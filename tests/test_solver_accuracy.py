@@ -301,6 +301,23 @@ def test_diagnostics_flag_a_direction_most_tasks_do_not_see(task0_variance, flag
     assert (codes == ["weak_direction"]) == flagged == (ratio > WEAK_DIRECTION)
 
 
+@pytest.mark.parametrize("T, d", [(300, 40), (30, 80)])
+@pytest.mark.parametrize("spike", [0.0, 3.0])
+def test_rank_spike_from_the_gram_matrix_equals_the_truncated_svd(monkeypatch, T, d, spike):
+    from metasp import _diagnostics
+
+    # Noise-like residual correlations (a right rank), or with a planted shared direction.
+    rng = np.random.default_rng(T + d)
+    sizes = rng.integers(5, 20, size=T)
+    G = (rng.standard_normal((T, d)) + spike * np.outer(rng.standard_normal(T),
+                                                         rng.standard_normal(d)) / np.sqrt(d))
+    G /= np.sqrt(sizes)[:, None]
+    from_gram = _diagnostics.rank_spike(G, sizes, 3)
+    monkeypatch.setattr(_diagnostics, "SMALL_GRAM", 0)
+    assert _diagnostics.rank_spike(G, sizes, 3, n_jobs=1) == pytest.approx(from_gram, rel=1e-10)
+    assert (from_gram > _diagnostics.RANK_SPIKE) == (spike > 0)
+
+
 @pytest.mark.parametrize("shape", [dict(T=200, m=15, d=50, s=3, sigma=0.0),
                                    dict(T=100, m=20, d=30, s=4, sigma=1.0),
                                    dict(T=50, m=10, d=50, s=3, sigma=0.5)])

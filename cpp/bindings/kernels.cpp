@@ -5,6 +5,8 @@
 
 #include "common.hpp"
 #include "metasp/gradient.hpp"
+#include "metasp/head_prior.hpp"
+#include "metasp/statistics.hpp"
 #include "metasp/truncated_svd.hpp"
 
 namespace metasp::bindings {
@@ -53,6 +55,57 @@ void bind_kernels(py::module_& m) {
         },
         py::arg("X").noconvert(), py::arg("y").noconvert(), py::arg("offsets").noconvert(),
         py::arg("C").noconvert(), py::arg("B"), py::arg("n_threads"));
+
+    m.def(
+        "task_statistics",
+        [](const DesignMatrix& X, VectorIn y, OffsetsIn offsets, const Matrix& V,
+           std::optional<RowMatrix> W, int n_threads) -> py::tuple {
+            const TasksView tasks{X, y, offsets};
+            const Index T = offsets.size() > 0 ? offsets.size() - 1 : 0, s = V.cols();
+            py::array_t<double, py::array::c_style> gram_array({T, s, s});
+            Eigen::Map<RowMatrix> gram(gram_array.mutable_data(), T, s * s);
+            RowMatrix cross(T, s);
+            Vector squares(T);
+            if (!W) {
+                {
+                    py::gil_scoped_release release;
+                    task_statistics(tasks, V, gram, cross, squares, n_threads);
+                }
+                return py::make_tuple(std::move(gram_array), std::move(cross), std::move(squares),
+                                      py::none());
+            }
+            py::array_t<double, py::array::c_style> G_array({T, X.cols()});
+            Eigen::Map<RowMatrix> G(G_array.mutable_data(), T, X.cols());
+            {
+                py::gil_scoped_release release;
+                task_statistics(tasks, V, gram, cross, squares, n_threads, *W, G);
+            }
+            return py::make_tuple(std::move(gram_array), std::move(cross), std::move(squares),
+                                  std::move(G_array));
+        },
+        py::arg("X").noconvert(), py::arg("y").noconvert(), py::arg("offsets").noconvert(),
+        py::arg("V"), py::arg("W"), py::arg("n_threads"));
+
+    m.def(
+        "head_prior_em_step",
+        [](py::array_t<double, py::array::c_style> gram, RowMatrixIn cross, VectorIn squares,
+           Vector mean, Matrix cov, double noise, double n, double floor, int n_threads) {
+            if (gram.ndim() != 3 || gram.shape(1) != gram.shape(2))
+                throw py::value_error("gram must have shape (T, s, s)");
+            const Eigen::Map<const RowMatrix> gram_rows(gram.data(), gram.shape(0),
+                                                        gram.shape(1) * gram.shape(2));
+            const HeadPrior prior{std::move(mean), std::move(cov), noise};
+            HeadPriorStep step;
+            {
+                py::gil_scoped_release release;
+                step = head_prior_em_step(gram_rows, cross, squares, prior, n, floor, n_threads);
+            }
+            return py::make_tuple(std::move(step.next.mean), std::move(step.next.cov),
+                                  step.next.noise, step.log_likelihood);
+        },
+        py::arg("gram").noconvert(), py::arg("cross").noconvert(), py::arg("squares").noconvert(),
+        py::arg("mean"), py::arg("cov"), py::arg("noise"), py::arg("n"), py::arg("floor"),
+        py::arg("n_threads"));
 
     m.def(
         "truncated_svd",

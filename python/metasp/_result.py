@@ -8,8 +8,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import _core
 from ._tasks import _check_finite, _numeric_array, as_tasks
 from ._validation import is_real
+from .kernels import task_statistics
 
 __all__ = ["ConvergenceWarning", "Diagnostic", "DiagnosticWarning", "DivergenceWarning",
            "MetaSPResult"]
@@ -280,25 +282,9 @@ class MetaSPResult:
         )
 
 
-def _task_sufficient_statistics(tasks, B):
-    """Per-task Z_t^T Z_t, Z_t^T y_t and y_t^T y_t for Z_t = X_t B^T, a block of tasks at a time."""
-    s, T = B.shape[0], tasks.n_tasks
-    gram, cross, squares = np.empty((T, s, s)), np.empty((T, s)), np.empty(T)
-    offsets = tasks.offsets
-    # Blocks of rows: the temporaries stay far below the size of X, which is never copied.
-    rows_per_block = max(1, 2**17 // (tasks.n_features + s * s + s + 1))
-    first = 0
-    while first < T:
-        last = int(np.searchsorted(offsets, offsets[first] + rows_per_block, side="right")) - 1
-        last = min(max(last, first + 1), T)
-        rows = slice(offsets[first], offsets[last])
-        Z, y = tasks.X[rows] @ B.T, tasks.y[rows]
-        starts = offsets[first:last] - offsets[first]
-        gram[first:last] = np.add.reduceat(Z[:, :, None] * Z[:, None, :], starts, axis=0)
-        cross[first:last] = np.add.reduceat(Z * y[:, None], starts, axis=0)
-        squares[first:last] = np.add.reduceat(y * y, starts)
-        first = last
-    return gram, cross, squares
+def _task_sufficient_statistics(tasks, B, n_jobs=None):
+    """Per-task Z_t^T Z_t, Z_t^T y_t and y_t^T y_t for Z_t = X_t B^T (one compiled pass)."""
+    return task_statistics(tasks, B, n_jobs=n_jobs)[:3]
 
 
 def _residual_sums(heads, gram, cross, squares):
@@ -315,40 +301,15 @@ def posterior_heads(result, tasks) -> np.ndarray:
     return np.linalg.solve(gram + precision, rhs[..., None])[..., 0]
 
 
-def _em_step(params, statistics, n, floor, block):
+def _em_step(params, statistics, n, floor, n_threads=1):
     """One EM step from ``params = (mean, cov, noise)``; returns (new params, log-likelihood of
-    ``params``), the log marginal likelihood up to its constant."""
-    gram, cross, squares = statistics
+    ``params``), the log marginal likelihood up to its constant. Compiled; its NumPy twin is
+    :func:`metasp.reference.head_prior_em_step`."""
+    gram, cross, squares = statistics[:3]
     mean, cov, noise = params
-    T, s = cross.shape
-    cov_inv = np.linalg.inv(cov)
-    shift = cov_inv @ mean
-    sum_mean, sum_outer, sum_cov = np.zeros(s), np.zeros((s, s)), np.zeros((s, s))
-    sum_residual = log_det = quadratic = 0.0
-    for first in range(0, T, block):
-        part = slice(first, first + block)
-        precision = gram[part] / noise
-        precision += cov_inv
-        posterior_cov = np.linalg.inv(precision)
-        rhs = cross[part] / noise + shift
-        posterior_mean = np.einsum("tsr,tr->ts", posterior_cov, rhs)
-        sum_mean += posterior_mean.sum(axis=0)
-        sum_outer += posterior_mean.T @ posterior_mean
-        sum_cov += posterior_cov.sum(axis=0)
-        sum_residual += float(
-            _residual_sums(posterior_mean, gram[part], cross[part], squares[part]).sum()
-            + np.einsum("tsr,tsr->", gram[part], posterior_cov))
-        log_det += float(np.linalg.slogdet(precision)[1].sum())
-        quadratic += float(squares[part].sum() / noise - np.einsum("ts,ts->", rhs,
-                                                                    posterior_mean))
-    # y_t ~ N(Z_t mu, noise I + Z_t Sigma Z_t^T): determinant lemma and completed square.
-    log_likelihood = -0.5 * (quadratic + T * float(mean @ shift) + n * np.log(noise)
-                             + T * float(np.linalg.slogdet(cov)[1]) + log_det)
-    new_mean = sum_mean / T
-    new_cov = (sum_outer + sum_cov) / T - np.outer(new_mean, new_mean)
-    new_cov = (new_cov + new_cov.T) / 2 + floor * np.eye(s)
-    new_noise = max(sum_residual / n, floor)
-    return (new_mean, new_cov, new_noise), log_likelihood
+    *new, log_likelihood = _core.head_prior_em_step(gram, cross, squares, mean, cov, noise,
+                                                    float(n), floor, n_threads)
+    return tuple(new), log_likelihood
 
 
 def _pack(params):
@@ -366,12 +327,14 @@ def _valid(params, floor):
     return noise >= floor and np.linalg.eigvalsh(cov)[0] >= floor
 
 
-def _fit_head_prior(statistics, n, max_iter=100, tol=1e-5):
+def _fit_head_prior(statistics, n, max_iter=100, tol=1e-5, *, n_threads=1, em_step=None):
     """Maximum marginal likelihood (mean, cov, noise variance) of the Gaussian random-effects
     model of the heads in a subspace, from the tasks' statistics in it
     (:func:`_task_sufficient_statistics`) and their total number of samples ``n``: EM
-    accelerated by SQUAREM (Varadhan and Roland, 2008), started from per-task least squares."""
-    gram, cross, squares = statistics
+    accelerated by SQUAREM (Varadhan and Roland, 2008), started from per-task least squares.
+    ``em_step(params, statistics, n, floor)`` replaces the compiled EM step (the reference
+    passes its NumPy twin)."""
+    gram, cross, squares = statistics = statistics[:3]
     T, s = cross.shape
     scale = max(float(squares.sum()) / n, np.finfo(float).tiny)
     floor = 1e-12 * scale  # keeps the variances invertible on noiseless data
@@ -382,11 +345,11 @@ def _fit_head_prior(statistics, n, max_iter=100, tol=1e-5):
     noise = max(float(_residual_sums(heads, gram, cross, squares).sum()) / n, floor)
     cov = (np.atleast_2d(np.cov(heads.T, bias=True)) if T > 1 else scale * eye) + floor * eye
     params = (heads.mean(axis=0), cov, noise)
-    # The E-step runs over blocks of tasks so that its temporaries stay small.
-    block = max(1, 2**14 // (s * s))
 
     def step(params):
-        return _em_step(params, statistics, n, floor, block)
+        if em_step is not None:
+            return em_step(params, statistics, n, floor)
+        return _em_step(params, statistics, n, floor, n_threads)
 
     for _ in range(max(1, max_iter // 3)):
         first, _ = step(params)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core, kernels
-from ._diagnostics import diagnose
-from ._result import (MetaSPResult, _fit_head_prior, _task_sufficient_statistics,
-                      warn_about_diagnostics, warn_about_status)
+from ._diagnostics import checks_rank, diagnose
+from ._result import MetaSPResult, _fit_head_prior, warn_about_diagnostics, warn_about_status
 from ._validation import DIVERGENCE_FACTOR, check_fit_arguments, check_polish_arguments
 
 # Truncated-SVD accuracy inside the solver: Ritz residuals below 1e-12 of the largest
@@ -160,17 +159,24 @@ def fit(
         sin_tol=args.sin_tol,
     )
     result = make_result(out, args)
-    gram = None
+    statistics = None
     if result.status != "diverged":
-        # The head prior behind adapt(prior="empirical") (what result.fit_prior(tasks) does);
-        # the diagnostics reuse its per-task statistics.
-        statistics = _task_sufficient_statistics(tasks, result.B)
+        # The head prior behind adapt(prior="empirical") (what result.fit_prior(tasks) does).
+        # The diagnostics reuse its per-task statistics, and the same pass over X gives them
+        # the gradient at Theta = W B when the rank check needs it.
+        statistics = kernels.task_statistics(
+            tasks, result.B, heads=result.W if checks_rank(result, args) else None,
+            n_jobs=args.n_threads)
         result.head_mean, result.head_cov, result.noise_variance = _fit_head_prior(
-            statistics, tasks.n_samples)
-        gram = statistics[0]
-    result.diagnostics = diagnose(
-        result, args, lambda Theta: kernels.gradient(tasks, Theta, n_jobs=args.n_threads).G,
-        gram)
+            statistics, tasks.n_samples, n_threads=args.n_threads)
+
+    def gradient(Theta):
+        if statistics is not None and statistics.G is not None:
+            return statistics.G
+        return kernels.gradient(tasks, Theta, n_jobs=args.n_threads).G
+
+    result.diagnostics = diagnose(result, args, gradient,
+                                  None if statistics is None else statistics.gram)
     warn_about_status(result, args.adaptive, args.step, args.tol)
     warn_about_diagnostics(result)
     return result

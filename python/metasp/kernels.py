@@ -14,7 +14,8 @@ from . import _core
 from ._tasks import Tasks, _check_finite, _float64, _numeric_array
 from ._validation import check_max_iter, check_tol, resolve_n_jobs, seed_from
 
-__all__ = ["GradientPass", "TruncatedSVD", "curvature", "gradient", "truncated_svd"]
+__all__ = ["GradientPass", "TaskStatistics", "TruncatedSVD", "curvature", "gradient",
+           "task_statistics", "truncated_svd"]
 
 
 class TruncatedSVD(NamedTuple):
@@ -105,6 +106,51 @@ def curvature(tasks: Tasks, C, B, n_jobs=None) -> np.ndarray:
     C = _matrix(C, "C", (tasks.n_tasks, B.shape[1]))
     threads = resolve_n_jobs(n_jobs, _core.max_threads())
     return _core.task_curvature(tasks.X, tasks.y, tasks.offsets, C, B, threads)
+
+
+class TaskStatistics(NamedTuple):
+    """Per-task sufficient statistics of the regressions restricted to a subspace."""
+
+    gram: np.ndarray  #: (T, s, s) ``Z_t^T Z_t`` for ``Z_t = X_t B^T``
+    cross: np.ndarray  #: (T, s) ``Z_t^T y_t``
+    squares: np.ndarray  #: (T,) ``y_t^T y_t``
+    G: np.ndarray | None  #: (T, d) ``X_t^T r_t / m_t`` at ``Theta = heads @ B``, with heads
+
+
+def task_statistics(tasks: Tasks, B, *, heads=None, n_jobs=None) -> TaskStatistics:
+    """Per-task ``Z_t^T Z_t``, ``Z_t^T y_t`` and ``y_t^T y_t`` for ``Z_t = X_t B^T``, in one pass.
+
+    Everything the per-task regressions in the row space of ``B`` need (least-squares or
+    posterior heads, the head prior of :meth:`metasp.MetaSPResult.fit_prior`), reading each
+    row of ``X`` once and never forming ``Z``. Given heads ``W``, the same pass also computes
+    the negative gradient at ``Theta = W B``: ``G[t] = X_t^T r_t / m_t`` with
+    ``r_t = y_t - Z_t w_t``, as :func:`gradient` does.
+
+    Parameters
+    ----------
+    tasks : Tasks
+    B : array_like of shape (s, d)
+        Rows spanning the subspace (orthonormal or not).
+    heads : array_like of shape (T, s), optional
+    n_jobs : int or None
+        Threads, as in :func:`metasp.fit`; the results do not depend on it.
+
+    Returns
+    -------
+    TaskStatistics
+    """
+    if not isinstance(tasks, Tasks):
+        raise TypeError("tasks must be a metasp.Tasks")
+    B = _float64(_numeric_array(B, "B"))
+    if B.ndim != 2 or B.shape[0] == 0 or B.shape[1] != tasks.n_features:
+        raise ValueError(f"B must have shape (s, d) with s >= 1 and d = {tasks.n_features}; "
+                         f"got {B.shape}")
+    _check_finite(B, "B")
+    if heads is not None:
+        heads = _matrix(heads, "heads", (tasks.n_tasks, B.shape[0]))
+    threads = resolve_n_jobs(n_jobs, _core.max_threads())
+    return TaskStatistics(*_core.task_statistics(tasks.X, tasks.y, tasks.offsets,
+                                                 np.asfortranarray(B.T), heads, threads))
 
 
 def truncated_svd(

@@ -10,13 +10,14 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._result import MetaSPResult, warn_about_status
+from ._result import MetaSPResult, _fit_head_prior, _residual_sums, warn_about_status
 from ._tasks import Tasks
 from ._validation import DIVERGENCE_FACTOR, VANISHING_PROJECTION, check_fit_arguments
-from .kernels import GradientPass, TruncatedSVD
+from .kernels import GradientPass, TaskStatistics, TruncatedSVD
 from .metrics import sin_angle
 
-__all__ = ["curvature", "fit", "gradient", "truncated_svd"]
+__all__ = ["curvature", "fit", "fit_head_prior", "gradient", "head_prior_em_step",
+           "task_statistics", "truncated_svd"]
 
 
 def gradient(tasks: Tasks, Theta: np.ndarray, *, subspace=None) -> GradientPass:
@@ -38,6 +39,73 @@ def curvature(tasks: Tasks, C: np.ndarray, B: np.ndarray) -> np.ndarray:
     direction = np.repeat(C @ B.T, tasks.task_sizes, axis=0)
     fitted = np.einsum("ij,ij->i", tasks.X, direction)
     return np.add.reduceat(fitted**2, tasks.offsets[:-1]) / tasks.task_sizes
+
+
+def task_statistics(tasks: Tasks, B: np.ndarray, *, heads=None) -> TaskStatistics:
+    """Per-task statistics in the row space of ``B``, a block of rows at a time; see
+    :func:`metasp.kernels.task_statistics`."""
+    s, T = B.shape[0], tasks.n_tasks
+    gram, cross, squares = np.empty((T, s, s)), np.empty((T, s)), np.empty(T)
+    offsets = tasks.offsets
+    # Blocks of rows: the temporaries stay far below the size of X, which is never copied.
+    rows_per_block = max(1, 2**17 // (tasks.n_features + s * s + s + 1))
+    first = 0
+    while first < T:
+        last = int(np.searchsorted(offsets, offsets[first] + rows_per_block, side="right")) - 1
+        last = min(max(last, first + 1), T)
+        rows = slice(offsets[first], offsets[last])
+        Z, y = tasks.X[rows] @ B.T, tasks.y[rows]
+        starts = offsets[first:last] - offsets[first]
+        gram[first:last] = np.add.reduceat(Z[:, :, None] * Z[:, None, :], starts, axis=0)
+        cross[first:last] = np.add.reduceat(Z * y[:, None], starts, axis=0)
+        squares[first:last] = np.add.reduceat(y * y, starts)
+        first = last
+    G = None if heads is None else gradient(tasks, heads @ B).G
+    return TaskStatistics(gram, cross, squares, G)
+
+
+def head_prior_em_step(params, statistics, n, floor, block=None):
+    """One EM step of the head prior from ``params = (mean, cov, noise)``: returns (new params,
+    log-likelihood of ``params`` up to its constant); the compiled step of
+    :meth:`metasp.MetaSPResult.fit_prior`, over blocks of ``block`` tasks."""
+    gram, cross, squares = statistics[:3]
+    mean, cov, noise = params
+    T, s = cross.shape
+    block = block or max(1, 2**14 // (s * s))
+    cov_inv = np.linalg.inv(cov)
+    shift = cov_inv @ mean
+    sum_mean, sum_outer, sum_cov = np.zeros(s), np.zeros((s, s)), np.zeros((s, s))
+    sum_residual = log_det = quadratic = 0.0
+    for first in range(0, T, block):
+        part = slice(first, first + block)
+        precision = gram[part] / noise
+        precision += cov_inv
+        posterior_cov = np.linalg.inv(precision)
+        rhs = cross[part] / noise + shift
+        posterior_mean = np.einsum("tsr,tr->ts", posterior_cov, rhs)
+        sum_mean += posterior_mean.sum(axis=0)
+        sum_outer += posterior_mean.T @ posterior_mean
+        sum_cov += posterior_cov.sum(axis=0)
+        sum_residual += float(
+            _residual_sums(posterior_mean, gram[part], cross[part], squares[part]).sum()
+            + np.einsum("tsr,tsr->", gram[part], posterior_cov))
+        log_det += float(np.linalg.slogdet(precision)[1].sum())
+        quadratic += float(squares[part].sum() / noise - np.einsum("ts,ts->", rhs,
+                                                                    posterior_mean))
+    # y_t ~ N(Z_t mu, noise I + Z_t Sigma Z_t^T): determinant lemma and completed square.
+    log_likelihood = -0.5 * (quadratic + T * float(mean @ shift) + n * np.log(noise)
+                             + T * float(np.linalg.slogdet(cov)[1]) + log_det)
+    new_mean = sum_mean / T
+    new_cov = (sum_outer + sum_cov) / T - np.outer(new_mean, new_mean)
+    new_cov = (new_cov + new_cov.T) / 2 + floor * np.eye(s)
+    new_noise = max(sum_residual / n, floor)
+    return (new_mean, new_cov, new_noise), log_likelihood
+
+
+def fit_head_prior(statistics, n, max_iter=100, tol=1e-5):
+    """The head prior (mean, cov, noise variance) of :meth:`metasp.MetaSPResult.fit_prior`
+    from the tasks' statistics and their number of samples ``n``, with the NumPy EM step."""
+    return _fit_head_prior(statistics, n, max_iter, tol, em_step=head_prior_em_step)
 
 
 def truncated_svd(A: np.ndarray, s: int) -> TruncatedSVD:
