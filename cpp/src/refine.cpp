@@ -132,17 +132,24 @@ void scaled_gram(const double* Z, Index rows, Index s, double scale, double* G) 
         }
 }
 
-// Z(i, c) = x_i . v_c for G vectors v at once, over blocks of R rows (row_kernels.hpp).
+// Rows ahead whose cache lines a first pass over X asks for (as in gradient.cpp): the tasks'
+// rows follow each other in X, so this runs on into the next task; the hardware prefetcher
+// alone leaves these short row streams waiting on memory.
+constexpr Index kPrefetchRows = 16;
+
+// Z(i, c) = x_i . v_c for G vectors v at once, over blocks of R rows (row_kernels.hpp),
+// prefetching `ahead` rows ahead (0: none, X is in cache).
 template <int G, class Scalar>
 struct ProjectBlock {
     const Scalar* X;
     Index pitch, d;
     const double* const* v;
     double* Z;
-    Index ldz;
+    Index ldz, ahead;
 
     template <int R>
     METASP_ALWAYS_INLINE void operator()(Index i, std::integral_constant<int, R>) {
+        if (ahead > 0) prefetch_rows(X + (i + ahead) * pitch, R * pitch);
         double dot[R][G];
         rows::dots<R, G, std::max(1, 8 / (R * G))>(X + i * pitch, pitch, d, v, dot);
         for (int k = 0; k < R; ++k)
@@ -160,27 +167,28 @@ METASP_CPU_DISPATCH void project_rows(const Scalar* X, Index pitch, Index rows, 
     Index c = 0;
     for (; c + 4 <= s; c += 4) {
         const double* v[4] = {V + c * ldv, V + (c + 1) * ldv, V + (c + 2) * ldv, V + (c + 3) * ldv};
-        ProjectBlock<4, Scalar> block{X, pitch, d, v, Z + c, s};
+        ProjectBlock<4, Scalar> block{X, pitch, d, v, Z + c, s, c == 0 ? kPrefetchRows : 0};
         Index i = 0;
         for (; i + 2 <= rows; i += 2) block(i, std::integral_constant<int, 2>());
         if (i < rows) block(i, std::integral_constant<int, 1>());
     }
     if (c + 2 <= s) {
         const double* v[2] = {V + c * ldv, V + (c + 1) * ldv};
-        ProjectBlock<2, Scalar> block{X, pitch, d, v, Z + c, s};
+        ProjectBlock<2, Scalar> block{X, pitch, d, v, Z + c, s, c == 0 ? kPrefetchRows : 0};
         rows::for_row_blocks<4>(rows, block);
         c += 2;
     }
     if (c < s) {
         const double* v[1] = {V + c * ldv};
-        ProjectBlock<1, Scalar> block{X, pitch, d, v, Z + c, s};
+        ProjectBlock<1, Scalar> block{X, pitch, d, v, Z + c, s, c == 0 ? kPrefetchRows : 0};
         rows::for_row_blocks<8>(rows, block);
     }
 }
 
 // out(j.., c) = sum_i C(i, c) x_i(j..) for G columns of C (row pitch ldc) on U packs of
 // features from j, accumulated in registers over all rows; with Squares also squares(j..) =
-// sum_i x_i(j..)^2. Overwrites out (column pitch ldo).
+// sum_i x_i(j..)^2 and a prefetch of the same features of the next `rows` rows (this is the
+// first pass over X_t: the next task's rows follow). Overwrites out (column pitch ldo).
 template <int G, int U, bool Squares, class Scalar>
 METASP_ALWAYS_INLINE void transposed_packs(const Scalar* X, Index pitch, Index rows, Index j,
                                            const double* C, Index ldc, double* out, Index ldo,
@@ -198,6 +206,7 @@ METASP_ALWAYS_INLINE void transposed_packs(const Scalar* X, Index pitch, Index r
             for (int u = 0; u < U; ++u) acc[c][u] += coefficient * x[u];
         }
         if (Squares) {
+            __builtin_prefetch(X + (i + rows) * pitch + j);
 #pragma GCC unroll 8
             for (int u = 0; u < U; ++u) square[u] += x[u] * x[u];
         }
@@ -259,21 +268,23 @@ METASP_CPU_DISPATCH void transposed_rows(const Scalar* X, Index pitch, Index row
     if (c < n) transposed_columns<1, 4, false>(X, pitch, rows, d, C + c, n, out + c * d, d, nullptr);
 }
 
-// v = D w and h = D^T g for D (d x s, column-major).
-METASP_CPU_DISPATCH
-void product_pair(const double* D, Index d, Index s, const double* w, const double* g, double* v,
-                  double* h) {
-    for (Index j = 0; j < d; ++j) v[j] = 0;
-    for (Index k = 0; k < s; ++k) {
-        const double* column = D + k * d;
-        const double wk = w[k];
-        double dot = 0;
-#pragma omp simd reduction(+ : dot)
-        for (Index j = 0; j < d; ++j) {
-            v[j] += wk * column[j];
-            dot += column[j] * g[j];
-        }
-        h[k] = dot;
+// c = A^+ (Z^T x / m - h) (s) and x <- (x - Z c) / m (m) for a task's Z (m x s, row-major)
+// and A^+ (s x s, symmetric): the small middle step of a Newton operator product, in loops.
+void remove_span(const double* Z, Index m, Index s, const double* Ainv, const double* h,
+                 double inv_m, double* x, double* k, double* c) {
+    for (Index a = 0; a < s; ++a) k[a] = 0;
+    for (Index i = 0; i < m; ++i)
+        for (Index a = 0; a < s; ++a) k[a] += Z[i * s + a] * x[i];
+    for (Index a = 0; a < s; ++a) k[a] = inv_m * k[a] - h[a];
+    for (Index a = 0; a < s; ++a) {
+        double sum = 0;
+        for (Index b = 0; b < s; ++b) sum += Ainv[a * s + b] * k[b];
+        c[a] = sum;
+    }
+    for (Index i = 0; i < m; ++i) {
+        double sum = x[i];
+        for (Index a = 0; a < s; ++a) sum -= Z[i * s + a] * c[a];
+        x[i] = inv_m * sum;
     }
 }
 
@@ -507,6 +518,7 @@ struct RowDots {
 
     template <int R>
     METASP_ALWAYS_INLINE void operator()(Index i, std::integral_constant<int, R>) {
+        prefetch_rows(X + (i + kPrefetchRows) * pitch, R * pitch);
         double dot[R][1];
         rows::dots<R, 1, 8 / R>(X + i * pitch, pitch, d, &v, dot);
         for (int k = 0; k < R; ++k) out[i + k] = dot[k][0];
@@ -588,23 +600,22 @@ public:
         for_chunks(2.0 * d, [&](Index c, Index t0, Index t1) {
             Matrix& out = partial[c];
             out.setZero(d, s);
-            Vector v(d), h(s), k(s), coef(s), xv, p(d);
+            Vector v(d), h(s), k(s), coef(s), p(d);
+            std::vector<double> xv;
             const Index pitch = tasks_.X.pitch();
             for (Index t = t0; t < t1; ++t) {
                 const Index m = tasks_.size(t), begin = tasks_.begin(t);
-                const double inv_m = 1.0 / double(m);
-                const auto Z = Z_.middleRows(begin, m);
                 const double *g = G_.row(t).data(), *w = W_.row(t).data();
-                product_pair(D.data(), d, s, w, g, v.data(), h.data());
-                xv.resize(m);
+                // v = D w and h = D^T g: D's columns are the rows of these row kernels.
+                row_combination(D.data(), d, s, d, w, v.data());
+                row_dots(D.data(), d, s, d, g, h.data());
+                xv.resize(static_cast<size_t>(m));
                 // X_t read in place (float or double): this runs once per CG iteration.
                 tasks_.X.visit([&](const auto* X) {
                     row_dots(X + begin * pitch, pitch, m, d, v.data(), xv.data());
                 });
-                k.noalias() = inv_m * (Z.transpose() * xv);
-                coef.noalias() = Ainv_.middleRows(t * s, s) * (k - h);
-                xv.noalias() -= Z * coef;
-                xv *= inv_m;
+                remove_span(Z_.data() + begin * s, m, s, Ainv_.data() + t * s * s, h.data(),
+                            1.0 / double(m), xv.data(), k.data(), coef.data());
                 tasks_.X.visit([&](const auto* X) {
                     row_combination(X + begin * pitch, pitch, m, d, xv.data(), p.data());
                 });
