@@ -532,25 +532,27 @@ METASP_CPU_DISPATCH void row_dots(const Scalar* X, Index pitch, Index rows, Inde
     rows::for_row_blocks<8>(rows, block);
 }
 
-// p = sum_i c_i x_i over the same rows.
+// p = sum_i c_i x_i over the same rows, prefetching `ahead` rows ahead (0: none).
 template <class Scalar>
 struct RowCombination {
     const Scalar* X;
     Index pitch, d;
     const double* c;
     double* p;
+    Index ahead;
 
     template <int R>
     METASP_ALWAYS_INLINE void operator()(Index i, std::integral_constant<int, R>) {
+        if (ahead > 0) prefetch_rows(X + (i + ahead) * pitch, R * pitch);
         rows::add_rows<R>(X + i * pitch, pitch, d, c + i, p);
     }
 };
 
 template <class Scalar>
 METASP_CPU_DISPATCH void row_combination(const Scalar* X, Index pitch, Index rows, Index d,
-                                         const double* c, double* p) {
+                                         const double* c, double* p, Index ahead = 0) {
     for (Index j = 0; j < d; ++j) p[j] = 0;
-    RowCombination<Scalar> block{X, pitch, d, c, p};
+    RowCombination<Scalar> block{X, pitch, d, c, p, ahead};
     rows::for_row_blocks<4>(rows, block);
 }
 
@@ -617,7 +619,9 @@ public:
                 remove_span(Z_.data() + begin * s, m, s, Ainv_.data() + t * s * s, h.data(),
                             1.0 / double(m), xv.data(), k.data(), coef.data());
                 tasks_.X.visit([&](const auto* X) {
-                    row_combination(X + begin * pitch, pitch, m, d, xv.data(), p.data());
+                    // X_t is in cache now; ask for the next task's rows (they follow), so that
+                    // memory keeps streaming while this pass and the small terms compute.
+                    row_combination(X + begin * pitch, pitch, m, d, xv.data(), p.data(), m);
                 });
                 add_outer_pair(out.data(), d, s, p.data(), w, g, coef.data());
             }
