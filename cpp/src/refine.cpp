@@ -122,14 +122,29 @@ bool well_conditioned_cholesky(double* A, Index s, double max_condition, double*
     return trace * inverse_norm < max_condition;
 }
 
-// G = Z^T Z * scale (s x s, column-major, both triangles) for Z (rows x s, row-major).
-void scaled_gram(const double* Z, Index rows, Index s, double scale, double* G) {
-    for (Index a = 0; a < s; ++a)
-        for (Index b = 0; b <= a; ++b) {
-            double sum = 0;
-            for (Index i = 0; i < rows; ++i) sum += Z[i * s + a] * Z[i * s + b];
-            G[a * s + b] = G[b * s + a] = scale * sum;
+// G = Z^T Z * scale (s x s, column-major, both triangles) and, when y is given, b = Z^T y,
+// for Z (m x s, row-major): through Zt = Z^T (s x m, the caller's buffer), so that every entry
+// is a dot product along the samples on the packed kernels rather than a chain of m
+// dependent multiply-adds.
+METASP_CPU_DISPATCH
+void scaled_gram(const double* Z, Index m, Index s, double scale, const double* y, double* G,
+                 double* b, double* Zt) {
+    for (Index i = 0; i < m; ++i)
+        for (Index a = 0; a < s; ++a) Zt[a * m + i] = Z[i * s + a];
+    for (Index a = 0; a < s; ++a) {
+        const double* za = Zt + a * m;
+        for (Index c = 0; c <= a; ++c) {
+            const double* zc = Zt + c * m;
+            double dot[1][1];
+            rows::dots<1, 1, 2>(za, m, m, &zc, dot);
+            G[a * s + c] = G[c * s + a] = scale * dot[0][0];
         }
+        if (y != nullptr) {
+            double dot[1][1];
+            rows::dots<1, 1, 2>(za, m, m, &y, dot);
+            b[a] = dot[0][0];
+        }
+    }
 }
 
 // Rows ahead whose cache lines a first pass over X asks for (as in gradient.cpp): the tasks'
@@ -268,26 +283,6 @@ METASP_CPU_DISPATCH void transposed_rows(const Scalar* X, Index pitch, Index row
     if (c < n) transposed_columns<1, 4, false>(X, pitch, rows, d, C + c, n, out + c * d, d, nullptr);
 }
 
-// c = A^+ (Z^T x / m - h) (s) and x <- (x - Z c) / m (m) for a task's Z (m x s, row-major)
-// and A^+ (s x s, symmetric): the small middle step of a Newton operator product, in loops.
-void remove_span(const double* Z, Index m, Index s, const double* Ainv, const double* h,
-                 double inv_m, double* x, double* k, double* c) {
-    for (Index a = 0; a < s; ++a) k[a] = 0;
-    for (Index i = 0; i < m; ++i)
-        for (Index a = 0; a < s; ++a) k[a] += Z[i * s + a] * x[i];
-    for (Index a = 0; a < s; ++a) k[a] = inv_m * k[a] - h[a];
-    for (Index a = 0; a < s; ++a) {
-        double sum = 0;
-        for (Index b = 0; b < s; ++b) sum += Ainv[a * s + b] * k[b];
-        c[a] = sum;
-    }
-    for (Index i = 0; i < m; ++i) {
-        double sum = x[i];
-        for (Index a = 0; a < s; ++a) sum -= Z[i * s + a] * c[a];
-        x[i] = inv_m * sum;
-    }
-}
-
 // out += p w^T + g c^T for out (d x s, column-major).
 METASP_CPU_DISPATCH
 void add_outer_pair(double* out, Index d, Index s, const double* p, const double* w, const double* g,
@@ -347,7 +342,7 @@ void newton_diagonal(const double* KtG, const double* u, double* squares, const 
 // A_t) and u_t = Kt_t A_t^+. The buffers are reused from task to task (no allocation once
 // they have grown to the largest task).
 struct NewtonTaskTerms {
-    std::vector<double> Z, C;  // X_t V when not given; [Z_t r_t] / m_t (m_t x (s + 1), row-major)
+    std::vector<double> Z, C, Zt;  // X_t V when not given; [Z_t r_t] / m_t (m_t x (s + 1), row-major)
     Matrix KtG;                // [Kt_t g_t] (d x (s + 1))
     Vector squares;
     Matrix A, L, L_inv, Ainv, u;
@@ -392,7 +387,8 @@ void newton_task_terms(const TasksView& tasks, Index t, const Matrix& V, const d
     out.L.resize(s, s);
     out.L_inv.resize(s, s);
     out.Ainv.resize(s, s);
-    scaled_gram(Z, m, s, inv_m, out.A.data());
+    out.Zt.resize(static_cast<size_t>(m * s));
+    scaled_gram(Z, m, s, inv_m, nullptr, out.A.data(), nullptr, out.Zt.data());
     out.L = out.A;
     if (well_conditioned_cholesky(out.L.data(), s, kNewtonCondition, out.L_inv.data())) {
         for (Index a = 0; a < s; ++a)  // A^-1 = L^-T L^-1
@@ -556,6 +552,26 @@ METASP_CPU_DISPATCH void row_combination(const Scalar* X, Index pitch, Index row
     rows::for_row_blocks<4>(rows, block);
 }
 
+// c = A^+ (Z^T x / m - h) (s) and x <- (x - Z c) / m (m) for a task's Zt = Z^T (s x m,
+// row-major) and A^+ (s x s, symmetric): the middle step of a Newton operator product, with
+// both products along the samples on the row kernels.
+METASP_CPU_DISPATCH
+void remove_span(const double* Zt, Index m, Index s, const double* Ainv, const double* h,
+                 double inv_m, double* x, double* k, double* c) {
+    RowDots<double> dots{Zt, m, m, x, k};
+    rows::for_row_blocks<8>(s, dots);
+    for (Index a = 0; a < s; ++a) k[a] = inv_m * k[a] - h[a];
+    for (Index a = 0; a < s; ++a) {
+        double sum = 0;
+        for (Index b = 0; b < s; ++b) sum += Ainv[a * s + b] * k[b];
+        c[a] = sum;
+    }
+    for (Index a = 0; a < s; ++a) k[a] = -c[a];
+    RowCombination<double> combination{Zt, m, m, k, x, 0};
+    rows::for_row_blocks<4>(s, combination);
+    for (Index i = 0; i < m; ++i) x[i] *= inv_m;
+}
+
 // The Newton system of assemble_basis_system (BasisStep::newton) as an operator: D (d x s) ->
 // sum_t [(q_t + u_t (h_t - k_t)) w_t^T + g_t (A_t^+ (k_t - h_t))^T] + scale V V^T D, with
 // v_t = D w_t, h_t = D^T g_t, q_t = S_t v_t and k_t = V^T S_t v_t; since u_t = S_t V A_t^+,
@@ -579,7 +595,10 @@ public:
             NewtonTaskTerms terms;
             for (Index t = t0; t < t1; ++t) {
                 const double* w = W.row(t).data();
-                newton_task_terms(tasks, t, V, w, terms, Z_.data() + tasks.begin(t) * s);
+                const Index m = tasks.size(t), begin = tasks.begin(t);
+                newton_task_terms(tasks, t, V, w, terms, Z_.data() + begin * s);
+                // The task's rows of Z are read only as Z_t^T from now on (remove_span).
+                std::copy(terms.Zt.begin(), terms.Zt.begin() + m * s, Z_.data() + begin * s);
                 G_.row(t) = terms.g().transpose();
                 Ainv_.middleRows(t * s, s) = terms.Ainv;
                 newton_diagonal(terms.KtG.data(), terms.u.data(), terms.squares.data(),
@@ -674,7 +693,9 @@ private:
     Eigen::Ref<const RowMatrix> W_;
     const Matrix& V_;
     int n_threads_;
-    RowMatrix Z_, G_, Ainv_;  // X V (N x s), the g_t (T x d), the A_t^+ (T s x s)
+    // X V, task by task transposed (Z_t^T, s x m_t, from row begin_t on); the g_t (T x d);
+    // the A_t^+ (T s x s).
+    RowMatrix Z_, G_, Ainv_;
     Matrix rhs_, diagonal_;
     double scale_ = 0;
 };
@@ -813,7 +834,7 @@ void task_heads(const TasksView& tasks, const Eigen::Ref<const Matrix>& V, Eigen
     const Index d = V.rows(), pitch = tasks.X.pitch();
     for_each_task(tasks, n_threads, 2.0 * d * s, [&](Index t) {
         const Index m = tasks.size(t), begin = tasks.begin(t);
-        thread_local std::vector<double> Z_local, work;
+        thread_local std::vector<double> Z_local, Zt, work;
         double* Z = Z_out != nullptr ? Z_out->data() + begin * s : nullptr;
         if (Z == nullptr) {
             Z_local.resize(static_cast<size_t>(m * s));
@@ -825,12 +846,8 @@ void task_heads(const TasksView& tasks, const Eigen::Ref<const Matrix>& V, Eigen
         const double* y = tasks.y.data() + begin;
         work.resize(static_cast<size_t>(2 * s * s + 3 * s));
         double *A = work.data(), *L_inv = A + s * s, *b = L_inv + s * s, *c = b + s, *w = c + s;
-        scaled_gram(Z, m, s, 1.0, A);
-        for (Index a = 0; a < s; ++a) {
-            double sum = 0;
-            for (Index i = 0; i < m; ++i) sum += Z[i * s + a] * y[i];
-            b[a] = sum;
-        }
+        Zt.resize(static_cast<size_t>(m * s));
+        scaled_gram(Z, m, s, 1.0, y, A, b, Zt.data());
         if (well_conditioned_cholesky(A, s, kHeadsCondition, L_inv)) {
             for (Index i = 0; i < s; ++i) {  // c = L^-1 b, w = L^-T c
                 double sum = 0;
