@@ -258,14 +258,17 @@ METASP_ALWAYS_INLINE void transposed_columns(const Scalar* X, Index pitch, Index
     }
 }
 
-// out = X^T C (d x n, column-major) for C (rows x n, row-major), and squares = sum_i x_i * x_i
-// (d): columns four at a time (the register tile is 4 columns x 8 features), with the squares
-// in the first group; X_t stays in cache between the groups.
+// out = X^T C (d x n, column-major) for C (rows x n, row-major), and when asked for, squares =
+// sum_i x_i * x_i (d): columns four at a time (the register tile is 4 columns x 8 features),
+// with the squares in the first group; X_t stays in cache between the groups.
 template <class Scalar>
 METASP_CPU_DISPATCH void transposed_rows(const Scalar* X, Index pitch, Index rows, Index d,
-                                         const double* C, Index n, double* out, double* squares) {
+                                         const double* C, Index n, double* out,
+                                         double* squares = nullptr) {
     Index c = 0;
-    if (n >= 4) {
+    if (squares == nullptr) {
+        // no first pass with the squares
+    } else if (n >= 4) {
         transposed_columns<4, 2, true>(X, pitch, rows, d, C, n, out, d, squares);
         c = 4;
     } else if (n >= 2) {
@@ -292,22 +295,6 @@ void add_outer_pair(double* out, Index d, Index s, const double* p, const double
         const double wk = w[k], ck = c[k];
 #pragma omp simd
         for (Index j = 0; j < d; ++j) column[j] += wk * p[j] + ck * g[j];
-    }
-}
-
-// out = K M (d x s) for K (d x s) and M (s x s), all column-major: a column at a time, with
-// no call into Eigen's general product for these tiny sizes.
-METASP_CPU_DISPATCH
-void multiply_small(const double* K, Index d, Index s, const double* M, double* out) {
-    for (Index a = 0; a < s; ++a) {
-        double* column = out + a * d;
-        for (Index j = 0; j < d; ++j) column[j] = 0;
-        for (Index b = 0; b < s; ++b) {
-            const double coefficient = M[a * s + b];
-            const double* k = K + b * d;
-#pragma omp simd
-            for (Index j = 0; j < d; ++j) column[j] += coefficient * k[j];
-        }
     }
 }
 
@@ -406,7 +393,8 @@ void newton_task_terms(const TasksView& tasks, Index t, const Matrix& V, const d
         out.Ainv.noalias() = eig.eigenvectors() * inv_lambda.asDiagonal() * eig.eigenvectors().transpose();
     }
     out.u.resize(d, s);
-    multiply_small(out.KtG.data(), d, s, out.Ainv.data(), out.u.data());
+    // u = Kt A^+ = (Kt^T)^T A^+: the rows of Kt^T are Kt's columns, A^+ is symmetric.
+    transposed_rows(out.KtG.data(), d, s, d, out.Ainv.data(), s, out.u.data());
 }
 
 // Dense normal equations of a basis step, accumulated over a fixed number of task chunks.
