@@ -329,8 +329,9 @@ void newton_diagonal(const double* KtG, const double* u, double* squares, const 
 // A_t) and u_t = Kt_t A_t^+. The buffers are reused from task to task (no allocation once
 // they have grown to the largest task).
 struct NewtonTaskTerms {
-    std::vector<double> Z, C, Zt;  // X_t V when not given; [Z_t r_t] / m_t (m_t x (s + 1), row-major)
-    Matrix KtG;                // [Kt_t g_t] (d x (s + 1))
+    // X_t V when not given; [Z_t r_t] / m_t (m_t x (s + 1), row-major); Z_t^T (s x m_t).
+    std::vector<double> Z, C, Zt;
+    Matrix KtG;  // [Kt_t g_t] (d x (s + 1))
     Vector squares;
     Matrix A, L, L_inv, Ainv, u;
 
