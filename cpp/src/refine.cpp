@@ -84,77 +84,206 @@ struct NormalSystem {
 // Below this bound on its condition number, the pseudo-inverse of A_t below (which drops
 // eigenvalues under 1e-12 of the largest) is its plain inverse.
 constexpr double kNewtonCondition = 1e8;
+// Below this bound on cond(Z_t^T Z_t), the heads are solved from the normal equations by
+// Cholesky: their error, about cond * 1e-16 relative, stays at rounding level (the orthogonal
+// decomposition's own error grows with cond(Z_t)^2 too once the residual is not tiny).
+constexpr double kHeadsCondition = 1e4;
 
-// The inverse of the symmetric A by Cholesky when cond(A) provably stays below max_condition:
-// lambda_max <= trace(A) and lambda_min >= 1 / ||L^-1||_F^2 (A = L L^T). False otherwise (or
-// when A is not positive definite); a few times cheaper than an eigendecomposition.
-bool well_conditioned_inverse(const Matrix& A, double max_condition, Matrix& inverse) {
-    const Eigen::LLT<Matrix> llt(A);
-    if (llt.info() != Eigen::Success) return false;
-    const Matrix L_inv = llt.matrixL().solve(Matrix::Identity(A.rows(), A.cols()));
-    if (!(A.trace() * L_inv.squaredNorm() < max_condition)) return false;
-    inverse.noalias() = L_inv.transpose() * L_inv;
-    return true;
+// A = L L^T in place (A: s x s column-major; its lower triangle becomes L) and L_inv = L^-1
+// (s x s column-major, zero above the diagonal). True when A is positive definite and cond(A)
+// provably below max_condition: lambda_max <= trace(A), lambda_min >= 1 / ||L^-1||_F^2. Plain
+// loops on the caller's buffers: s is small, and this runs once per task.
+bool well_conditioned_cholesky(double* A, Index s, double max_condition, double* L_inv) {
+    double trace = 0;
+    for (Index i = 0; i < s; ++i) trace += A[i * s + i];
+    for (Index j = 0; j < s; ++j) {
+        double pivot = A[j * s + j];
+        for (Index k = 0; k < j; ++k) pivot -= A[k * s + j] * A[k * s + j];
+        if (!(pivot > 0)) return false;
+        const double l = std::sqrt(pivot);
+        A[j * s + j] = l;
+        for (Index i = j + 1; i < s; ++i) {
+            double v = A[j * s + i];
+            for (Index k = 0; k < j; ++k) v -= A[k * s + i] * A[k * s + j];
+            A[j * s + i] = v / l;
+        }
+    }
+    double inverse_norm = 0;
+    for (Index c = 0; c < s; ++c) {
+        double* column = L_inv + c * s;
+        for (Index i = 0; i < c; ++i) column[i] = 0;
+        for (Index i = c; i < s; ++i) {
+            double v = i == c ? 1.0 : 0.0;
+            for (Index k = c; k < i; ++k) v -= A[k * s + i] * column[k];
+            column[i] = v / A[i * s + i];
+            inverse_norm += column[i] * column[i];
+        }
+    }
+    return trace * inverse_norm < max_condition;
 }
 
-// z_i = V^T x_i (the rows of Z, row-major) over the `rows` rows starting at X (row pitch
-// `pitch`), for V (d x s, column-major with column pitch ldv).
+// G = Z^T Z * scale (s x s, column-major, both triangles) and, when y is given, b = Z^T y,
+// for Z (m x s, row-major): through Zt = Z^T (s x m, the caller's buffer), so that every entry
+// is a dot product along the samples on the packed kernels rather than a chain of m
+// dependent multiply-adds.
 METASP_CPU_DISPATCH
-void project_rows(const double* X, Index pitch, Index rows, Index d, const double* V, Index ldv,
-                  Index s, double* Z) {
+void scaled_gram(const double* Z, Index m, Index s, double scale, const double* y, double* G,
+                 double* b, double* Zt) {
+    for (Index i = 0; i < m; ++i)
+        for (Index a = 0; a < s; ++a) Zt[a * m + i] = Z[i * s + a];
+    for (Index a = 0; a < s; ++a) {
+        const double* za = Zt + a * m;
+        for (Index c = 0; c <= a; ++c) {
+            const double* zc = Zt + c * m;
+            double dot[1][1];
+            rows::dots<1, 1, 2>(za, m, m, &zc, dot);
+            G[a * s + c] = G[c * s + a] = scale * dot[0][0];
+        }
+        if (y != nullptr) {
+            double dot[1][1];
+            rows::dots<1, 1, 2>(za, m, m, &y, dot);
+            b[a] = dot[0][0];
+        }
+    }
+}
+
+// Rows ahead whose cache lines a first pass over X asks for (as in gradient.cpp): the tasks'
+// rows follow each other in X, so this runs on into the next task; the hardware prefetcher
+// alone leaves these short row streams waiting on memory.
+constexpr Index kPrefetchRows = 16;
+
+// Z(i, c) = x_i . v_c for G vectors v at once, over blocks of R rows (row_kernels.hpp),
+// prefetching `ahead` rows ahead (0: none, X is in cache).
+template <int G, class Scalar>
+struct ProjectBlock {
+    const Scalar* X;
+    Index pitch, d;
+    const double* const* v;
+    double* Z;
+    Index ldz, ahead;
+
+    template <int R>
+    METASP_ALWAYS_INLINE void operator()(Index i, std::integral_constant<int, R>) {
+        if (ahead > 0) prefetch_rows(X + (i + ahead) * pitch, R * pitch);
+        double dot[R][G];
+        rows::dots<R, G, std::max(1, 8 / (R * G))>(X + i * pitch, pitch, d, v, dot);
+        for (int k = 0; k < R; ++k)
+            for (int c = 0; c < G; ++c) Z[(i + k) * ldz + c] = dot[k][c];
+    }
+};
+
+// Z = X V (rows x s, row-major) for the `rows` rows starting at X (row pitch `pitch`) and V
+// (d x s, column-major with column pitch ldv): V's columns four at a time on pairs of rows (8
+// chains of multiply-adds in registers), the rest in twos and ones; X_t stays in cache between
+// the groups.
+template <class Scalar>
+METASP_CPU_DISPATCH void project_rows(const Scalar* X, Index pitch, Index rows, Index d,
+                                      const double* V, Index ldv, Index s, double* Z) {
+    Index c = 0;
+    for (; c + 4 <= s; c += 4) {
+        const double* v[4] = {V + c * ldv, V + (c + 1) * ldv, V + (c + 2) * ldv, V + (c + 3) * ldv};
+        ProjectBlock<4, Scalar> block{X, pitch, d, v, Z + c, s, c == 0 ? kPrefetchRows : 0};
+        Index i = 0;
+        for (; i + 2 <= rows; i += 2) block(i, std::integral_constant<int, 2>());
+        if (i < rows) block(i, std::integral_constant<int, 1>());
+    }
+    if (c + 2 <= s) {
+        const double* v[2] = {V + c * ldv, V + (c + 1) * ldv};
+        ProjectBlock<2, Scalar> block{X, pitch, d, v, Z + c, s, c == 0 ? kPrefetchRows : 0};
+        rows::for_row_blocks<4>(rows, block);
+        c += 2;
+    }
+    if (c < s) {
+        const double* v[1] = {V + c * ldv};
+        ProjectBlock<1, Scalar> block{X, pitch, d, v, Z + c, s, c == 0 ? kPrefetchRows : 0};
+        rows::for_row_blocks<8>(rows, block);
+    }
+}
+
+// out(j.., c) = sum_i C(i, c) x_i(j..) for G columns of C (row pitch ldc) on U packs of
+// features from j, accumulated in registers over all rows; with Squares also squares(j..) =
+// sum_i x_i(j..)^2 and a prefetch of the same features of the next `rows` rows (this is the
+// first pass over X_t: the next task's rows follow). Overwrites out (column pitch ldo).
+template <int G, int U, bool Squares, class Scalar>
+METASP_ALWAYS_INLINE void transposed_packs(const Scalar* X, Index pitch, Index rows, Index j,
+                                           const double* C, Index ldc, double* out, Index ldo,
+                                           double* squares) {
+    using rows::Pack;
+    Pack acc[G][U] = {}, square[U] = {};
     for (Index i = 0; i < rows; ++i) {
-        const double* x = X + i * pitch;
-        for (Index k = 0; k < s; ++k) {
-            const double* v = V + k * ldv;
-            double dot = 0;
-#pragma omp simd reduction(+ : dot)
-            for (Index j = 0; j < d; ++j) dot += x[j] * v[j];
-            Z[i * s + k] = dot;
+        Pack x[U];
+#pragma GCC unroll 8
+        for (int u = 0; u < U; ++u) x[u] = rows::load(X + i * pitch + j + u * rows::kPack);
+#pragma GCC unroll 8
+        for (int c = 0; c < G; ++c) {
+            const Pack coefficient = rows::broadcast(C[i * ldc + c]);
+#pragma GCC unroll 8
+            for (int u = 0; u < U; ++u) acc[c][u] += coefficient * x[u];
         }
+        if (Squares) {
+            __builtin_prefetch(X + (i + rows) * pitch + j);
+#pragma GCC unroll 8
+            for (int u = 0; u < U; ++u) square[u] += x[u] * x[u];
+        }
+    }
+#pragma GCC unroll 8
+    for (int c = 0; c < G; ++c)
+#pragma GCC unroll 8
+        for (int u = 0; u < U; ++u) rows::store(out + c * ldo + j + u * rows::kPack, acc[c][u]);
+    if (Squares) {
+#pragma GCC unroll 8
+        for (int u = 0; u < U; ++u) rows::store(squares + j + u * rows::kPack, square[u]);
     }
 }
 
-// Given the rows z_i of Z and r_i = y_i - z_i . w: g = sum_i r_i x_i, Kt = sum_i x_i z_i^T
-// (d x s, column-major) and squares = sum_i x_i * x_i, in one pass over the rows.
-METASP_CPU_DISPATCH
-void newton_rows(const double* X, Index pitch, const double* y, Index rows, Index d, Index s,
-                 const double* w, const double* Z, double* g, double* Kt, double* squares) {
-    for (Index j = 0; j < d; ++j) g[j] = squares[j] = 0;
-    for (Index j = 0; j < d * s; ++j) Kt[j] = 0;
-    for (Index i = 0; i < rows; ++i) {
-        const double *x = X + i * pitch, *z = Z + i * s;
-        double r = y[i];
-        for (Index k = 0; k < s; ++k) {
-            r -= z[k] * w[k];
-            double* kt = Kt + k * d;
-            const double zk = z[k];
-#pragma omp simd
-            for (Index j = 0; j < d; ++j) kt[j] += zk * x[j];
+// G columns of C over all d features: packs of U, then single packs, then scalars.
+template <int G, int U, bool Squares, class Scalar>
+METASP_ALWAYS_INLINE void transposed_columns(const Scalar* X, Index pitch, Index rows, Index d,
+                                             const double* C, Index ldc, double* out, Index ldo,
+                                             double* squares) {
+    Index j = 0;
+    for (; j + U * rows::kPack <= d; j += U * rows::kPack)
+        transposed_packs<G, U, Squares>(X, pitch, rows, j, C, ldc, out, ldo, squares);
+    for (; j + rows::kPack <= d; j += rows::kPack)
+        transposed_packs<G, 1, Squares>(X, pitch, rows, j, C, ldc, out, ldo, squares);
+    for (; j < d; ++j) {
+        double acc[G] = {}, square = 0;
+        for (Index i = 0; i < rows; ++i) {
+            const double x = double(X[i * pitch + j]);
+            for (int c = 0; c < G; ++c) acc[c] += C[i * ldc + c] * x;
+            square += x * x;
         }
-#pragma omp simd
-        for (Index j = 0; j < d; ++j) {
-            g[j] += r * x[j];
-            squares[j] += x[j] * x[j];
-        }
+        for (int c = 0; c < G; ++c) out[c * ldo + j] = acc[c];
+        if (Squares) squares[j] = square;
     }
 }
 
-// v = D w and h = D^T g for D (d x s, column-major).
-METASP_CPU_DISPATCH
-void product_pair(const double* D, Index d, Index s, const double* w, const double* g, double* v,
-                  double* h) {
-    for (Index j = 0; j < d; ++j) v[j] = 0;
-    for (Index k = 0; k < s; ++k) {
-        const double* column = D + k * d;
-        const double wk = w[k];
-        double dot = 0;
-#pragma omp simd reduction(+ : dot)
-        for (Index j = 0; j < d; ++j) {
-            v[j] += wk * column[j];
-            dot += column[j] * g[j];
-        }
-        h[k] = dot;
+// out = X^T C (d x n, column-major) for C (rows x n, row-major), and when asked for, squares =
+// sum_i x_i * x_i (d): columns four at a time (the register tile is 4 columns x 8 features),
+// with the squares in the first group; X_t stays in cache between the groups.
+template <class Scalar>
+METASP_CPU_DISPATCH void transposed_rows(const Scalar* X, Index pitch, Index rows, Index d,
+                                         const double* C, Index n, double* out,
+                                         double* squares = nullptr) {
+    Index c = 0;
+    if (squares == nullptr) {
+        // no first pass with the squares
+    } else if (n >= 4) {
+        transposed_columns<4, 2, true>(X, pitch, rows, d, C, n, out, d, squares);
+        c = 4;
+    } else if (n >= 2) {
+        transposed_columns<2, 2, true>(X, pitch, rows, d, C, n, out, d, squares);
+        c = 2;
+    } else {
+        transposed_columns<1, 2, true>(X, pitch, rows, d, C, n, out, d, squares);
+        c = 1;
     }
+    for (; c + 4 <= n; c += 4) transposed_columns<4, 2, false>(X, pitch, rows, d, C + c, n, out + c * d, d, nullptr);
+    if (c + 2 <= n) {
+        transposed_columns<2, 4, false>(X, pitch, rows, d, C + c, n, out + c * d, d, nullptr);
+        c += 2;
+    }
+    if (c < n) transposed_columns<1, 4, false>(X, pitch, rows, d, C + c, n, out + c * d, d, nullptr);
 }
 
 // out += p w^T + g c^T for out (d x s, column-major).
@@ -169,44 +298,104 @@ void add_outer_pair(double* out, Index d, Index s, const double* p, const double
     }
 }
 
+// A task's share of the Newton operator's right-hand side and of its diagonal (d x s each):
+// rhs += g w^T and, block (a, a), diagonal_a += w_a^2 (S - u K)_jj + 2 w_a u_a g - (A^+)_aa g^2,
+// from KtG = [Kt g] (d x (s + 1)), u = Kt A^+ (d x s) and squares = diag(S), which it
+// overwrites with diag(S - u K).
+METASP_CPU_DISPATCH
+void newton_diagonal(const double* KtG, const double* u, double* squares, const double* Ainv,
+                     const double* w, Index d, Index s, double* rhs, double* diagonal) {
+    const double* g = KtG + s * d;
+    for (Index b = 0; b < s; ++b) {
+        const double *ub = u + b * d, *kb = KtG + b * d;
+#pragma omp simd
+        for (Index j = 0; j < d; ++j) squares[j] -= ub[j] * kb[j];
+    }
+    for (Index a = 0; a < s; ++a) {
+        const double* ua = u + a * d;
+        double *r = rhs + a * d, *diag = diagonal + a * d;
+        const double wa = w[a], wa2 = w[a] * w[a], ainv = Ainv[a * s + a];
+#pragma omp simd
+        for (Index j = 0; j < d; ++j) {
+            r[j] += wa * g[j];
+            diag[j] += wa2 * squares[j] + 2 * wa * ua[j] * g[j] - ainv * g[j] * g[j];
+        }
+    }
+}
+
 // Per-task terms of the Newton system at (w_t, V): Z_t = X_t V, the gradient g_t = X_t^T
-// (y_t - Z_t w_t) / m_t, Kt_t = X_t^T Z_t / m_t = S_t V, the diagonal of S_t = X_t^T X_t / m_t
-// and the pseudo-inverse of A_t = Z_t^T Z_t / m_t (tasks with fewer samples than s have a
-// singular A_t).
+// (y_t - Z_t w_t) / m_t, Kt_t = X_t^T Z_t / m_t = S_t V, the diagonal of S_t = X_t^T X_t / m_t,
+// the pseudo-inverse of A_t = Z_t^T Z_t / m_t (tasks with fewer samples than s have a singular
+// A_t) and u_t = Kt_t A_t^+. The buffers are reused from task to task (no allocation once
+// they have grown to the largest task).
 struct NewtonTaskTerms {
-    RowMatrix Z;
-    Vector g, squares;
-    Matrix Kt, Ainv;
+    // X_t V when not given; [Z_t r_t] / m_t (m_t x (s + 1), row-major); Z_t^T (s x m_t).
+    std::vector<double> Z, C, Zt;
+    Matrix KtG;  // [Kt_t g_t] (d x (s + 1))
+    Vector squares;
+    Matrix A, L, L_inv, Ainv, u;
+
+    auto Kt() const { return KtG.leftCols(KtG.cols() - 1); }
+    auto g() const { return KtG.col(KtG.cols() - 1); }
 };
 
-// Xt: the task's rows in double (TasksView::task_rows).
-void newton_task_terms(const TasksView& tasks, Index t, const Eigen::Ref<const RowMatrix>& Xt,
-                       const Matrix& V, const Vector& w, NewtonTaskTerms& out,
-                       const RowMatrix* Z = nullptr) {
+// Z: the task's rows of X V (m_t x s, row-major), or null to compute them. X is read in place
+// (float or double), in one pass from memory (the column groups after the first find X_t in
+// cache).
+void newton_task_terms(const TasksView& tasks, Index t, const Matrix& V, const double* w,
+                       NewtonTaskTerms& out, const double* Z = nullptr) {
     const Index m = tasks.size(t), d = V.rows(), s = V.cols(), begin = tasks.begin(t);
+    const Index pitch = tasks.X.pitch(), n = s + 1;
     const double inv_m = 1.0 / double(m);
-    out.Z.resize(m, s);
-    out.g.resize(d);
-    out.squares.resize(d);
-    out.Kt.resize(d, s);
-    if (Z != nullptr) {  // X V, given
-        out.Z = Z->middleRows(begin, m);
-    } else {
-        project_rows(Xt.data(), Xt.outerStride(), m, d, V.data(), d, s, out.Z.data());
+    if (Z == nullptr) {
+        out.Z.resize(static_cast<size_t>(m * s));
+        tasks.X.visit([&](const auto* X) {
+            project_rows(X + begin * pitch, pitch, m, d, V.data(), d, s, out.Z.data());
+        });
+        Z = out.Z.data();
     }
-    newton_rows(Xt.data(), Xt.outerStride(), tasks.y.data() + begin, m, d, s, w.data(), out.Z.data(),
-                out.g.data(), out.Kt.data(), out.squares.data());
-    out.g *= inv_m;
+    const double* y = tasks.y.data() + begin;
+    out.C.resize(static_cast<size_t>(m * n));
+    for (Index i = 0; i < m; ++i) {
+        double r = y[i];
+        for (Index k = 0; k < s; ++k) {
+            out.C[i * n + k] = inv_m * Z[i * s + k];
+            r -= Z[i * s + k] * w[k];
+        }
+        out.C[i * n + s] = inv_m * r;
+    }
+    out.KtG.resize(d, n);
+    out.squares.resize(d);
+    tasks.X.visit([&](const auto* X) {
+        transposed_rows(X + begin * pitch, pitch, m, d, out.C.data(), n, out.KtG.data(),
+                        out.squares.data());
+    });
     out.squares *= inv_m;
-    out.Kt *= inv_m;
-    const Matrix A = inv_m * (out.Z.transpose() * out.Z);
-    if (well_conditioned_inverse(A, kNewtonCondition, out.Ainv)) return;
-    const Eigen::SelfAdjointEigenSolver<Matrix> eig(A);
-    const Vector& lambda = eig.eigenvalues();
-    const double cutoff = 1e-12 * std::max(lambda.maxCoeff(), 0.0);
-    Vector inv_lambda(s);
-    for (Index j = 0; j < s; ++j) inv_lambda[j] = lambda[j] > cutoff ? 1.0 / lambda[j] : 0.0;
-    out.Ainv.noalias() = eig.eigenvectors() * inv_lambda.asDiagonal() * eig.eigenvectors().transpose();
+    out.A.resize(s, s);
+    out.L.resize(s, s);
+    out.L_inv.resize(s, s);
+    out.Ainv.resize(s, s);
+    out.Zt.resize(static_cast<size_t>(m * s));
+    scaled_gram(Z, m, s, inv_m, nullptr, out.A.data(), nullptr, out.Zt.data());
+    out.L = out.A;
+    if (well_conditioned_cholesky(out.L.data(), s, kNewtonCondition, out.L_inv.data())) {
+        for (Index a = 0; a < s; ++a)  // A^-1 = L^-T L^-1
+            for (Index b = 0; b <= a; ++b) {
+                double sum = 0;
+                for (Index i = a; i < s; ++i) sum += out.L_inv(i, a) * out.L_inv(i, b);
+                out.Ainv(a, b) = out.Ainv(b, a) = sum;
+            }
+    } else {
+        const Eigen::SelfAdjointEigenSolver<Matrix> eig(out.A);
+        const Vector& lambda = eig.eigenvalues();
+        const double cutoff = 1e-12 * std::max(lambda.maxCoeff(), 0.0);
+        Vector inv_lambda(s);
+        for (Index j = 0; j < s; ++j) inv_lambda[j] = lambda[j] > cutoff ? 1.0 / lambda[j] : 0.0;
+        out.Ainv.noalias() = eig.eigenvectors() * inv_lambda.asDiagonal() * eig.eigenvectors().transpose();
+    }
+    out.u.resize(d, s);
+    // u = Kt A^+ = (Kt^T)^T A^+: the rows of Kt^T are Kt's columns, A^+ is symmetric.
+    transposed_rows(out.KtG.data(), d, s, d, out.Ainv.data(), s, out.u.data());
 }
 
 // Dense normal equations of a basis step, accumulated over a fixed number of task chunks.
@@ -232,8 +421,8 @@ NormalSystem assemble_basis_system(const TasksView& tasks, const Eigen::Ref<cons
         Vector& r = rhs[c];
         M.setZero(n, n);
         r.setZero(n);
-        Matrix gram(d, d), full(d, d), u;
-        Vector xty(d);
+        Matrix gram(d, d), full(d, d);
+        Vector xty(d);  // X_t^T y_t / m_t (als), g_t (newton)
         NewtonTaskTerms terms;
         RowMatrix scratch;
         for (Index t = chunk_begin(c, n_chunks, T); t < chunk_begin(c + 1, n_chunks, T); ++t) {
@@ -246,13 +435,12 @@ NormalSystem assemble_basis_system(const TasksView& tasks, const Eigen::Ref<cons
             if (kind == BasisStep::als) {
                 xty.noalias() = inv_m * (Xt.transpose() * yt);
             } else {
-                newton_task_terms(tasks, t, Xt, *V, W.row(t).transpose(), terms);
-                xty = terms.g;
-                u.noalias() = terms.Kt * terms.Ainv;
-                gram.noalias() -= u * terms.Kt.transpose();  // symmetric: K^T A^+ K
+                newton_task_terms(tasks, t, *V, W.row(t).data(), terms);
+                xty = terms.g();
+                gram.noalias() -= terms.u * terms.Kt().transpose();  // symmetric: K^T A^+ K
             }
-            const Vector& g = terms.g;
-            const Matrix& Ainv = terms.Ainv;
+            const Vector& g = xty;
+            const Matrix &u = terms.u, &Ainv = terms.Ainv;
             full = gram.selfadjointView<Eigen::Lower>();
             for (Index a = 0; a < s; ++a) {
                 r.segment(a * d, d) += W(t, a) * xty;
@@ -315,6 +503,7 @@ struct RowDots {
 
     template <int R>
     METASP_ALWAYS_INLINE void operator()(Index i, std::integral_constant<int, R>) {
+        prefetch_rows(X + (i + kPrefetchRows) * pitch, R * pitch);
         double dot[R][1];
         rows::dots<R, 1, 8 / R>(X + i * pitch, pitch, d, &v, dot);
         for (int k = 0; k < R; ++k) out[i + k] = dot[k][0];
@@ -328,26 +517,48 @@ METASP_CPU_DISPATCH void row_dots(const Scalar* X, Index pitch, Index rows, Inde
     rows::for_row_blocks<8>(rows, block);
 }
 
-// p = sum_i c_i x_i over the same rows.
+// p = sum_i c_i x_i over the same rows, prefetching `ahead` rows ahead (0: none).
 template <class Scalar>
 struct RowCombination {
     const Scalar* X;
     Index pitch, d;
     const double* c;
     double* p;
+    Index ahead;
 
     template <int R>
     METASP_ALWAYS_INLINE void operator()(Index i, std::integral_constant<int, R>) {
+        if (ahead > 0) prefetch_rows(X + (i + ahead) * pitch, R * pitch);
         rows::add_rows<R>(X + i * pitch, pitch, d, c + i, p);
     }
 };
 
 template <class Scalar>
 METASP_CPU_DISPATCH void row_combination(const Scalar* X, Index pitch, Index rows, Index d,
-                                         const double* c, double* p) {
+                                         const double* c, double* p, Index ahead = 0) {
     for (Index j = 0; j < d; ++j) p[j] = 0;
-    RowCombination<Scalar> block{X, pitch, d, c, p};
+    RowCombination<Scalar> block{X, pitch, d, c, p, ahead};
     rows::for_row_blocks<4>(rows, block);
+}
+
+// c = A^+ (Z^T x / m - h) (s) and x <- (x - Z c) / m (m) for a task's Zt = Z^T (s x m,
+// row-major) and A^+ (s x s, symmetric): the middle step of a Newton operator product, with
+// both products along the samples on the row kernels.
+METASP_CPU_DISPATCH
+void remove_span(const double* Zt, Index m, Index s, const double* Ainv, const double* h,
+                 double inv_m, double* x, double* k, double* c) {
+    RowDots<double> dots{Zt, m, m, x, k};
+    rows::for_row_blocks<8>(s, dots);
+    for (Index a = 0; a < s; ++a) k[a] = inv_m * k[a] - h[a];
+    for (Index a = 0; a < s; ++a) {
+        double sum = 0;
+        for (Index b = 0; b < s; ++b) sum += Ainv[a * s + b] * k[b];
+        c[a] = sum;
+    }
+    for (Index a = 0; a < s; ++a) k[a] = -c[a];
+    RowCombination<double> combination{Zt, m, m, k, x, 0};
+    rows::for_row_blocks<4>(s, combination);
+    for (Index i = 0; i < m; ++i) x[i] *= inv_m;
 }
 
 // The Newton system of assemble_basis_system (BasisStep::newton) as an operator: D (d x s) ->
@@ -371,25 +582,16 @@ public:
             rhs[c].setZero(d, s);
             diagonal[c].setZero(d, s);
             NewtonTaskTerms terms;
-            Matrix u;
-            Vector gram_diagonal;
-            RowMatrix scratch;
             for (Index t = t0; t < t1; ++t) {
-                const Vector w = W.row(t).transpose();
-                newton_task_terms(tasks, t, tasks.task_rows(t, scratch), V, w, terms, &Z_);
-                const Vector& g = terms.g;
-                const Matrix& Ainv = terms.Ainv;
-                G_.row(t) = g.transpose();
-                Ainv_.middleRows(t * s, s) = Ainv;
-                rhs[c].noalias() += g * w.transpose();
-                // Diagonal of the task's blocks (a, a): w_a^2 (S_t - u_t K_t)_ii +
-                // 2 w_a (u_a)_i g_i - (A^+)_aa g_i^2.
-                u.noalias() = terms.Kt * Ainv;
-                gram_diagonal = terms.squares - (u.array() * terms.Kt.array()).rowwise().sum().matrix();
-                for (Index a = 0; a < s; ++a)
-                    diagonal[c].col(a).array() += w[a] * w[a] * gram_diagonal.array() +
-                                                  2 * w[a] * u.col(a).array() * g.array() -
-                                                  Ainv(a, a) * g.array().square();
+                const double* w = W.row(t).data();
+                const Index m = tasks.size(t), begin = tasks.begin(t);
+                newton_task_terms(tasks, t, V, w, terms, Z_.data() + begin * s);
+                // The task's rows of Z are read only as Z_t^T from now on (remove_span).
+                std::copy(terms.Zt.begin(), terms.Zt.begin() + m * s, Z_.data() + begin * s);
+                G_.row(t) = terms.g().transpose();
+                Ainv_.middleRows(t * s, s) = terms.Ainv;
+                newton_diagonal(terms.KtG.data(), terms.u.data(), terms.squares.data(),
+                                terms.Ainv.data(), w, d, s, rhs[c].data(), diagonal[c].data());
             }
         });
         rhs_ = sum_in_order(rhs);
@@ -408,25 +610,26 @@ public:
         for_chunks(2.0 * d, [&](Index c, Index t0, Index t1) {
             Matrix& out = partial[c];
             out.setZero(d, s);
-            Vector v(d), h(s), k(s), coef(s), xv, p(d);
+            Vector v(d), h(s), k(s), coef(s), p(d);
+            std::vector<double> xv;
             const Index pitch = tasks_.X.pitch();
             for (Index t = t0; t < t1; ++t) {
                 const Index m = tasks_.size(t), begin = tasks_.begin(t);
-                const double inv_m = 1.0 / double(m);
-                const auto Z = Z_.middleRows(begin, m);
                 const double *g = G_.row(t).data(), *w = W_.row(t).data();
-                product_pair(D.data(), d, s, w, g, v.data(), h.data());
-                xv.resize(m);
+                // v = D w and h = D^T g: D's columns are the rows of these row kernels.
+                row_combination(D.data(), d, s, d, w, v.data());
+                row_dots(D.data(), d, s, d, g, h.data());
+                xv.resize(static_cast<size_t>(m));
                 // X_t read in place (float or double): this runs once per CG iteration.
                 tasks_.X.visit([&](const auto* X) {
                     row_dots(X + begin * pitch, pitch, m, d, v.data(), xv.data());
                 });
-                k.noalias() = inv_m * (Z.transpose() * xv);
-                coef.noalias() = Ainv_.middleRows(t * s, s) * (k - h);
-                xv.noalias() -= Z * coef;
-                xv *= inv_m;
+                remove_span(Z_.data() + begin * s, m, s, Ainv_.data() + t * s * s, h.data(),
+                            1.0 / double(m), xv.data(), k.data(), coef.data());
                 tasks_.X.visit([&](const auto* X) {
-                    row_combination(X + begin * pitch, pitch, m, d, xv.data(), p.data());
+                    // X_t is in cache now; ask for the next task's rows (they follow), so that
+                    // memory keeps streaming while this pass and the small terms compute.
+                    row_combination(X + begin * pitch, pitch, m, d, xv.data(), p.data(), m);
                 });
                 add_outer_pair(out.data(), d, s, p.data(), w, g, coef.data());
             }
@@ -479,7 +682,9 @@ private:
     Eigen::Ref<const RowMatrix> W_;
     const Matrix& V_;
     int n_threads_;
-    RowMatrix Z_, G_, Ainv_;  // X V (N x s), the g_t (T x d), the A_t^+ (T s x s)
+    // X V, task by task transposed (Z_t^T, s x m_t, from row begin_t on); the g_t (T x d);
+    // the A_t^+ (T s x s).
+    RowMatrix Z_, G_, Ainv_;
     Matrix rhs_, diagonal_;
     double scale_ = 0;
 };
@@ -615,19 +820,47 @@ void task_heads(const TasksView& tasks, const Eigen::Ref<const Matrix>& V, Eigen
     if (W.rows() != T || W.cols() != s) throw std::invalid_argument("W must have shape (T, s)");
     if (task_loss.size() != T) throw std::invalid_argument("task_loss needs one entry per task");
     if (Z_out != nullptr) Z_out->resize(tasks.n_samples(), s);
-    for_each_task(tasks, n_threads, 2.0 * tasks.n_features() * s, [&](Index t) {
-        const Index m = tasks.size(t);
-        thread_local RowMatrix Z, scratch;
-        Z.resize(m, s);
-        const auto Xt = tasks.task_rows(t, scratch);
-        project_rows(Xt.data(), Xt.outerStride(), m, V.rows(), V.data(), V.outerStride(), s,
-                     Z.data());
-        if (Z_out != nullptr) Z_out->middleRows(tasks.begin(t), m) = Z;
-        const auto y = tasks.y.segment(tasks.begin(t), m);
-        const Eigen::CompleteOrthogonalDecomposition<Matrix> cod(Z);
-        const Vector w = cod.solve(y);
-        W.row(t) = w.transpose();
-        task_loss[t] = (y - Z * w).squaredNorm() / double(m);
+    const Index d = V.rows(), pitch = tasks.X.pitch();
+    for_each_task(tasks, n_threads, 2.0 * d * s, [&](Index t) {
+        const Index m = tasks.size(t), begin = tasks.begin(t);
+        thread_local std::vector<double> Z_local, Zt, work;
+        double* Z = Z_out != nullptr ? Z_out->data() + begin * s : nullptr;
+        if (Z == nullptr) {
+            Z_local.resize(static_cast<size_t>(m * s));
+            Z = Z_local.data();
+        }
+        tasks.X.visit([&](const auto* X) {
+            project_rows(X + begin * pitch, pitch, m, d, V.data(), V.outerStride(), s, Z);
+        });
+        const double* y = tasks.y.data() + begin;
+        work.resize(static_cast<size_t>(2 * s * s + 3 * s));
+        double *A = work.data(), *L_inv = A + s * s, *b = L_inv + s * s, *c = b + s, *w = c + s;
+        Zt.resize(static_cast<size_t>(m * s));
+        scaled_gram(Z, m, s, 1.0, y, A, b, Zt.data());
+        if (well_conditioned_cholesky(A, s, kHeadsCondition, L_inv)) {
+            for (Index i = 0; i < s; ++i) {  // c = L^-1 b, w = L^-T c
+                double sum = 0;
+                for (Index k = 0; k <= i; ++k) sum += L_inv[k * s + i] * b[k];
+                c[i] = sum;
+            }
+            for (Index a = 0; a < s; ++a) {
+                double sum = 0;
+                for (Index i = a; i < s; ++i) sum += L_inv[a * s + i] * c[i];
+                w[a] = sum;
+            }
+        } else {  // ill-conditioned or rank deficient: the minimum-norm least-squares solution
+            const Eigen::Map<const RowMatrix> Zt(Z, m, s);
+            const Eigen::CompleteOrthogonalDecomposition<Matrix> cod(Zt);
+            Eigen::Map<Vector>(w, s) = cod.solve(Eigen::Map<const Vector>(y, m));
+        }
+        double loss = 0;
+        for (Index i = 0; i < m; ++i) {
+            double r = y[i];
+            for (Index k = 0; k < s; ++k) r -= Z[i * s + k] * w[k];
+            loss += r * r;
+        }
+        for (Index k = 0; k < s; ++k) W(t, k) = w[k];
+        task_loss[t] = loss / double(m);
     });
 }
 
