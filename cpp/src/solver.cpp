@@ -2,6 +2,7 @@
 
 #include "metasp/gradient.hpp"
 #include "metasp/parallel.hpp"
+#include "metasp/row_kernels.hpp"
 
 #include <Eigen/Eigenvalues>
 #include <Eigen/QR>
@@ -133,6 +134,42 @@ double conjugate_update(const RowMatrix& theta, double step, const RowMatrix& G,
         rows = theta.middleRows(r0, n) + step * p;
         return std::array<double, 1>{rows.squaredNorm()};
     })[0];
+}
+
+// H_s's rows: out_i = sum_k W(i, k) Vt_k for `rows` rows (W column-major with column pitch
+// ldw, Vt: s x d row-major), with ||out||^2 and ||out - theta||^2 summed in the same sweep.
+// A plain row loop: Eigen's GEMM path for an inner dimension of s ~ 5 packs both operands for
+// little work, and the norms would be two more sweeps.
+METASP_CPU_DISPATCH
+void expand_rows(const double* W, Index ldw, const double* Vt, Index s, Index d,
+                 const double* theta, Index rows, double* out, double* sums) {
+    using rows::Pack;
+    double norm = 0, change = 0;
+    for (Index i = 0; i < rows; ++i) {
+        const double* t = theta + i * d;
+        double* o = out + i * d;
+        Pack norm_pack = rows::broadcast(0), change_pack = rows::broadcast(0);
+        Index j = 0;
+        for (; j + rows::kPack <= d; j += rows::kPack) {
+            Pack value = rows::broadcast(0);
+            for (Index k = 0; k < s; ++k) value += rows::broadcast(W[i + k * ldw]) * rows::load(Vt + k * d + j);
+            rows::store(o + j, value);
+            const Pack difference = value - rows::load(t + j);
+            norm_pack += value * value;
+            change_pack += difference * difference;
+        }
+        norm += rows::sum(norm_pack);
+        change += rows::sum(change_pack);
+        for (; j < d; ++j) {
+            double value = 0;
+            for (Index k = 0; k < s; ++k) value += W[i + k * ldw] * Vt[k * d + j];
+            o[j] = value;
+            norm += value * value;
+            change += (value - t[j]) * (value - t[j]);
+        }
+    }
+    sums[0] = norm;
+    sums[1] = change;
 }
 
 // out = A, copied over the same row chunks in parallel.
@@ -362,12 +399,12 @@ SolveResult run_start(const TasksView& tasks, Index s, const SolveOptions& optio
         have_subspace = true;
         if (stop()) { out.status = Status::interrupted; break; }
         // H_s: the rank-s iterate, with its norm and its change in the same pass.
-        const Matrix Vt = svd.V.transpose();
+        const RowMatrix Vt = svd.V.transpose();
         const auto sums = chunk_sums<2>(T, d, n_threads, [&](Index r0, Index r1) {
-            auto rows = work.middleRows(r0, r1 - r0);
-            rows.noalias() = svd.W.middleRows(r0, r1 - r0) * Vt;
-            return std::array<double, 2>{rows.squaredNorm(),
-                                         (rows - theta.middleRows(r0, r1 - r0)).squaredNorm()};
+            std::array<double, 2> chunk;
+            expand_rows(svd.W.data() + r0, svd.W.outerStride(), Vt.data(), s, d,
+                        theta.row(r0).data(), r1 - r0, work.row(r0).data(), chunk.data());
+            return chunk;
         });
         const double norm = std::sqrt(sums[0]), change = std::sqrt(sums[1]);
         std::swap(theta, work);

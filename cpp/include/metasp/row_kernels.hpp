@@ -55,6 +55,10 @@ inline Pack operator*(const Pack& a, const Pack& b) {
     return c;
 }
 inline Pack operator+(Pack a, const Pack& b) { return a += b; }
+inline Pack operator-(Pack a, const Pack& b) {
+    for (int i = 0; i < kPack; ++i) a.v[i] -= b.v[i];
+    return a;
+}
 template <class Scalar>
 inline Pack load(const Scalar* x) {
     Pack p;
