@@ -123,9 +123,14 @@ def _print_verdict(table, shots, n_features):
             verdict = "metasp lowest, margin within its spread"
         else:
             verdict = f"metasp not lowest ({best['method']} is)"
+        # Equal within the head prior's EM tolerance (1e-5 relative), e.g. at rank d, where
+        # every subspace method fits the same model.
+        tied = np.abs(difference) <= 1e-5 * np.asarray(ours["mse"])
+        lower = int(((difference > 0) & ~tied).sum())
+        ties = f", tied in {int(tied.sum())}" if tied.any() else ""
         print(f"k = {k}: metasp {ours['mean_mse']:.4f}, best other {best['method']} "
               f"{best['mean_mse']:.4f}: {verdict} (margin {margin:+.4f} +- {spread:.4f} sd "
-              f"over the {len(difference)} splits; metasp lower in {int((difference > 0).sum())})")
+              f"over the {len(difference)} splits; metasp lower in {lower}{ties})")
 
 
 def _write_csv(table, path):
