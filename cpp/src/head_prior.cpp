@@ -1,6 +1,7 @@
 #include "metasp/head_prior.hpp"
 
 #include "metasp/parallel.hpp"
+#include "metasp/small_cholesky.hpp"
 
 #include <Eigen/Cholesky>
 #include <Eigen/LU>
@@ -36,49 +37,6 @@ struct EStepSums {
     }
 };
 
-// Cholesky factor L (lower, row-major in `factor`) of the s x s matrix P; returns false when P
-// is not numerically positive definite. inverse_diagonal gets 1 / L_jj.
-template <int S>
-inline bool cholesky(const double* P, Index s_runtime, double* factor, double* inverse_diagonal) {
-    const Index s = S > 0 ? S : s_runtime;
-    for (Index j = 0; j < s; ++j) {
-        double pivot = P[j * s + j];
-        for (Index k = 0; k < j; ++k) pivot -= factor[j * s + k] * factor[j * s + k];
-        if (!(pivot > 0) || !std::isfinite(pivot)) return false;
-        const double root = std::sqrt(pivot);
-        factor[j * s + j] = root;
-        inverse_diagonal[j] = 1 / root;
-        for (Index i = j + 1; i < s; ++i) {
-            double value = P[i * s + j];
-            for (Index k = 0; k < j; ++k) value -= factor[i * s + k] * factor[j * s + k];
-            factor[i * s + j] = value * inverse_diagonal[j];
-        }
-    }
-    return true;
-}
-
-// P^{-1} = L^{-T} L^{-1} from the Cholesky factor L; `scratch` (s x s) gets L^{-1}.
-template <int S>
-inline void inverse_from_cholesky(const double* factor, const double* inverse_diagonal,
-                                  Index s_runtime, double* scratch, double* inverse) {
-    const Index s = S > 0 ? S : s_runtime;
-    double* M = scratch;  // M = L^{-1}, lower triangular, by forward substitution per column
-    for (Index j = 0; j < s; ++j) {
-        M[j * s + j] = inverse_diagonal[j];
-        for (Index i = j + 1; i < s; ++i) {
-            double value = 0;
-            for (Index k = j; k < i; ++k) value -= factor[i * s + k] * M[k * s + j];
-            M[i * s + j] = value * inverse_diagonal[i];
-        }
-    }
-    for (Index i = 0; i < s; ++i)
-        for (Index j = 0; j <= i; ++j) {
-            double value = 0;
-            for (Index k = i; k < s; ++k) value += M[k * s + i] * M[k * s + j];
-            inverse[i * s + j] = inverse[j * s + i] = value;
-        }
-}
-
 // The posterior of the heads of tasks first .. last - 1 given (mean, cov, noise), through
 // cov_inv = cov^{-1} and shift = cov^{-1} mean, added to `sums`. Plain loops on row-major
 // s x s buffers: with S = s known at compile time (S = 0: only at run time) they unroll, and
@@ -90,11 +48,11 @@ void add_posteriors(const Eigen::Ref<const RowMatrix>& gram,
                     const Vector& shift, double noise, Index first, Index last,
                     EStepSums& sums) {
     const Index s = S > 0 ? S : cross.cols(), ss = s * s;
-    std::vector<double> buffer(static_cast<size_t>(6 * ss + 4 * s));
+    std::vector<double> buffer(static_cast<size_t>(6 * ss + 3 * s));
     double *precision = buffer.data(), *factor = precision + ss, *scratch = factor + ss,
            *posterior_cov = scratch + ss, *sum_outer = posterior_cov + ss,
-           *sum_cov = sum_outer + ss, *inverse_diagonal = sum_cov + ss,
-           *rhs = inverse_diagonal + s, *posterior_mean = rhs + s, *sum_mean = posterior_mean + s;
+           *sum_cov = sum_outer + ss, *rhs = sum_cov + ss, *posterior_mean = rhs + s,
+           *sum_mean = posterior_mean + s;
     const double inverse_noise = 1 / noise;
     double residual = 0, log_det = 0, quadratic = 0;
     for (Index t = first; t < last; ++t) {
@@ -103,8 +61,9 @@ void add_posteriors(const Eigen::Ref<const RowMatrix>& gram,
         for (Index i = 0; i < s; ++i)
             for (Index j = 0; j < s; ++j)
                 precision[i * s + j] = task_gram[i * s + j] * inverse_noise + cov_inv(i, j);
-        if (cholesky<S>(precision, s, factor, inverse_diagonal)) {
-            inverse_from_cholesky<S>(factor, inverse_diagonal, s, scratch, posterior_cov);
+        if (cholesky<S>(precision, s, factor)) {
+            lower_inverse<S>(factor, s, scratch);
+            inverse_from_lower_inverse<S>(scratch, s, posterior_cov);
             double diagonal = 1;  // product of the pivots: one logarithm per task
             for (Index j = 0; j < s; ++j) diagonal *= factor[j * s + j];
             if (std::isnormal(diagonal)) {

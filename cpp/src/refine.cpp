@@ -3,6 +3,7 @@
 #include "metasp/gradient.hpp"
 #include "metasp/parallel.hpp"
 #include "metasp/row_kernels.hpp"
+#include "metasp/small_cholesky.hpp"
 #include "metasp/solver.hpp"
 
 #include <Eigen/Cholesky>
@@ -89,35 +90,17 @@ constexpr double kNewtonCondition = 1e8;
 // decomposition's own error grows with cond(Z_t)^2 too once the residual is not tiny).
 constexpr double kHeadsCondition = 1e4;
 
-// A = L L^T in place (A: s x s column-major; its lower triangle becomes L) and L_inv = L^-1
-// (s x s column-major, zero above the diagonal). True when A is positive definite and cond(A)
-// provably below max_condition: lambda_max <= trace(A), lambda_min >= 1 / ||L^-1||_F^2. Plain
-// loops on the caller's buffers: s is small, and this runs once per task.
-bool well_conditioned_cholesky(double* A, Index s, double max_condition, double* L_inv) {
-    double trace = 0;
-    for (Index i = 0; i < s; ++i) trace += A[i * s + i];
-    for (Index j = 0; j < s; ++j) {
-        double pivot = A[j * s + j];
-        for (Index k = 0; k < j; ++k) pivot -= A[k * s + j] * A[k * s + j];
-        if (!(pivot > 0)) return false;
-        const double l = std::sqrt(pivot);
-        A[j * s + j] = l;
-        for (Index i = j + 1; i < s; ++i) {
-            double v = A[j * s + i];
-            for (Index k = 0; k < j; ++k) v -= A[k * s + i] * A[k * s + j];
-            A[j * s + i] = v / l;
-        }
-    }
-    double inverse_norm = 0;
-    for (Index c = 0; c < s; ++c) {
-        double* column = L_inv + c * s;
-        for (Index i = 0; i < c; ++i) column[i] = 0;
-        for (Index i = c; i < s; ++i) {
-            double v = i == c ? 1.0 : 0.0;
-            for (Index k = c; k < i; ++k) v -= A[k * s + i] * column[k];
-            column[i] = v / A[i * s + i];
-            inverse_norm += column[i] * column[i];
-        }
+// L with A = L L^T and L_inv = L^-1 (s x s, row-major, lower triangles; small_cholesky.hpp)
+// for the symmetric A. True when A is positive definite and cond(A) provably below
+// max_condition: lambda_max <= trace(A), lambda_min >= 1 / ||L^-1||_F^2.
+bool well_conditioned_cholesky(const double* A, Index s, double max_condition, double* L,
+                               double* L_inv) {
+    if (!cholesky(A, s, L)) return false;
+    lower_inverse(L, s, L_inv);
+    double trace = 0, inverse_norm = 0;
+    for (Index i = 0; i < s; ++i) {
+        trace += A[i * s + i];
+        for (Index j = 0; j <= i; ++j) inverse_norm += L_inv[i * s + j] * L_inv[i * s + j];
     }
     return trace * inverse_norm < max_condition;
 }
@@ -333,7 +316,8 @@ struct NewtonTaskTerms {
     std::vector<double> Z, C, Zt;
     Matrix KtG;  // [Kt_t g_t] (d x (s + 1))
     Vector squares;
-    Matrix A, L, L_inv, Ainv, u;
+    Matrix A, Ainv, u;
+    std::vector<double> L, L_inv;  // row-major s x s (small_cholesky.hpp)
 
     auto Kt() const { return KtG.leftCols(KtG.cols() - 1); }
     auto g() const { return KtG.col(KtG.cols() - 1); }
@@ -372,19 +356,15 @@ void newton_task_terms(const TasksView& tasks, Index t, const Matrix& V, const d
     });
     out.squares *= inv_m;
     out.A.resize(s, s);
-    out.L.resize(s, s);
-    out.L_inv.resize(s, s);
+    out.L.resize(static_cast<size_t>(s * s));
+    out.L_inv.resize(static_cast<size_t>(s * s));
     out.Ainv.resize(s, s);
     out.Zt.resize(static_cast<size_t>(m * s));
     scaled_gram(Z, m, s, inv_m, nullptr, out.A.data(), nullptr, out.Zt.data());
-    out.L = out.A;
-    if (well_conditioned_cholesky(out.L.data(), s, kNewtonCondition, out.L_inv.data())) {
-        for (Index a = 0; a < s; ++a)  // A^-1 = L^-T L^-1
-            for (Index b = 0; b <= a; ++b) {
-                double sum = 0;
-                for (Index i = a; i < s; ++i) sum += out.L_inv(i, a) * out.L_inv(i, b);
-                out.Ainv(a, b) = out.Ainv(b, a) = sum;
-            }
+    // A is symmetric: its row-major and column-major layouts are the same buffer.
+    if (well_conditioned_cholesky(out.A.data(), s, kNewtonCondition, out.L.data(),
+                                  out.L_inv.data())) {
+        inverse_from_lower_inverse(out.L_inv.data(), s, out.Ainv.data());
     } else {
         const Eigen::SelfAdjointEigenSolver<Matrix> eig(out.A);
         const Vector& lambda = eig.eigenvalues();
@@ -833,19 +813,20 @@ void task_heads(const TasksView& tasks, const Eigen::Ref<const Matrix>& V, Eigen
             project_rows(X + begin * pitch, pitch, m, d, V.data(), V.outerStride(), s, Z);
         });
         const double* y = tasks.y.data() + begin;
-        work.resize(static_cast<size_t>(2 * s * s + 3 * s));
-        double *A = work.data(), *L_inv = A + s * s, *b = L_inv + s * s, *c = b + s, *w = c + s;
+        work.resize(static_cast<size_t>(3 * s * s + 3 * s));
+        double *A = work.data(), *L = A + s * s, *L_inv = L + s * s, *b = L_inv + s * s,
+               *c = b + s, *w = c + s;
         Zt.resize(static_cast<size_t>(m * s));
         scaled_gram(Z, m, s, 1.0, y, A, b, Zt.data());
-        if (well_conditioned_cholesky(A, s, kHeadsCondition, L_inv)) {
+        if (well_conditioned_cholesky(A, s, kHeadsCondition, L, L_inv)) {
             for (Index i = 0; i < s; ++i) {  // c = L^-1 b, w = L^-T c
                 double sum = 0;
-                for (Index k = 0; k <= i; ++k) sum += L_inv[k * s + i] * b[k];
+                for (Index k = 0; k <= i; ++k) sum += L_inv[i * s + k] * b[k];
                 c[i] = sum;
             }
             for (Index a = 0; a < s; ++a) {
                 double sum = 0;
-                for (Index i = a; i < s; ++i) sum += L_inv[a * s + i] * c[i];
+                for (Index i = a; i < s; ++i) sum += L_inv[i * s + a] * c[i];
                 w[a] = sum;
             }
         } else {  // ill-conditioned or rank deficient: the minimum-norm least-squares solution

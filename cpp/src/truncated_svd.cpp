@@ -155,8 +155,9 @@ TruncatedSVD truncated_svd(const Eigen::Ref<const RowMatrix>& A, Index s,
     double previous_residual = std::numeric_limits<double>::infinity();
     RowMatrix AQ;
     for (int step = 1;; ++step) {
-        // Rayleigh-Ritz on span(Q), from Y = A^T A Q alone: the Ritz matrix is Q^T Y, the
-        // Ritz vectors V = Q R, and A^T A V = Y R, so no T x b block is kept.
+        // Rayleigh-Ritz on span(Q), from Y = A^T A Q: the Ritz matrix is Q^T Y, the Ritz
+        // vectors V = Q R, and A^T A V = Y R; the pass also leaves A Q, so A V = (A Q) R at
+        // the end needs no further pass over A.
         const Matrix Y = gram_times(A, Q, AQ, n_threads);
         Matrix H = Q.transpose() * Y;
         H = (0.5 * (H + H.transpose())).eval();
@@ -172,7 +173,7 @@ TruncatedSVD truncated_svd(const Eigen::Ref<const RowMatrix>& A, Index s,
         const double target = tol * std::max(lambda(0), 0.0);
         const bool converged = residual <= target;
         if (converged || step >= options.max_steps || (stop_requested && stop_requested())) {
-            Matrix W(T, s);  // A V = (A Q) ritz: no further pass over A
+            Matrix W(T, s);
             tall_product(AQ, ritz.leftCols(s), W, n_threads);
             return finish(std::move(V), W, step, converged);
         }
