@@ -59,10 +59,7 @@ METASP_CPU_DISPATCH double sum_squared_dots(const Scalar* X, Index pitch, Index 
     return squared_dots(X, pitch, rows, d, p);
 }
 
-// Each block asks for its own rows' lines this many rows ahead; the tasks' rows follow each
-// other in X, so this runs on into the next task's rows at the end of a task: the hardware
-// prefetcher alone leaves the short row streams waiting on memory.
-constexpr Index kPrefetchRows = 16;
+using rows::kPrefetchRows;
 
 // g += sum_i r_i x_i and loss += sum_i r_i^2 for r_i = y_i - x_i . theta: each block of rows
 // is read from memory once for both its residuals and its gradient term.

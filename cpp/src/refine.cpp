@@ -130,57 +130,31 @@ void scaled_gram(const double* Z, Index m, Index s, double scale, const double* 
     }
 }
 
-// Rows ahead whose cache lines a first pass over X asks for (as in gradient.cpp): the tasks'
-// rows follow each other in X, so this runs on into the next task; the hardware prefetcher
-// alone leaves these short row streams waiting on memory.
-constexpr Index kPrefetchRows = 16;
+using rows::kPrefetchRows;
 
-// Z(i, c) = x_i . v_c for G vectors v at once, over blocks of R rows (row_kernels.hpp),
-// prefetching `ahead` rows ahead (0: none, X is in cache).
-template <int G, class Scalar>
-struct ProjectBlock {
+// Z = X V (rows x s, row-major) for the `rows` rows starting at X (row pitch `pitch`) and V
+// (d x s, column-major with column pitch ldv), in blocks of up to 4 rows (rows::project),
+// asking for the lines kPrefetchRows rows ahead: this is a first pass over X_t.
+template <class Scalar>
+struct ProjectRows {
     const Scalar* X;
     Index pitch, d;
-    const double* const* v;
+    const double* V;
+    Index ldv, s;
     double* Z;
-    Index ldz, ahead;
 
     template <int R>
     METASP_ALWAYS_INLINE void operator()(Index i, std::integral_constant<int, R>) {
-        if (ahead > 0) prefetch_rows(X + (i + ahead) * pitch, R * pitch);
-        double dot[R][G];
-        rows::dots<R, G, std::max(1, 8 / (R * G))>(X + i * pitch, pitch, d, v, dot);
-        for (int k = 0; k < R; ++k)
-            for (int c = 0; c < G; ++c) Z[(i + k) * ldz + c] = dot[k][c];
+        prefetch_rows(X + (i + kPrefetchRows) * pitch, R * pitch);
+        rows::project<R>(X + i * pitch, pitch, d, V, ldv, s, Z + i * s);
     }
 };
 
-// Z = X V (rows x s, row-major) for the `rows` rows starting at X (row pitch `pitch`) and V
-// (d x s, column-major with column pitch ldv): V's columns four at a time on pairs of rows (8
-// chains of multiply-adds in registers), the rest in twos and ones; X_t stays in cache between
-// the groups.
 template <class Scalar>
 METASP_CPU_DISPATCH void project_rows(const Scalar* X, Index pitch, Index rows, Index d,
                                       const double* V, Index ldv, Index s, double* Z) {
-    Index c = 0;
-    for (; c + 4 <= s; c += 4) {
-        const double* v[4] = {V + c * ldv, V + (c + 1) * ldv, V + (c + 2) * ldv, V + (c + 3) * ldv};
-        ProjectBlock<4, Scalar> block{X, pitch, d, v, Z + c, s, c == 0 ? kPrefetchRows : 0};
-        Index i = 0;
-        for (; i + 2 <= rows; i += 2) block(i, std::integral_constant<int, 2>());
-        if (i < rows) block(i, std::integral_constant<int, 1>());
-    }
-    if (c + 2 <= s) {
-        const double* v[2] = {V + c * ldv, V + (c + 1) * ldv};
-        ProjectBlock<2, Scalar> block{X, pitch, d, v, Z + c, s, c == 0 ? kPrefetchRows : 0};
-        rows::for_row_blocks<4>(rows, block);
-        c += 2;
-    }
-    if (c < s) {
-        const double* v[1] = {V + c * ldv};
-        ProjectBlock<1, Scalar> block{X, pitch, d, v, Z + c, s, c == 0 ? kPrefetchRows : 0};
-        rows::for_row_blocks<8>(rows, block);
-    }
+    ProjectRows<Scalar> block{X, pitch, d, V, ldv, s, Z};
+    rows::for_row_blocks<4>(rows, block);
 }
 
 // out(j.., c) = sum_i C(i, c) x_i(j..) for G columns of C (row pitch ldc) on U packs of

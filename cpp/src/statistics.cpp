@@ -10,39 +10,14 @@
 namespace metasp {
 namespace {
 
-// Each block asks for the lines of the rows this far ahead (see gradient.cpp: the hardware
-// prefetcher alone leaves the short row streams of the tasks waiting on memory).
-constexpr Index kPrefetchRows = 16;
-
-// z_k = V^T x_k for the R rows x0 + k pitch (z: R x s, row-major). The columns of V go two at
-// a time (R rows x 2 columns x 4/R packs: 8 independent multiply-add chains), an odd last one
-// alone (R x 8/R chains); each block of rows stays in L1 across the column pairs.
-template <int R, class Scalar>
-METASP_ALWAYS_INLINE void project_rows(const Scalar* x0, Index pitch, Index d,
-                                       const double* const* columns, Index s, double* z) {
-    Index c = 0;
-    for (; c + 2 <= s; c += 2) {
-        double dot[R][2];
-        rows::dots<R, 2, 4 / R>(x0, pitch, d, columns + c, dot);
-        for (int k = 0; k < R; ++k) {
-            z[k * s + c] = dot[k][0];
-            z[k * s + c + 1] = dot[k][1];
-        }
-    }
-    if (c < s) {
-        double dot[R][1];
-        rows::dots<R, 1, 8 / R>(x0, pitch, d, columns + c, dot);
-        for (int k = 0; k < R; ++k) z[k * s + c] = dot[k][0];
-    }
-}
-
 // Accumulates one task's statistics over its rows, in blocks of up to 4 rows; with Gradient,
 // also g += r_k x_k for r_k = y_k - z_k . w while the block is in cache.
 template <bool Gradient, class Scalar>
 struct StatisticsRows {
     const Scalar* X;
     Index pitch, d, s;
-    const double* const* columns;
+    const double* V;  // (d, s), column pitch ldv
+    Index ldv;
     const double* y;
     const double* w;  // (s,) heads, with Gradient
     double* g;        // (d,) gradient sum, with Gradient
@@ -54,8 +29,8 @@ struct StatisticsRows {
     template <int R>
     METASP_ALWAYS_INLINE void operator()(Index i, std::integral_constant<int, R>) {
         const Scalar* x0 = X + i * pitch;
-        prefetch_rows(x0 + kPrefetchRows * pitch, R * pitch);
-        project_rows<R>(x0, pitch, d, columns, s, z);
+        prefetch_rows(x0 + rows::kPrefetchRows * pitch, R * pitch);
+        rows::project<R>(x0, pitch, d, V, ldv, s, z);
         [[maybe_unused]] double r[R];
         for (int k = 0; k < R; ++k) {
             const double* zk = z + k * s;
@@ -77,14 +52,14 @@ struct StatisticsRows {
 // Gradient, g = X_t^T r_t / rows (d,); returns y_t^T y_t.
 template <bool Gradient, class Scalar>
 METASP_CPU_DISPATCH double statistics_rows(const Scalar* X, Index pitch, const double* y,
-                                           Index rows, Index d, const double* const* columns,
+                                           Index rows, Index d, const double* V, Index ldv,
                                            Index s, double* z, double* gram, double* cross,
                                            const double* w, double* g) {
     for (Index a = 0; a < s * s; ++a) gram[a] = 0;
     for (Index a = 0; a < s; ++a) cross[a] = 0;
     if (Gradient)
         for (Index j = 0; j < d; ++j) g[j] = 0;
-    StatisticsRows<Gradient, Scalar> block{X, pitch, d, s, columns, y, w, g, z, gram, cross};
+    StatisticsRows<Gradient, Scalar> block{X, pitch, d, s, V, ldv, y, w, g, z, gram, cross};
     rows::for_row_blocks<4>(rows, block);
     for (Index a = 0; a < s; ++a)
         for (Index b = a + 1; b < s; ++b) gram[a * s + b] = gram[b * s + a];
@@ -107,8 +82,6 @@ void statistics_pass(const TasksView& tasks, const Eigen::Ref<const Matrix>& V,
     if (gram.rows() != T || gram.cols() != s * s || cross.rows() != T || cross.cols() != s ||
         squares.size() != T)
         throw std::invalid_argument("the statistics need shapes (T, s*s), (T, s) and (T,)");
-    std::vector<const double*> columns(static_cast<size_t>(s));
-    for (Index j = 0; j < s; ++j) columns[j] = V.data() + j * V.outerStride();
     const Index pitch = tasks.X.pitch();
     const double work = double(tasks.n_samples()) * double(d) * double(s + (Gradient ? 1 : 0));
 #pragma omp parallel for num_threads(n_threads) if (run_parallel(n_threads, work)) \
@@ -119,8 +92,8 @@ void statistics_pass(const TasksView& tasks, const Eigen::Ref<const Matrix>& V,
         const Index begin = tasks.begin(t);
         squares[t] = tasks.X.visit([&](const auto* X) {
             return statistics_rows<Gradient>(X + begin * pitch, pitch, tasks.y.data() + begin,
-                                              tasks.size(t), d, columns.data(), s, z.data(),
-                                              gram.row(t).data(), cross.row(t).data(),
+                                              tasks.size(t), d, V.data(), V.outerStride(), s,
+                                              z.data(), gram.row(t).data(), cross.row(t).data(),
                                               Gradient ? W + t * ldw : nullptr,
                                               Gradient ? G + t * ldg : nullptr);
         });

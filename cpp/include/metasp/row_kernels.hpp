@@ -138,6 +138,35 @@ METASP_ALWAYS_INLINE void add_rows(const Scalar* x0, Index pitch, Index d, const
     }
 }
 
+// z_k = V^T x_k for the R rows x0 + k pitch (z: R x s, row-major) and V (d x s, column-major
+// with column pitch ldv): V's columns two at a time (R rows x 2 columns x 4/R packs: 8
+// independent chains), an odd last one alone; the block of rows stays in L1 across the pairs.
+template <int R, class Scalar>
+METASP_ALWAYS_INLINE void project(const Scalar* x0, Index pitch, Index d, const double* V,
+                                  Index ldv, Index s, double* z) {
+    Index c = 0;
+    for (; c + 2 <= s; c += 2) {
+        const double* columns[2] = {V + c * ldv, V + (c + 1) * ldv};
+        double dot[R][2];
+        dots<R, 2, 4 / R>(x0, pitch, d, columns, dot);
+        for (int k = 0; k < R; ++k) {
+            z[k * s + c] = dot[k][0];
+            z[k * s + c + 1] = dot[k][1];
+        }
+    }
+    if (c < s) {
+        const double* column = V + c * ldv;
+        double dot[R][1];
+        dots<R, 1, 8 / R>(x0, pitch, d, &column, dot);
+        for (int k = 0; k < R; ++k) z[k * s + c] = dot[k][0];
+    }
+}
+
+// Each block of a pass over X asks for its own rows' lines this many rows ahead; the tasks'
+// rows follow each other in X, so this runs on into the next task's rows at the end of a
+// task: the hardware prefetcher alone leaves the short row streams waiting on memory.
+constexpr Index kPrefetchRows = 16;
+
 // Calls block(i, R) over the `rows` rows in blocks of R = Max (8 or 4), then one each of the
 // smaller powers of two for the rest, so that every block runs with a compile-time R. `block`
 // is a class whose templated call operator is METASP_ALWAYS_INLINE (a lambda would be compiled
