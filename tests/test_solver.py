@@ -116,6 +116,23 @@ def test_history(noiseless):
     assert "sin_angle" not in metasp.fit(X, y, 3, max_iter=3, tol=0).history
 
 
+def test_history_times(noiseless):
+    X, y, B, _ = noiseless
+    result = metasp.fit(X, y, 3, random_state=0)  # hard thresholding, then the polish
+    history, n = result.history, result.n_iter
+    assert history["seconds"].shape == history["svd_seconds"].shape == (n,)
+    iht = history["phase"] == "iht"
+    assert iht.any() and not iht.all()
+    assert np.all(history["seconds"] > 0)
+    assert np.all((history["svd_seconds"][iht] > 0)
+                  & (history["svd_seconds"][iht] < history["seconds"][iht]))
+    assert np.all(history["svd_seconds"][~iht] == 0)
+    polished = metasp.polish(X, y, B)
+    assert polished.history["seconds"].shape == (polished.n_iter,)
+    assert np.all(polished.history["seconds"] > 0)
+    assert "seconds" not in metasp.reference.fit(X, y, 3, max_iter=3, tol=0).history
+
+
 def test_thread_count_does_not_change_the_result():
     # Large enough that the OpenMP loops really run in parallel.
     X, y, _, _ = metasp.datasets.make_hps(T=2000, m=20, d=50, s=4, sigma=0.1, random_state=2)

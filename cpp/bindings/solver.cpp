@@ -90,6 +90,8 @@ void bind_solver(py::module_& m) {
             out["rel_change"] = to_array(result.rel_change);
             out["sin_angle"] = to_array(result.sin_angle);
             out["svd_steps"] = to_array(result.svd_steps);
+            out["seconds"] = to_array(result.seconds);
+            out["svd_seconds"] = to_array(result.svd_seconds);
             return out;
         },
         py::arg("X").noconvert(), py::arg("y").noconvert(), py::arg("offsets").noconvert(),
@@ -137,6 +139,7 @@ void bind_solver(py::module_& m) {
             out["loss"] = to_array(result.loss);
             out["rel_change"] = to_array(result.rel_change);
             out["sin_angle"] = to_array(result.sin_angle);
+            out["seconds"] = to_array(result.seconds);
             return out;
         },
         py::arg("X").noconvert(), py::arg("y").noconvert(), py::arg("offsets").noconvert(),

@@ -866,6 +866,7 @@ RefineResult refine(const TasksView& tasks, const Eigen::Ref<const Matrix>& V0,
 
     for (int k = 0; k < options.max_iter; ++k) {
         if (stop_requested && stop_requested()) { out.status = RefineStatus::interrupted; break; }
+        const Clock::time_point started = Clock::now();
         double next_loss = loss;
         Factors candidate;
         bool accepted = false;
@@ -939,6 +940,7 @@ RefineResult refine(const TasksView& tasks, const Eigen::Ref<const Matrix>& V0,
         out.loss.push_back(loss);
         out.rel_change.push_back(rel_change);
         if (ref.size() > 0) out.sin_angle.push_back(sin_angle(current.V, ref));
+        out.seconds.push_back(seconds_since(started));
         if (rel_change <= options.tol) { out.status = RefineStatus::converged; break; }
         if (options.sin_tol > 0 && ref.size() > 0 && out.sin_angle.back() <= options.sin_tol) {
             out.status = RefineStatus::converged;

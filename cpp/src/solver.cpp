@@ -327,6 +327,7 @@ SolveResult run_start(const TasksView& tasks, Index s, const SolveOptions& optio
     const bool newton_polish = d * s <= options.basis.max_dense;
     const double switch_tol = newton_polish ? options.switch_tol : kSlowPolishSwitch * options.switch_tol;
     for (int k = 0; k < iht_budget; ++k) {
+        const Clock::time_point started = Clock::now();
         const bool cg_step = conjugate && have_direction && have_subspace;
         // Normalized IHT: the step is an exact line search along the gradient projected on
         // the current row space, computed in the same pass over X as the gradient.
@@ -394,8 +395,10 @@ SolveResult run_start(const TasksView& tasks, Index s, const SolveOptions& optio
         if (stop()) { out.status = Status::interrupted; break; }
 
         const Matrix warm_start = have_subspace ? svd.basis : Matrix();
+        const Clock::time_point svd_started = Clock::now();
         svd = truncated_svd(work, s, warm_start, seed, n_threads,
                             options.svd.following(out.rel_change), stop_requested);
+        const double svd_seconds = seconds_since(svd_started);
         have_subspace = true;
         if (stop()) { out.status = Status::interrupted; break; }
         // H_s: the rank-s iterate, with its norm and its change in the same pass.
@@ -414,6 +417,8 @@ SolveResult run_start(const TasksView& tasks, Index s, const SolveOptions& optio
         out.rel_change.push_back(norm > 0 ? change / norm : 0.0);
         out.svd_steps.push_back(svd.n_steps);
         out.phase.push_back(0);
+        out.seconds.push_back(seconds_since(started));
+        out.svd_seconds.push_back(svd_seconds);
         if (track) out.sin_angle.push_back(sin_angle(svd.V, options.reference_B));
         if (track && options.sin_tol > 0 && out.sin_angle.back() <= options.sin_tol) {
             out.status = Status::converged;
@@ -464,6 +469,8 @@ SolveResult run_start(const TasksView& tasks, Index s, const SolveOptions& optio
                 out.beta.push_back(kNaN);
                 out.svd_steps.push_back(0);
                 out.phase.push_back(1);
+                out.seconds.push_back(polished.seconds[k]);
+                out.svd_seconds.push_back(0);
             }
             out.Theta = std::move(polished.Theta);
             out.W = std::move(polished.factors.W);

@@ -228,7 +228,7 @@ def polish(Xs, ys=None, B=None, *, max_iter=100, tol=1e-10, n_jobs=None, referen
                        args.max_iter, args.tol, args.n_threads, args.reference_B)
     n = out["n_iter"]
     history = {"loss": out["loss"], "rel_change": out["rel_change"],
-               "phase": np.full(n, "polish")}
+               "phase": np.full(n, "polish"), "seconds": out["seconds"]}
     if args.reference_B is not None:
         history["sin_angle"] = out["sin_angle"]
     result = MetaSPResult(
@@ -246,8 +246,9 @@ def make_result(out: dict, args) -> MetaSPResult:
         history["beta"] = np.asarray(out["beta"])
     if args.reference_B is not None:
         history["sin_angle"] = np.asarray(out["sin_angle"])
-    if "svd_steps" in out:
-        history["svd_steps"] = np.asarray(out["svd_steps"])
+    for key in ("svd_steps", "seconds", "svd_seconds"):  # C++ solver only
+        if key in out:
+            history[key] = np.asarray(out[key])
     history["phase"] = np.where(np.asarray(out["phase"]) == 0, "iht", "polish")
     history["start_loss"] = np.asarray(out["start_loss"])
     return MetaSPResult(

@@ -137,7 +137,8 @@ def fit(
     """Meta-SP in NumPy: same signature, algorithm and result as :func:`metasp.fit`.
 
     ``n_jobs`` is validated but unused: the SVD is exact and NumPy's BLAS chooses its own
-    threads; ``random_state`` only draws the extra starts. ``history`` has no ``"svd_steps"``.
+    threads; ``random_state`` only draws the extra starts. ``history`` has no ``"svd_steps"``,
+    ``"seconds"`` or ``"svd_seconds"``.
     """
     from ._diagnostics import diagnose
     from ._result import warn_about_diagnostics

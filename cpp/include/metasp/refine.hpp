@@ -74,8 +74,9 @@ struct RefineResult {
     Factors factors;
     RowMatrix Theta;
     double start_loss = 0;  // loss of the heads fitted in the starting subspace
-    // One entry per sweep: loss (mean over tasks of ||r_t||^2 / m_t), relative change, sin angle.
-    std::vector<double> loss, rel_change, sin_angle;
+    // One entry per sweep: loss (mean over tasks of ||r_t||^2 / m_t), relative change, sin
+    // angle, wall-clock seconds.
+    std::vector<double> loss, rel_change, sin_angle, seconds;
     int n_iter = 0;
     int n_newton = 0;  // sweeps whose basis step was a Newton one (the rest: ALS)
     RefineStatus status = RefineStatus::max_iter;

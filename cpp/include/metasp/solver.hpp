@@ -79,8 +79,9 @@ struct SolveResult {
     // iterate, the step (NaN in the least-squares phase), the conjugacy coefficient beta (0 on
     // a restart, NaN when not applicable), the relative change, the sin angle to reference_B,
     // the SVD steps (0 in the least-squares phase), and the phase (0 hard thresholding,
-    // 1 least squares).
-    std::vector<double> loss, step, beta, rel_change, sin_angle;
+    // 1 least squares); the wall-clock seconds of the iteration and of its truncated SVD (0 in
+    // the least-squares phase).
+    std::vector<double> loss, step, beta, rel_change, sin_angle, seconds, svd_seconds;
     std::vector<int> svd_steps, phase;
     // Per start: final loss and iterations; best_start is the one returned.
     std::vector<double> start_loss;

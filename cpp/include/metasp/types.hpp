@@ -3,6 +3,7 @@
 
 #include <Eigen/Core>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 
@@ -78,5 +79,11 @@ void check_threads(int n_threads);
 // Called between phases of long computations; returning true abandons the computation.
 // The core knows nothing about Python: the bindings turn Ctrl-C into `true` here.
 using StopRequested = std::function<bool()>;
+
+// Wall-clock seconds since `start`, for the per-iteration times of the solvers' histories.
+using Clock = std::chrono::steady_clock;
+inline double seconds_since(Clock::time_point start) {
+    return std::chrono::duration<double>(Clock::now() - start).count();
+}
 
 }  // namespace metasp
