@@ -30,7 +30,7 @@ class _MidFit:
         self.T, self.m, self.d, self.s = parse_shape(shape)
         self.tasks, _ = problem(self.T, self.m, self.d, self.s, dtype)
         self.Theta, self.V, self.basis, self.svd_tol = mid_fit_state(self.T, self.m, self.d,
-                                                                     self.s)
+                                                                     self.s, dtype)
 
 
 class GradientPass(_MidFit):
@@ -60,7 +60,7 @@ class StreamBandwidth:
     def setup(self, shape, n_jobs, dtype):
         self.T, self.m, self.d, self.s = parse_shape(shape)
         self.tasks, _ = problem(self.T, self.m, self.d, self.s, dtype)
-        self.Theta, self.V, _, _ = mid_fit_state(self.T, self.m, self.d, self.s)
+        self.Theta, self.V, _, _ = mid_fit_state(self.T, self.m, self.d, self.s, dtype)
 
     def time_numpy_sum(self, shape, n_jobs, dtype):
         self.tasks.X.sum()

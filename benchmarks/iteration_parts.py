@@ -16,10 +16,12 @@ iteration:
 ``kernels.gradient(subspace=V)`` times the fused pass alone on a mid-fit iterate; that call
 also checks its inputs and allocates its (T, d) output, which the solver does not.
 
-Each part is set against two limits measured in the same run on one thread: the read rate of
-``X @ ones`` (a BLAS matrix-vector product, the fastest read of X found in NumPy) and the
+Each part is set against two limits measured in the same run with NumPy's BLAS: the read rate
+of ``X @ ones`` (a BLAS matrix-vector product, the fastest read of X found in NumPy) and the
 multiply-add rate of a BLAS matrix product (``a @ b`` for two 1000 x 1000 float64 matrices).
-A part near the first is bound by memory; near the second, by arithmetic. Wall-clock time,
+A part near the first is bound by memory; near the second, by arithmetic. The BLAS runs on
+OMP_NUM_THREADS threads: 1 for one thread's limits, 2 (with ``--n-jobs 2``) for the
+machine's. Wall-clock time,
 medians over ``--repeat`` interleaved runs (and over the 10 iterations of each run): run it on
 an otherwise idle machine.
 """
@@ -27,6 +29,7 @@ an otherwise idle machine.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 import warnings
@@ -51,7 +54,7 @@ def wall_time(run):
 
 
 def blas_rate(repeat):
-    """Multiply-adds per second of a one-thread BLAS matrix product."""
+    """Multiply-adds per second of a BLAS matrix product."""
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((1000, 1000)), rng.standard_normal((1000, 1000))
     return 1e9 / statistics.median(wall_time(lambda: a @ b) for _ in range(repeat))
@@ -59,7 +62,7 @@ def blas_rate(repeat):
 
 def parts(T, m, d, s, dtype, n_jobs, repeat, fma_rate):
     tasks, _ = common.problem(T, m, d, s, dtype)
-    Theta, V, basis, _ = common.mid_fit_state(T, m, d, s)
+    Theta, V, basis, _ = common.mid_fit_state(T, m, d, s, dtype)
     ones = np.ones(d, dtype=tasks.X.dtype)
     b = basis.shape[1]
 
@@ -107,8 +110,9 @@ def main():
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     fma_rate = blas_rate(args.repeat)
-    print(f"# one-thread BLAS matrix product: {fma_rate / 1e9:.1f} G multiply-adds/s; wall "
-          f"time, medians of {args.repeat} runs")
+    print(f"# BLAS on OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} threads: "
+          f"matrix product {fma_rate / 1e9:.1f} G multiply-adds/s; wall time, medians of "
+          f"{args.repeat} runs")
     print("T | m | d | s | X | threads | part | time [ms] | share of the iteration "
           "| X read [GB/s] | vs X @ 1 | multiply-adds [M] | G multiply-adds/s | vs BLAS product")
     print("|".join(["---"] * 14))
