@@ -1,8 +1,11 @@
 """The kernels of one iteration, C++ against metasp.reference: the fused gradient pass, the
 truncated SVD, and one whole iteration (gradient pass, step, truncated SVD, update)."""
 
+import warnings
+
 import numpy as np
 
+import metasp
 from metasp import kernels, reference
 
 from .common import (SEED, cpp_iteration, mid_fit_state, parse_shape, problem,
@@ -104,7 +107,10 @@ class TruncatedSVD(_MidFit):
 
 
 class Iteration(_MidFit):
-    """One whole iteration: gradient pass, step, truncated SVD, update."""
+    """One whole iteration: gradient pass, step, truncated SVD, update, rebuilt from the kernels
+    of ``metasp.kernels`` (C++) and ``metasp.reference`` (NumPy). The C++ one also pays the
+    Python wrappers' checks and fresh (T, d) arrays, which page-fault: noisy, and slower than
+    the solver's own iteration (``SolverIteration``)."""
 
     params = (*_MidFit.params, DTYPES)
     param_names = [*_MidFit.param_names, "dtype"]
@@ -118,3 +124,25 @@ class Iteration(_MidFit):
 
     def peakmem_iteration(self, implementation, shape, n_jobs, dtype):
         self.time_iteration(implementation, shape, n_jobs, dtype)
+
+
+class SolverIteration:
+    """Seconds per iteration inside the C++ solver, from its own timing of each iteration
+    (``history["seconds"]``): the median over iterations 2 to 11 of the paper's iteration
+    (``accel=None, refine=None``), whose buffers are reused from one iteration to the next."""
+
+    params = (KERNEL_SHAPES, THREADS, DTYPES)
+    param_names = ["shape", "n_jobs", "dtype"]
+    unit = "seconds"
+    timeout = 300
+
+    def setup(self, shape, n_jobs, dtype):
+        self.T, self.m, self.d, self.s = parse_shape(shape)
+        self.tasks, _ = problem(self.T, self.m, self.d, self.s, dtype)
+
+    def track_seconds_per_iteration(self, shape, n_jobs, dtype):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", metasp.ConvergenceWarning)
+            result = metasp.fit(self.tasks, None, self.s, max_iter=11, tol=0, accel=None,
+                                refine=None, n_jobs=n_jobs, random_state=SEED)
+        return float(np.median(result.history["seconds"][1:]))
