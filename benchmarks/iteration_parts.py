@@ -19,9 +19,9 @@ also checks its inputs and allocates its (T, d) output, which the solver does no
 Each part is set against two limits measured in the same run with NumPy's BLAS: the read rate
 of ``X @ ones`` (a BLAS matrix-vector product, the fastest read of X found in NumPy) and the
 multiply-add rate of a BLAS matrix product (``a @ b`` for two 1000 x 1000 float64 matrices).
-A part near the first is bound by memory; near the second, by arithmetic. The BLAS runs on
-OMP_NUM_THREADS threads: 1 for one thread's limits, 2 (with ``--n-jobs 2``) for the
-machine's. Wall-clock time,
+A part near the first is bound by memory; near the second, by arithmetic. Run it with
+OMP_NUM_THREADS=1: those are one thread's limits (with two BLAS threads next to metasp's
+spinning OpenMP threads, the two thread pools fight over the two cores). Wall-clock time,
 medians over ``--repeat`` interleaved runs (and over the 10 iterations of each run): run it on
 an otherwise idle machine.
 """
