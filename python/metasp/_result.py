@@ -62,10 +62,10 @@ class MetaSPResult:
     history : dict of str to ndarray
         One entry per iteration: ``"loss"`` (mean over tasks of the mean squared residual of the
         new iterate), ``"step"``, ``"rel_change"`` (``||Theta^{k+1} - Theta^k||_F /
-        ||Theta^{k+1}||_F``), ``"sin_angle"`` when ``reference_B`` was given, and
-        ``"svd_steps"`` (subspace-iteration steps of the truncated SVD), ``"seconds"`` and
-        ``"svd_seconds"`` (wall-clock time of the iteration and of its truncated SVD; 0 in the
-        polish) (these three: C++ solver only),
+        ||Theta^{k+1}||_F``), ``"sin_angle"`` when ``reference_B`` was given,
+        (C++ solver only) ``"svd_steps"`` (subspace-iteration steps of the truncated SVD),
+        ``"seconds"`` and ``"svd_seconds"`` (wall-clock time of the iteration and of its
+        truncated SVD, 0 in the polish),
         ``"beta"`` (conjugacy coefficient, 0 on a restart; with ``accel="cg"``), ``"phase"``
         (``"iht"`` for hard thresholding, ``"polish"`` for least squares; ``step`` is NaN
         there), and ``"start_loss"`` (final loss of each start).
