@@ -6,12 +6,19 @@
 Per-iteration wall time: a fit of 11 iterations minus a fit of one, over 10; 1 and 2 threads
 interleaved, median of 5. On a busy machine spinning OpenMP threads wait for a core, so
 compare the two wait policies there, and measure thread scaling on an idle machine.
+
+First, before metasp starts any thread, the read rate of ``X @ ones`` over the T = 20000 X
+(320 MB) with NumPy's BLAS on OMP_NUM_THREADS threads: with 2, the machine's read rate to set
+the 2-thread pass over X against (later, next to metasp's spinning threads, the two thread
+pools would fight over the cores).
 """
 
 import os
 import statistics
 import time
 import warnings
+
+import numpy as np
 
 import metasp
 
@@ -26,11 +33,28 @@ def per_iteration(tasks, n_jobs):
     return (fit(11) - fit(1)) / 10
 
 
+def read_rate(X):
+    """Bytes per second of ``X @ ones`` (BLAS), median of 9 after one warm-up call."""
+    ones = np.ones(X.shape[1])
+    X @ ones
+    seconds = []
+    for _ in range(9):
+        start = time.perf_counter()
+        X @ ones
+        seconds.append(time.perf_counter() - start)
+    return X.nbytes / statistics.median(seconds)
+
+
 def main():
     warnings.simplefilter("ignore", metasp.ConvergenceWarning)
     policy = os.environ.get("OMP_WAIT_POLICY", "default")
-    for T in (2000, 20000):
-        X, y, _, _ = metasp.datasets.make_hps(T, 20, 100, 5, sigma=0.1, random_state=0)
+    problems = {T: metasp.datasets.make_hps(T, 20, 100, 5, sigma=0.1, random_state=0)
+                for T in (2000, 20000)}
+    X = problems[20000][0].reshape(-1, 100)
+    print(f"X @ ones over {X.nbytes / 1e6:.0f} MB with NumPy's BLAS on OMP_NUM_THREADS="
+          f"{os.environ.get('OMP_NUM_THREADS', 'unset')} threads: {read_rate(X) / 1e9:.1f} GB/s",
+          flush=True)
+    for T, (X, y, _, _) in problems.items():
         tasks = metasp.Tasks.from_array(X, y)
         times = {1: [], 2: []}
         for _ in range(5):
