@@ -65,6 +65,15 @@ def problem(T, m, d, s, dtype="float64"):
             return metasp.Tasks.from_array(saved["X"], saved["y"], dtype=dtype), saved["B"]
 
 
+def paper_iterations(tasks, s, n_iter, n_jobs=1):
+    """``metasp.fit`` running exactly ``n_iter`` iterations of the paper's iteration (gradient
+    pass, adaptive step, truncated SVD, update: ``accel=None, refine=None, tol=0``), seeded."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", metasp.ConvergenceWarning)
+        return metasp.fit(tasks, None, s, max_iter=n_iter, tol=0, n_jobs=n_jobs,
+                          random_state=SEED, accel=None, refine=None)
+
+
 @functools.lru_cache(maxsize=4)
 def mid_fit_state(T, m, d, s, dtype="float64"):
     """The C++ solver's iterate after WARM_ITERATIONS iterations: ``(Theta, V, basis, svd_tol)``.
@@ -74,10 +83,7 @@ def mid_fit_state(T, m, d, s, dtype="float64"):
     on the problem with X in ``dtype``.
     """
     tasks, _ = problem(T, m, d, s, dtype)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", metasp.ConvergenceWarning)
-        result = metasp.fit(tasks, None, s, max_iter=WARM_ITERATIONS, tol=0, n_jobs=1,
-                            random_state=SEED, accel=None, refine=None)
+    result = paper_iterations(tasks, s, WARM_ITERATIONS)
     V = np.asfortranarray(result.B.T)
     svd = kernels.truncated_svd(result.Theta, s, random_state=SEED, n_jobs=1)
     svd_tol = max(metasp._solver.SVD_TOL,

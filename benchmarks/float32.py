@@ -34,6 +34,11 @@ import numpy as np
 import metasp
 from metasp import kernels
 
+try:
+    from .common import paper_iterations
+except ImportError:  # run as a script
+    from common import paper_iterations
+
 SPEED_SHAPES = [(20000, 20, 100, 5), (100000, 10, 50, 5)]
 ACCURACY_SHAPES = [(20000, 20, 100, 5), (2000, 20, 100, 5), (200, 15, 50, 3)]
 SHORT, LONG = 2, 12  # iterations of the two fits whose difference is timed
@@ -45,21 +50,14 @@ def cpu_time(run):
     return time.process_time() - start
 
 
-def fixed_iterations(tasks, s, n_iter):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", metasp.ConvergenceWarning)
-        return metasp.fit(tasks, None, s, max_iter=n_iter, tol=0, accel=None, refine=None,
-                          n_jobs=1, random_state=0)
-
-
 def speed(T, m, d, s, repeat):
     X, y, _, _ = metasp.datasets.make_hps(T, m, d, s, sigma=0.1, random_state=0)
     double = metasp.Tasks.from_array(X, y)
     single = metasp.Tasks(double.X, double.y, double.offsets, dtype=np.float32)
-    mid = fixed_iterations(double, s, 5)  # a mid-fit iterate and subspace for the pass
+    mid = paper_iterations(double, s, 5)  # a mid-fit iterate and subspace for the pass
     Theta, V = mid.Theta, np.asfortranarray(mid.B.T)
-    runs = {"iteration": lambda tasks: (cpu_time(lambda: fixed_iterations(tasks, s, LONG))
-                                        - cpu_time(lambda: fixed_iterations(tasks, s, SHORT)))
+    runs = {"iteration": lambda tasks: (cpu_time(lambda: paper_iterations(tasks, s, LONG))
+                                        - cpu_time(lambda: paper_iterations(tasks, s, SHORT)))
             / (LONG - SHORT),
             "gradient pass": lambda tasks: cpu_time(
                 lambda: kernels.gradient(tasks, Theta, subspace=V, n_jobs=1)),

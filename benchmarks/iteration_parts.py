@@ -32,11 +32,9 @@ import argparse
 import os
 import statistics
 import time
-import warnings
 
 import numpy as np
 
-import metasp
 from metasp import kernels
 
 try:
@@ -70,10 +68,7 @@ def parts(T, m, d, s, dtype, n_jobs, repeat, fma_rate):
     for _ in range(repeat):
         read.append(wall_time(lambda: tasks.X @ ones))
         alone.append(wall_time(lambda: kernels.gradient(tasks, Theta, subspace=V, n_jobs=n_jobs)))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", metasp.ConvergenceWarning)
-            history = metasp.fit(tasks, None, s, max_iter=11, tol=0, accel=None, refine=None,
-                                 n_jobs=n_jobs, random_state=common.SEED).history
+        history = common.paper_iterations(tasks, s, 11, n_jobs).history
         iteration.extend(history["seconds"][1:])
         svd.extend(history["svd_seconds"][1:])
         steps.extend(history["svd_steps"][1:])
