@@ -106,19 +106,19 @@ def test_adaptive_step_needs_fewer_iterations_than_a_safe_fixed_step(noiseless):
 
 def test_history(noiseless):
     X, y, B, _ = noiseless
-    result = metasp.fit(X, y, 3, reference_B=B, random_state=0)
+    result = metasp.fit(X, y, 3, heads="fixed", reference_B=B, random_state=0)
     n = result.n_iter
     for key in ("loss", "step", "rel_change", "sin_angle", "svd_steps"):
         assert result.history[key].shape == (n,), key
     assert result.history["rel_change"][-1] <= 1e-10 < result.history["rel_change"][-2]
     assert result.history["sin_angle"][-1] == pytest.approx(sin_angle(result.B, B), abs=1e-14)
     assert result.history["loss"][-1] < 1e-12 * result.history["loss"][0]
-    assert "sin_angle" not in metasp.fit(X, y, 3, max_iter=3, tol=0).history
+    assert "sin_angle" not in metasp.fit(X, y, 3, heads="fixed", max_iter=3, tol=0).history
 
 
 def test_history_times(noiseless):
     X, y, B, _ = noiseless
-    result = metasp.fit(X, y, 3, random_state=0)  # hard thresholding, then the polish
+    result = metasp.fit(X, y, 3, heads="fixed", random_state=0)  # hard thresholding, then the polish
     history, n = result.history, result.n_iter
     assert history["seconds"].shape == history["svd_seconds"].shape == (n,)
     iht = history["phase"] == "iht"

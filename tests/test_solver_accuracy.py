@@ -124,9 +124,9 @@ def test_alternating_least_squares_matches_reference(max_dense, dtype):
                                atol=1e-9 * np.abs(expected["Theta"]).max())
 
 
-def test_default_fit_matches_reference_to_convergence():
+def test_fixed_heads_fit_matches_reference_to_convergence():
     Xs, ys, B, _ = ragged_tasks(sigma=0.05, sizes=(6, 30))
-    result = metasp.fit(Xs, ys, 3, random_state=0)
+    result = metasp.fit(Xs, ys, 3, heads="fixed", random_state=0)
     expected = metasp.reference.fit(Xs, ys, 3)
     assert result.status == expected.status == "converged"
     assert set(result.history["phase"]) == {"iht", "polish"}
@@ -168,9 +168,9 @@ def test_default_recovers_exactly_near_the_information_limit(seed):
     assert result.n_iter < 300
 
 
-def test_default_reaches_the_oracle_least_squares_fit():
+def test_fixed_heads_reach_the_oracle_least_squares_fit():
     X, y, B, _ = metasp.datasets.make_hps(T=50, m=10, d=50, s=3, sigma=0.1, random_state=2)
-    result = metasp.fit(X, y, 3, random_state=0)
+    result = metasp.fit(X, y, 3, heads="fixed", random_state=0)
     oracle = metasp.polish(X, y, B, max_iter=200)
     assert result.status == oracle.status == "converged"
     assert result.history["loss"][-1] <= oracle.history["loss"][-1] * (1 + 1e-9)
@@ -187,7 +187,7 @@ def test_conjugate_directions_need_fewer_iterations_than_niht(noiseless):
 
 def test_polish_finishes_what_hard_thresholding_starts(noiseless):
     X, y, B, _ = noiseless
-    result = metasp.fit(X, y, 3, random_state=0, reference_B=B)
+    result = metasp.fit(X, y, 3, heads="fixed", random_state=0, reference_B=B)
     phase = result.history["phase"]
     assert phase[0] == "iht" and phase[-1] == "polish"
     assert np.all(np.isnan(result.history["step"][phase == "polish"]))
@@ -225,7 +225,7 @@ def test_extra_starts_keep_the_lowest_loss():
     start_loss = result.history["start_loss"]
     assert start_loss.shape == (3,)
     assert result.history["loss"][-1] == pytest.approx(np.nanmin(start_loss), rel=1e-14)
-    single = metasp.fit(X, y, 2, random_state=0)
+    single = metasp.fit(X, y, 2, heads="fixed", random_state=0)
     assert single.history["start_loss"][0] == pytest.approx(start_loss[0], rel=1e-12)
 
 
@@ -387,7 +387,7 @@ def test_polish_stops_when_the_loss_stagnates():
     tasks = metasp.datasets.load_beijing_pm25().tasks.subset(np.arange(100))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = metasp.fit(tasks, s=8, random_state=0, n_jobs=1)
+        result = metasp.fit(tasks, s=8, heads="fixed", random_state=0, n_jobs=1)
         twin = metasp.reference.fit(tasks, s=8, random_state=0)
     assert any("no longer lowered the loss measurably" in str(w.message) for w in caught)
     assert result.status == twin.status == "stalled"

@@ -6,6 +6,7 @@
 #include "common.hpp"
 #include "metasp/gradient.hpp"
 #include "metasp/head_prior.hpp"
+#include "metasp/random_heads.hpp"
 #include "metasp/statistics.hpp"
 #include "metasp/truncated_svd.hpp"
 
@@ -85,6 +86,22 @@ void bind_kernels(py::module_& m) {
         },
         py::arg("X").noconvert(), py::arg("y").noconvert(), py::arg("offsets").noconvert(),
         py::arg("V"), py::arg("W"), py::arg("n_threads"));
+
+    m.def(
+        "marginal_pass",
+        [](const DesignMatrix& X, VectorIn y, OffsetsIn offsets, const Matrix& U, double noise,
+           int n_threads) {
+            const TasksView tasks{X, y, offsets};
+            MarginalPass out;
+            {
+                py::gil_scoped_release release;
+                out = marginal_pass(tasks, U, noise, n_threads);
+            }
+            return py::make_tuple(out.deviance, std::move(out.gradient), out.expected,
+                                  std::move(out.heads), std::move(out.task_loss));
+        },
+        py::arg("X").noconvert(), py::arg("y").noconvert(), py::arg("offsets").noconvert(),
+        py::arg("U"), py::arg("noise"), py::arg("n_threads"));
 
     m.def(
         "head_prior_em_step",

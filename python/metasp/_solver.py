@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _core, kernels
+from . import _core, kernels, metrics
 from ._diagnostics import checks_rank, diagnose
+from ._random_heads import NEGLIGIBLE_NOISE, fit_random_heads, spectral_start
 from ._result import MetaSPResult, _fit_head_prior, warn_about_diagnostics, warn_about_status
 from ._validation import DIVERGENCE_FACTOR, check_fit_arguments, check_polish_arguments
 
@@ -23,6 +24,7 @@ def fit(
     ys=None,
     s=None,
     *,
+    heads="auto",
     step="auto",
     accel="cg",
     refine="auto",
@@ -148,8 +150,10 @@ def fit(
     args = check_fit_arguments(
         Xs, ys, s, step, init, max_iter, tol, n_jobs, random_state, reference_B,
         available_threads=_core.max_threads(), accel=accel, refine=refine, n_starts=n_starts,
-        sin_tol=sin_tol,
+        sin_tol=sin_tol, heads=heads,
     )
+    if args.heads == "random":
+        return _finish(_fit_random_heads(args), args)
     tasks = args.tasks
     out = _core.solve(
         tasks.X, tasks.y, tasks.offsets, args.s, args.adaptive, args.step, args.max_iter,
@@ -158,14 +162,71 @@ def fit(
         refine=args.refine, init=args.init, init_B=args.init_B, starts=args.starts,
         sin_tol=args.sin_tol,
     )
-    result = make_result(out, args)
+    return _finish(make_result(out, args), args)
+
+
+def _fit_random_heads(args) -> MetaSPResult:
+    """The random-heads estimate (:mod:`metasp._random_heads`) as a MetaSPResult, finished by
+    the least-squares polish where the fitted noise is negligible."""
+    tasks, s, reference = args.tasks, args.s, args.reference_B
+    start = (args.init_B if args.init == "given"
+             else spectral_start(tasks, s, args.seed, args.n_threads))
+    sin, reached = [], []
+
+    def on_iteration(B):
+        if reference is None:
+            return False
+        sin.append(metrics.sin_angle(np.linalg.qr(B.T)[0].T, reference))
+        if args.sin_tol > 0 and sin[-1] <= args.sin_tol:
+            reached.append(True)
+        return bool(reached)
+
+    fitted = fit_random_heads(tasks, s, start, max_iter=args.max_iter, tol=args.tol,
+                              seed=args.seed, n_threads=args.n_threads,
+                              on_iteration=on_iteration)
+    history = {"loss": fitted.loss, "rel_change": fitted.rel_change,
+               "marginal_nll": fitted.marginal_nll,
+               "phase": np.full(fitted.n_iter, "random_heads"),
+               "noise_candidates": fitted.noise_candidates,
+               "holdout_score": fitted.holdout_score}
+    if reference is not None:
+        history["sin_angle"] = np.asarray(sin)
+    if fitted.noise_share < NEGLIGIBLE_NOISE and not reached:
+        # Noise this small shrinks no head: both estimates coincide, and the least-squares
+        # polish converges fast (and exactly on noiseless data) where L-BFGS crawls.
+        out = _core.refine(tasks.X, tasks.y, tasks.offsets, np.asfortranarray(fitted.U),
+                           args.max_iter, args.tol, args.n_threads, reference,
+                           sin_tol=args.sin_tol)
+        n = out["n_iter"]
+        for key in ("loss", "rel_change") + (("sin_angle",) if reference is not None else ()):
+            history[key] = np.concatenate([history[key], out[key]])
+        history["phase"] = np.concatenate([history["phase"], np.full(n, "polish")])
+        return MetaSPResult(B=out["B"], W=out["W"], Theta=out["Theta"],
+                            singular_values=out["singular_values"], n_iter=fitted.n_iter + n,
+                            status=out["status"], history=history)
+    # Canonical form of Theta = heads U^T: orthonormal B, W with orthogonal columns.
+    Q, R = np.linalg.qr(fitted.U)
+    left, singular_values, right = np.linalg.svd(fitted.heads @ R.T, full_matrices=False)
+    B = right @ Q.T
+    W = left * singular_values
+    return MetaSPResult(B=B, W=W, Theta=W @ B, singular_values=singular_values,
+                        n_iter=fitted.n_iter, status=fitted.status, history=history)
+
+
+def _finish(result: MetaSPResult, args) -> MetaSPResult:
+    """The head prior, the diagnostics and the warnings of a fit."""
+    tasks = args.tasks
     statistics = None
+    # Random heads are shrunk on purpose; the rank check reads the residual correlations at
+    # least-squares heads in the fitted subspace instead, outside that subspace.
+    phase = result.history.get("phase", ())
+    shrunk = len(phase) > 0 and phase[-1] == "random_heads"
     if result.status != "diverged":
         # The head prior behind adapt(prior="empirical") (what result.fit_prior(tasks) does).
         # The diagnostics reuse its per-task statistics, and the same pass over X gives them
         # the gradient at Theta = W B when the rank check needs it.
         statistics = kernels.task_statistics(
-            tasks, result.B, heads=result.W if checks_rank(result, args) else None,
+            tasks, result.B, heads=result.W if checks_rank(result, args) and not shrunk else None,
             n_jobs=args.n_threads)
         result.head_mean, result.head_cov, result.noise_variance = _fit_head_prior(
             statistics, tasks.n_samples, n_threads=args.n_threads)
@@ -173,6 +234,11 @@ def fit(
     def gradient(Theta):
         if statistics is not None and statistics.G is not None:
             return statistics.G
+        if shrunk:
+            heads = np.einsum("tij,tj->ti", np.linalg.pinv(statistics.gram, hermitian=True),
+                              statistics.cross)
+            G = kernels.gradient(tasks, heads @ result.B, n_jobs=args.n_threads).G
+            return G - (G @ result.B.T) @ result.B
         return kernels.gradient(tasks, Theta, n_jobs=args.n_threads).G
 
     result.diagnostics = diagnose(result, args, gradient,

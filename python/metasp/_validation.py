@@ -96,6 +96,26 @@ def check_refine(refine, adaptive: bool) -> bool:
     )
 
 
+HEADS_OPTIONS = ("auto", "random", "fixed")
+
+
+def check_heads(heads, adaptive: bool, accel, refine, n_starts) -> str:
+    """Return "random" or "fixed"; "auto" is "random" unless an option of the fixed-heads
+    solver (a fixed step, accel, refine, n_starts) was changed from its default."""
+    if not (isinstance(heads, str) and heads in HEADS_OPTIONS):
+        raise ValueError(
+            f"heads must be 'auto', 'random' (heads integrated out: the marginal likelihood) or "
+            f"'fixed' (least-squares heads, the paper's estimator); got {heads!r}")
+    solver_options = not (adaptive and accel == "cg" and refine == "auto" and n_starts == 1)
+    if heads == "auto":
+        return "fixed" if solver_options else "random"
+    if heads == "random" and solver_options:
+        raise ValueError(
+            "step, accel, refine and n_starts are options of the fixed-heads solver; leave them "
+            "at their defaults with heads='random', or pass heads='fixed'")
+    return heads
+
+
 def check_n_starts(n_starts) -> int:
     if not is_integer(n_starts):
         raise TypeError(f"n_starts must be an integer; got {type(n_starts).__name__}")
@@ -243,11 +263,12 @@ class FitArguments(NamedTuple):
     init_B: np.ndarray | None = None
     starts: list = []
     sin_tol: float = 0.0
+    heads: str = "fixed"
 
 
 def check_fit_arguments(
     Xs, ys, s, step, init, max_iter, tol, n_jobs, random_state, reference_B, available_threads,
-    accel=None, refine=None, n_starts=1, sin_tol=None,
+    accel=None, refine=None, n_starts=1, sin_tol=None, heads="fixed",
 ) -> FitArguments:
     """Validate everything :func:`metasp.fit` and :func:`metasp.reference.fit` accept."""
     tasks = as_tasks(Xs, ys)
@@ -272,6 +293,7 @@ def check_fit_arguments(
         init_B=init_B,
         starts=random_starts(check_n_starts(n_starts), s, tasks.n_features, seed),
         sin_tol=check_sin_tol(sin_tol, reference_B),
+        heads=check_heads(heads, adaptive, accel, refine, n_starts),
     )
 
 

@@ -14,8 +14,8 @@ from . import _core
 from ._tasks import Tasks, _check_finite, _float64, _numeric_array
 from ._validation import check_max_iter, check_tol, resolve_n_jobs, seed_from
 
-__all__ = ["GradientPass", "TaskStatistics", "TruncatedSVD", "curvature", "gradient",
-           "task_statistics", "truncated_svd"]
+__all__ = ["GradientPass", "MarginalPass", "TaskStatistics", "TruncatedSVD", "curvature",
+           "gradient", "marginal_pass", "task_statistics", "truncated_svd"]
 
 
 class TruncatedSVD(NamedTuple):
@@ -151,6 +151,47 @@ def task_statistics(tasks: Tasks, B, *, heads=None, n_jobs=None) -> TaskStatisti
     threads = resolve_n_jobs(n_jobs, _core.max_threads())
     return TaskStatistics(*_core.task_statistics(tasks.X, tasks.y, tasks.offsets,
                                                  np.asfortranarray(B.T), heads, threads))
+
+
+class MarginalPass(NamedTuple):
+    """The random-heads model's fit to the tasks at one (U, noise)."""
+    deviance: float  #: ``-2 log p(y)`` less ``N log(2 pi)``; inf where it is not defined
+    gradient: np.ndarray  #: (d, s) its gradient in ``U``
+    expected: float  #: posterior expectation of ``sum_t ||y_t - X_t U z_t||^2``
+    heads: np.ndarray  #: (T, s) posterior means of ``z_t``
+    task_loss: np.ndarray  #: (T,) ``||y_t - X_t U heads[t]||^2 / m_t``
+
+
+def marginal_pass(tasks: Tasks, U, noise, *, n_jobs=None) -> MarginalPass:
+    r"""Deviance, gradient and posterior heads of the random-heads model, in one pass.
+
+    The model: :math:`\theta_t = U z_t` with :math:`z_t \sim N(0, I_s)` and noise
+    :math:`N(0, \text{noise})`, so :math:`y_t \sim N(0, X_t U U^\top X_t^\top + \text{noise}\,
+    I)`. Each task's rows are read twice while in cache (:math:`Z_t = X_t U`, then
+    :math:`X_t^\top R_t`); tasks are summed in fixed chunks, so the result does not depend on
+    the thread count. This is what :func:`metasp.fit` (``heads="random"``) minimises.
+
+    Parameters
+    ----------
+    tasks : Tasks
+    U : array_like of shape (d, s)
+    noise : float
+        Noise variance, positive.
+    n_jobs : int or None
+        Threads, as in :func:`metasp.fit`.
+
+    Returns
+    -------
+    MarginalPass
+    """
+    if not isinstance(tasks, Tasks):
+        raise TypeError("tasks must be a metasp.Tasks")
+    U = _basis(U, tasks.n_features, "U")
+    if not (np.isscalar(noise) and np.isreal(noise) and np.isfinite(noise) and noise > 0):
+        raise ValueError(f"noise must be a positive finite number; got {noise!r}")
+    threads = resolve_n_jobs(n_jobs, _core.max_threads())
+    return MarginalPass(*_core.marginal_pass(tasks.X, tasks.y, tasks.offsets, U, float(noise),
+                                             threads))
 
 
 def truncated_svd(

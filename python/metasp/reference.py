@@ -13,11 +13,11 @@ from . import _core
 from ._result import MetaSPResult, _fit_head_prior, _residual_sums, warn_about_status
 from ._tasks import Tasks
 from ._validation import DIVERGENCE_FACTOR, VANISHING_PROJECTION, check_fit_arguments
-from .kernels import GradientPass, TaskStatistics, TruncatedSVD
+from .kernels import GradientPass, MarginalPass, TaskStatistics, TruncatedSVD
 from .metrics import sin_angle
 
 __all__ = ["curvature", "fit", "fit_head_prior", "gradient", "head_prior_em_step",
-           "task_statistics", "truncated_svd"]
+           "marginal_pass", "task_statistics", "truncated_svd"]
 
 
 def gradient(tasks: Tasks, Theta: np.ndarray, *, subspace=None) -> GradientPass:
@@ -62,6 +62,33 @@ def task_statistics(tasks: Tasks, B: np.ndarray, *, heads=None) -> TaskStatistic
         first = last
     G = None if heads is None else gradient(tasks, heads @ B).G
     return TaskStatistics(gram, cross, squares, G)
+
+
+def marginal_pass(tasks: Tasks, U: np.ndarray, noise: float) -> MarginalPass:
+    """The random-heads model's deviance, gradient and posterior heads with (N, s) temporaries
+    and batched s x s inverses; see :func:`metasp.kernels.marginal_pass`."""
+    s = U.shape[1]
+    starts, sizes = tasks.offsets[:-1], tasks.task_sizes
+    Z = tasks.X @ U
+    gram = np.add.reduceat(Z[:, :, None] * Z[:, None, :], starts, axis=0)
+    cross = np.add.reduceat(Z * tasks.y[:, None], starts, axis=0)
+    squares = np.add.reduceat(tasks.y**2, starts)
+    precision = np.eye(s) + gram / noise
+    sign, log_det = np.linalg.slogdet(precision)
+    if np.any(sign <= 0) or not np.all(np.isfinite(log_det)):
+        return MarginalPass(np.inf, np.zeros_like(U), np.nan, np.zeros((tasks.n_tasks, s)),
+                            np.zeros(tasks.n_tasks))
+    P = np.linalg.inv(precision)
+    heads = np.einsum("tab,tb->ta", P, cross) / noise
+    explained = np.einsum("ta,ta->t", cross, heads)
+    deviance = np.sum((squares - explained) / noise + log_det) + tasks.n_samples * np.log(noise)
+    residual = squares - 2 * explained + np.einsum("ta,tab,tb->t", heads, gram, heads)
+    expected = residual.sum() + np.einsum("tab,tba->", gram, P)
+    second = P + heads[:, :, None] * heads[:, None, :]
+    rows = tasks.task_of_row
+    R = np.einsum("na,nab->nb", Z, second[rows]) - tasks.y[:, None] * heads[rows]
+    gradient = 2 * (tasks.X.T @ R) / noise
+    return MarginalPass(float(deviance), gradient, float(expected), heads, residual / sizes)
 
 
 def head_prior_em_step(params, statistics, n, floor, block=None):
