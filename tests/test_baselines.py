@@ -140,6 +140,17 @@ def test_noise_level_estimate(easy):
     assert baselines.noise_level(X, y, S, random_state=0) == pytest.approx(0.01, rel=0.1)
 
 
+def test_nuclear_norm_searches_its_weight_where_the_noise_cannot_be_estimated():
+    # m = s = 3: no residual degrees of freedom, so noise_level cannot help.
+    X, y, B, _ = metasp.datasets.make_hps(T=300, m=3, d=10, s=3, sigma=0.3, random_state=0)
+    result = baselines.nuclear_norm(X, y, 3, random_state=0)
+    grid = result.history["lambda_grid"]
+    base = baselines.default_lambda(metasp.Tasks.from_array(X, y), np.sqrt(np.mean(y**2)))
+    np.testing.assert_allclose(grid, base * 2.0 ** -np.arange(7))
+    assert result.history["lambda"][0] == grid[np.argmin(result.history["validation_error"])]
+    assert sin_angle(result.B, B) < 0.5
+
+
 def test_nuclear_norm_huge_lambda_is_an_error(easy):
     X, y, _, _ = easy
     with pytest.raises(ValueError, match="so large that the solution is 0"):
@@ -206,7 +217,7 @@ def test_burer_monteiro_without_scipy_says_what_to_install(easy, monkeypatch):
     (lambda X, y: baselines.nuclear_norm(X, y, 2, lam="cv"), ValueError, "lam must be one of"),
     (lambda X, y: baselines.nuclear_norm(X, y, 2, lam="search", lam_grid=()), ValueError,
      "lam_grid"),
-    (lambda X, y: baselines.nuclear_norm(X[:2, :3], y[:2, :3], 2), ValueError,
+    (lambda X, y: baselines.noise_level(X[:2, :3], y[:2, :3], 2), ValueError,
      "too few samples to estimate the noise level"),
     (lambda X, y: baselines.single_task(X, y, 2, ridge=-0.1), ValueError, "ridge"),
     (lambda X, y: baselines.oracle(X, y, 2), TypeError, "needs the true subspace"),

@@ -7,12 +7,14 @@ import sys
 import numpy as np
 import pytest
 
-from metasp import experiments
+from metasp import baselines, experiments
 from metasp._cli import main
+from metasp.metrics import sin_angle
 
 # Rows of each quick run with one seed: settings x methods (rip: T x m x 2 directions).
 QUICK_ROWS = {"rip": 4, "rank": 9, "meta_vs_anil": 5, "error_vs_T": 16, "error_vs_m": 8,
-              "noise": 8, "non_gaussian": 8, "low_diversity": 8, "runtime": 10}
+              "noise": 8, "non_gaussian": 8, "low_diversity": 8, "runtime": 10,
+              "scarce_data": 18}
 NUMBERS = ("sin_angle", "frobenius_error", "fewshot_mse", "wall_time")
 
 
@@ -41,7 +43,8 @@ def test_quick_run_writes_complete_csv(name, tmp_path):
         one_task = [float(row["delta"]) for row in rows if row["direction"] == "one_task"]
         assert min(one_task) >= 1.0
         return
-    assert columns == experiments.COLUMNS
+    assert columns == (experiments.SCARCE_COLUMNS if name == "scarce_data"
+                       else experiments.COLUMNS)
     for row in rows:
         values = np.array([float(row[key]) for key in NUMBERS])
         assert np.all(np.isfinite(values)) and np.all(values >= 0), row
@@ -49,6 +52,32 @@ def test_quick_run_writes_complete_csv(name, tmp_path):
         assert row["status"] in ("converged", "max_iter", "diverged")
     oracle = [row for row in rows if row["method"] == "oracle"]
     assert all(float(row["sin_angle"]) < 1e-10 for row in oracle)
+
+
+def test_scarce_data_runs_every_method_at_both_designs(tmp_path):
+    pytest.importorskip("matplotlib")
+    paths = experiments.run("scarce_data", quick=True, out=tmp_path, progress=False)
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    _, rows = read(paths["csv"])
+    # The T design at m = 10 and the m design at the largest T share the point (60, 10).
+    points = {(int(row["T"]), int(row["m"])) for row in rows}
+    assert points == {(20, 10), (60, 10), (60, 5)}
+    for point in points:
+        methods = [row["method"] for row in rows if (int(row["T"]), int(row["m"])) == point]
+        assert methods == list(experiments.SCARCE_METHODS)
+    assert {row["sigma"] for row in rows} == {"1.0"}
+    for row in rows:
+        if row["method"] == "nuclear_norm_best":
+            assert float(row["lambda_factor"]) in experiments.LAMBDA_FACTORS
+        else:
+            assert row["lambda_factor"] == ""
+    # The oracle tuning is never further from the truth than the default weight.
+    data = experiments._simulate(experiments._settings(
+        [{**experiments._QUICK, "T": 20, "m": 10, "sigma": 1.0}])[0], 0)
+    default = baselines.nuclear_norm(data["tasks"], None, 2, sigma=1.0, random_state=0)
+    best = next(row for row in rows
+                if row["method"] == "nuclear_norm_best" and row["T"] == "20")
+    assert float(best["sin_angle"]) <= sin_angle(default.B, data["B"]) + 1e-12
 
 
 def test_seeds_repeat_every_setting(tmp_path):

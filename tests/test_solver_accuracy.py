@@ -266,12 +266,15 @@ def test_diagnostics_fire_on_a_too_small_rank():
     assert [finding.code for finding in result.diagnostics] == ["rank_too_small"]
 
 
-def test_diagnostics_fire_on_too_few_samples():
+@pytest.mark.parametrize("heads, says", [("fixed", "cannot be identified"),
+                                         ("random", "expect a large error")])
+def test_diagnostics_name_the_information_limit(heads, says):
     X, y, _, _ = metasp.datasets.make_hps(T=50, m=3, d=50, s=3, sigma=0.1, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", metasp.ConvergenceWarning)
-        with pytest.warns(metasp.DiagnosticWarning, match="cannot be identified"):
-            result = metasp.fit(X, y, 3, max_iter=50, random_state=0)
+        with pytest.warns(metasp.DiagnosticWarning, match="below the information limit") as caught:
+            result = metasp.fit(X, y, 3, heads=heads, max_iter=50, random_state=0)
+    assert any(says in str(w.message) for w in caught)
     assert "too_few_samples" in [finding.code for finding in result.diagnostics]
 
 

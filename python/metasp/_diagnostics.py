@@ -116,12 +116,18 @@ def diagnose(result: MetaSPResult, args, gradient, gram=None) -> list:
     T, d = tasks.n_tasks, tasks.n_features
     unknowns = s * (T + d - s)
     if tasks.n_samples < unknowns:
+        if getattr(args, "heads", "fixed") == "random":
+            what = ("no estimator recovers the subspace exactly, even without noise; with the "
+                    "heads integrated out it is still estimated, by shrinking them towards their "
+                    "common prior, but expect a large error")
+        else:
+            what = "the subspace cannot be identified with a free head per task"
         findings.append(Diagnostic(
             "too_few_samples",
             f"There are {tasks.n_samples} samples for the {unknowns} unknowns of a rank-{s} "
-            f"model (s(T + d - s); {unknowns / T:.1f} samples per task are needed, there are "
-            f"{tasks.n_samples / T:.1f}): the subspace cannot be identified. Collect more samples "
-            f"per task, add tasks, or lower s.",
+            f"model, below the information limit s(T + d - s) ({unknowns / T:.1f} samples per "
+            f"task are needed, there are {tasks.n_samples / T:.1f}): {what}. Collect more "
+            f"samples per task, add tasks, or lower s.",
         ))
     sin = np.asarray(result.history.get("sin_angle", ()))
     if len(sin) > 1 and sin[-1] > max(GROWTH_FACTOR * sin.min(), GROWTH_FLOOR):

@@ -32,7 +32,7 @@ SCARCE_RATIO = 10.0
 # Candidate noise variances, as shares of the mean squared target, from strong to weak
 # shrinkage; the search stops once the held-out score has worsened twice in a row. It ends below
 # NEGLIGIBLE_NOISE, so that noiseless data end in the least-squares polish.
-NOISE_GRID = (0.5, 0.3, 0.18, 0.1, 0.05, 0.02, 0.007, 0.002, 6e-4, 2e-4, 6e-5)
+NOISE_GRID = (0.8, 0.65, 0.5, 0.3, 0.18, 0.1, 0.05, 0.02, 0.007, 0.002, 6e-4, 2e-4, 6e-5)
 HOLDOUT_FOLDS = 3
 # The held-out fits compare candidates, which needs less accuracy than the final fit: L-BFGS
 # stops when an iteration lowers the loss by less than this relative amount.

@@ -49,7 +49,7 @@ def noise_level(Xs, ys=None, s=None, *, random_state=None):
     from .._solver import fit
 
     tasks, s = _prepare(Xs, ys, s)
-    dof = tasks.n_samples - s * (tasks.n_tasks + tasks.n_features - s)
+    dof = _residual_dof(tasks, s)
     if dof <= 0:
         raise ValueError(
             f"too few samples to estimate the noise level: N = {tasks.n_samples} <= "
@@ -58,9 +58,19 @@ def noise_level(Xs, ys=None, s=None, *, random_state=None):
     with warnings.catch_warnings():
         # An unconverged fit still gives a usable residual.
         warnings.simplefilter("ignore", ConvergenceWarning)
-        result = fit(tasks, None, s, random_state=random_state)
+        result = fit(tasks, None, s, heads="fixed", random_state=random_state)
     loss = kernels.gradient(tasks, result.Theta).task_loss
     return float(np.sqrt(np.sum(loss * tasks.task_sizes) / dof))
+
+
+# Multiples of the default weight at the targets' root mean square (an upper bound on the noise
+# level) that nuclear_norm searches where the noise level cannot be estimated.
+SCARCE_LAMBDA_GRID = tuple(2.0 ** -k for k in range(7))
+
+
+def _residual_dof(tasks: Tasks, s: int) -> int:
+    """N - s(T + d - s): the residual degrees of freedom of a rank-s fit with free heads."""
+    return tasks.n_samples - s * (tasks.n_tasks + tasks.n_features - s)
 
 
 def default_lambda(tasks: Tasks, sigma: float) -> float:
@@ -150,7 +160,10 @@ def nuclear_norm(Xs, ys=None, s=None, *, lam="default", sigma=None, lam_grid=(0.
     The default weight is :math:`\lambda = \sigma\sqrt{T + d^2/m}\,/\sqrt{T m}` (Boursier,
     Konobeev, Flammarion 2022; m the mean task size), with :math:`\sigma` given, or estimated by
     :func:`noise_level` (residuals of a rank-s Meta-SP fit over its residual degrees of
-    freedom). The :math:`1/\sqrt T` in front of the trace norm makes this weight the right
+    freedom). Where there are none (tasks with at most s samples, or fewer samples than the
+    s(T + d - s) unknowns), the weight is searched as with ``lam="search"``, over multiples
+    1, 1/2, ..., 1/64 of the default weight for the targets' root mean square as the noise
+    level (an upper bound on it). The :math:`1/\sqrt T` in front of the trace norm makes this weight the right
     scale: it is then close to the size of the noise term :math:`\|\frac1T[X_t^\top
     \varepsilon_t/m]_t\|_2` the threshold must remove.
 
@@ -221,7 +234,12 @@ def nuclear_norm(Xs, ys=None, s=None, *, lam="default", sigma=None, lam_grid=(0.
     history = {}
     if isinstance(lam, str):
         _check_choice(lam, "lam", ("default", "search"))
-        if sigma is None:
+        if sigma is None and _residual_dof(tasks, s) <= 0:
+            # No residual degrees of freedom to estimate the noise from (m <= s, or below the
+            # information limit): search below the largest noise level the targets allow.
+            sigma = float(np.sqrt(np.mean(tasks.y**2)))
+            lam, lam_grid = "search", SCARCE_LAMBDA_GRID
+        elif sigma is None:
             sigma = noise_level(tasks, None, s, random_state=seed)
         base = default_lambda(tasks, sigma)
         if lam == "search":
