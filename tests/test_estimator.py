@@ -173,7 +173,7 @@ def test_get_and_set_params():
     model = metasp.MetaSP(rank=4, tol=1e-6)
     params = model.get_params()
     assert params["rank"] == 4 and params["tol"] == 1e-6 and params["shots"] == 5
-    assert set(params) == {"rank", "prior", "ridge", "shots", "step", "max_iter", "tol",
+    assert set(params) == {"rank", "prior", "ridge", "shots", "heads", "step", "max_iter", "tol",
                            "n_jobs", "random_state"}
     assert model.set_params(rank=2, prior="none") is model
     assert (model.rank, model.prior) == (2, "none")

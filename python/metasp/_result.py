@@ -49,7 +49,9 @@ class MetaSPResult:
     B : ndarray of shape (s, d)
         Orthonormal basis (rows) of the shared subspace: the top-s right singular vectors.
     W : ndarray of shape (T, s)
-        Task heads: task ``t`` has coefficients ``theta_t = W[t] @ B``.
+        Task heads: task ``t`` has coefficients ``theta_t = W[t] @ B``. With random heads
+        (:func:`metasp.fit`'s default), their posterior means, shrunk towards the heads'
+        common prior; with fixed heads, least squares.
     Theta : ndarray of shape (T, d)
         The rank-s coefficient matrix ``W @ B``.
     singular_values : ndarray of shape (s,)
@@ -67,8 +69,14 @@ class MetaSPResult:
         ``"seconds"`` and ``"svd_seconds"`` (wall-clock time of the iteration and of its
         truncated SVD, 0 in the polish),
         ``"beta"`` (conjugacy coefficient, 0 on a restart; with ``accel="cg"``), ``"phase"``
-        (``"iht"`` for hard thresholding, ``"polish"`` for least squares; ``step`` is NaN
-        there), and ``"start_loss"`` (final loss of each start).
+        (``"iht"`` for hard thresholding, ``"polish"`` for least squares, ``step`` is NaN
+        there; ``"random_heads"`` for the L-BFGS iterations of the random-heads fit), and
+        ``"start_loss"`` (final loss of each start). With random heads, ``"loss"`` is taken
+        at the posterior heads, ``"marginal_nll"`` is the negative log marginal likelihood per
+        sample (less log(2 pi) / 2), and ``"noise_candidates"`` and ``"holdout_score"`` (not
+        per iteration) are the noise variances tried, as shares of the mean squared target,
+        and their held-out tasks' negative log likelihood per sample (empty where the noise
+        was fitted by maximum likelihood).
     metadata : dict
         Free-form, JSON-serialisable information kept with the model by :meth:`save` (for
         example feature names and training options); empty after :func:`metasp.fit`.

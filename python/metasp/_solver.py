@@ -40,7 +40,23 @@ def fit(
     r"""Learn the subspace shared by T linear regression tasks with Meta Subspace Pursuit.
 
     Each task follows :math:`y_t = X_t \theta_t + \varepsilon_t` and the coefficients share an
-    s-dimensional subspace: :math:`\Theta = W B` with :math:`B B^\top = I_s`. Meta-SP minimises
+    s-dimensional subspace: :math:`\Theta = W B` with :math:`B B^\top = I_s`.
+
+    **Random heads (the default).** The heads are integrated out as random effects,
+    :math:`\theta_t = U z_t` with :math:`z_t \sim N(0, I_s)`, and the subspace ``B`` (the span
+    of U) maximises the marginal likelihood of
+    :math:`y_t \sim N(0, X_t U U^\top X_t^\top + \sigma^2 I)`, by L-BFGS with the compiled
+    :func:`metasp.kernels.marginal_pass` (two reads of X per evaluation). Heads are shrunk
+    towards their common prior instead of fitted freely, which is what helps where tasks have
+    few samples: free least-squares heads overfit the noise there and drag the subspace with
+    them. Where the tasks' spare samples :math:`\sum_t (m_t - s)` are fewer than ten times the
+    subspace's d s unknowns, the noise variance (the shrinkage) is chosen instead among a grid
+    by the marginal likelihood of held-out tasks (3 folds), since its maximum-likelihood value
+    can collapse to 0 there. ``W`` holds the posterior means of the heads. Where the fitted
+    noise is negligible (below 1e-4 of the mean squared target), the two estimators coincide
+    and the least-squares polish below finishes the fit: noiseless data are recovered exactly.
+
+    **Fixed heads (the paper's estimator, ``heads="fixed"``).** Meta-SP minimises
 
     .. math:: \sum_{t=1}^T \frac{1}{2 m_t} \|y_t - X_t \theta_t\|_2^2
               \quad \text{subject to} \quad \operatorname{rank}(\Theta) \le s
@@ -52,7 +68,8 @@ def fit(
     alternated with damped Newton steps of the subspace (heads eliminated), falling back to the
     exact least-squares subspace for fixed heads (alternating least squares). The polish reaches
     the noise floor, and exact recovery without noise, in a few sweeps where hard thresholding
-    alone crawls.
+    alone crawls. This is the least-squares (fixed-effects) estimator: as accurate as random
+    heads where tasks have many samples, and worse where they have few.
 
     Parameters
     ----------
@@ -67,6 +84,11 @@ def fit(
     s : int
         Rank of the shared subspace, ``1 <= s <= min(T, d)``; :func:`metasp.select_rank`
         chooses it on real data.
+    heads : {"auto", "random", "fixed"}, default "auto"
+        ``"random"``: heads integrated out (the marginal likelihood); ``"fixed"``: least-squares
+        heads, the paper's estimator; ``"auto"``: ``"random"`` unless an option of the
+        fixed-heads solver below (``step``, ``accel``, ``refine``, ``n_starts``) is changed
+        from its default. Those options apply to ``heads="fixed"`` only.
     step : "auto" or float, default "auto"
         ``"auto"``: an exact line search along the (conjugate) direction restricted to the
         current subspace (no tuning). A float ``gamma``: the paper's fixed step,
@@ -81,26 +103,31 @@ def fit(
         The least-squares polish after hard thresholding. ``"auto"``: on with ``step="auto"``,
         off with a fixed step (the paper's algorithm); ``"als"``: on; ``None``: off.
     init : {"zero", "spectral"} or array_like of shape (s, d), default "zero"
-        Starting point. ``"zero"``: the paper's :math:`\Theta^0 = 0`. ``"spectral"``: the top-s
-        row space of the stacked :math:`X_t^\top y_t / m_t` with least-squares heads. An array:
-        its row space, with least-squares heads (a warm start).
+        Starting point. ``"zero"``: the paper's :math:`\Theta^0 = 0` (with random heads, which
+        need a subspace to start from: as ``"spectral"``). ``"spectral"``: the top-s row space
+        of the stacked :math:`X_t^\top y_t / m_t` with least-squares heads. An array: its row
+        space, with least-squares heads (a warm start).
     n_starts : int, default 1
         Starts to run; the second and later begin from random subspaces (drawn from
         ``random_state``), and the fit with the lowest training loss is returned.
     max_iter : int, default 1000
         Maximum number of iterations per start, hard thresholding and polish together (with the
-        polish, hard thresholding takes at most half).
+        polish, hard thresholding takes at most half); with random heads, of L-BFGS per fit
+        (each held-out fit, and the final one).
     tol : float, default 1e-10
         Stop when :math:`\|\Theta^{k+1} - \Theta^k\|_F \le \text{tol}\,\|\Theta^{k+1}\|_F`.
         The polish also stops when the loss stops decreasing. With ``tol=0`` and no polish the
-        solver runs exactly ``max_iter`` iterations.
+        solver runs exactly ``max_iter`` iterations. With random heads: stop when an iteration
+        lowers the negative log marginal likelihood per sample by less than ``tol`` times its
+        size (or 1).
     sin_tol : float, optional
         With ``reference_B``: also stop once the sin angle to it is below ``sin_tol``.
     n_jobs : int or None, default None
         Threads, with scikit-learn's meaning: ``None`` or ``-1`` all available (honours
         ``OMP_NUM_THREADS``), ``-2`` all but one, ``0`` is an error. Results do not depend on it.
     random_state : None, int or numpy.random.Generator, default None
-        Seeds the random start of the first truncated SVD and the random starts.
+        Seeds the random start of the first truncated SVD, the random starts and the held-out
+        folds of tasks.
     reference_B : array_like of shape (s, d), optional
         The true subspace, in simulations: the sine of the largest principal angle to it is
         recorded in ``history["sin_angle"]`` after every iteration.
@@ -136,6 +163,10 @@ def fit(
        SIAM J. Sci. Comput. 35 (2013).
     .. [3] Blanchard, Tanner, Wei, "CGIHT: conjugate gradient iterative hard thresholding for
        compressed sensing and matrix completion", Information and Inference 4 (2015).
+    .. [4] Boursier, Konobeev, Flammarion, "Trace norm regularization and faster rates for
+       multi-task learning with scarce data", COLT 2022 (the scarce-data benchmark).
+    .. [5] Liu, Nocedal, "On the limited memory BFGS method for large scale optimization",
+       Math. Programming 45 (1989).
 
     Examples
     --------

@@ -85,7 +85,7 @@ class MetaSP(*_BASES):
     shots : int, default 5
         Samples of each unseen task that :meth:`score` uses to adapt its head (the first
         ``shots`` rows of the task, in the order given); the remaining rows are scored.
-    step, max_iter, tol, n_jobs, random_state
+    heads, step, max_iter, tol, n_jobs, random_state
         Passed to :func:`metasp.fit`.
 
     Attributes
@@ -132,12 +132,13 @@ class MetaSP(*_BASES):
     True
     """
 
-    def __init__(self, rank=3, *, prior=None, ridge=None, shots=5, step="auto", max_iter=1000,
-                 tol=1e-10, n_jobs=None, random_state=None):
+    def __init__(self, rank=3, *, prior=None, ridge=None, shots=5, heads="auto", step="auto",
+                 max_iter=1000, tol=1e-10, n_jobs=None, random_state=None):
         self.rank = rank
         self.prior = prior
         self.ridge = ridge
         self.shots = shots
+        self.heads = heads
         self.step = step
         self.max_iter = max_iter
         self.tol = tol
@@ -171,8 +172,9 @@ class MetaSP(*_BASES):
         if not is_integer(self.shots) or self.shots < 1:
             raise ValueError(f"shots must be an integer >= 1; got {self.shots!r}")
         tasks = Tasks.from_groups(X, y, groups)
-        result = fit(tasks, s=self.rank, step=self.step, max_iter=self.max_iter, tol=self.tol,
-                     n_jobs=self.n_jobs, random_state=self.random_state)
+        result = fit(tasks, s=self.rank, heads=self.heads, step=self.step,
+                     max_iter=self.max_iter, tol=self.tol, n_jobs=self.n_jobs,
+                     random_state=self.random_state)
         # Check prior and ridge now, with adapt's own rules, rather than at the first adapt.
         result.adapt(*tasks[0], **self._adapt_options())
         self.result_ = result
