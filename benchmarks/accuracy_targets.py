@@ -87,7 +87,7 @@ def run_targets(seeds, niht_seeds, rows):
         for seed in range(seeds):
             X, y, B, _ = metasp.datasets.make_hps(random_state=1000 + seed, **shape)
             s = shape["s"]
-            result, seconds = timed(metasp.fit, X, y, s, random_state=seed)
+            result, seconds = timed(metasp.fit, X, y, s, heads="fixed", random_state=seed)
             record(rows, shape, seed, "default", result, B, seconds)
             if noisy:
                 oracle, seconds = timed(metasp.polish, X, y, B, max_iter=1000)
@@ -152,7 +152,8 @@ def run_phase_transition(seeds):
             niht = quiet(metasp.fit, X, y, s, accel=None, refine=None, max_iter=PHASE_MAX_ITER,
                          random_state=seed)
             counts["niht"] += sin_angle(niht.B, B) < PHASE_SUCCESS
-            default = quiet(metasp.fit, X, y, s, max_iter=PHASE_MAX_ITER, random_state=seed)
+            default = quiet(metasp.fit, X, y, s, heads="fixed", max_iter=PHASE_MAX_ITER,
+                            random_state=seed)
             counts["metasp_default"] += sin_angle(default.B, B) < PHASE_SUCCESS
             counts["mom"] += sin_angle(quiet(mom, X, y, s).B, B) < PHASE_SUCCESS
         best_gamma = max(GAMMAS, key=lambda gamma: per_gamma[gamma])

@@ -1,6 +1,10 @@
-"""Whole fits: metasp.fit (C++) against metasp.reference.fit (NumPy, exact SVD)."""
+"""Whole fits: metasp.fit (C++) against metasp.reference.fit (NumPy, exact SVD), and the default
+random-heads fit on the scarce-data benchmark's grid."""
 
+import functools
 import warnings
+
+import numpy as np
 
 import metasp
 
@@ -10,7 +14,9 @@ from .common import SEED, parse_shape, problem, shape_label
 # about 20 s at the larger shape: the per-iteration benchmarks in bench_kernels.py cover the
 # wider grid of T, m, d, s and threads.
 FIT_SHAPES = [shape_label(*shape) for shape in [(200, 15, 50, 3), (1000, 20, 100, 5)]]
-IMPLEMENTATIONS = {"cpp": metasp.fit, "reference": metasp.reference.fit}
+# The reference is the fixed-heads solver's twin.
+IMPLEMENTATIONS = {"cpp": functools.partial(metasp.fit, heads="fixed"),
+                   "reference": metasp.reference.fit}
 
 
 def _fit(implementation, data, s, **options):
@@ -54,3 +60,31 @@ class FitThreadsAndDtype:
 
     def peakmem_ten_iterations(self, shape, n_jobs, dtype):
         _fit("cpp", self.data, self.s, n_jobs=n_jobs, max_iter=10, tol=0, accel=None, refine=None)
+
+
+class ScarceFit:
+    """The default fit (random heads) on points of the scarce-data benchmark (d = 100, s = 5,
+    noise 1, heads N(0, I)): wall time and sin angle to the true subspace."""
+
+    params = (["T=100,m=10", "T=800,m=5", "T=800,m=10", "T=6400,m=10"], [1, 2])
+    param_names = ["shape", "n_jobs"]
+    timeout = 300
+
+    def setup(self, shape, n_jobs):
+        T, m = (int(part.split("=")[1]) for part in shape.split(","))
+        rng = np.random.default_rng(SEED)
+        self.B = np.linalg.qr(rng.standard_normal((100, 5)))[0].T
+        X = rng.standard_normal((T, m, 100))
+        y = np.einsum("tmd,td->tm", X, rng.standard_normal((T, 5)) @ self.B)
+        self.tasks = metasp.Tasks.from_array(X, y + rng.standard_normal((T, m)))
+
+    def _fit(self, n_jobs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", metasp.DiagnosticWarning)  # m = 5: information limit
+            return metasp.fit(self.tasks, None, 5, n_jobs=n_jobs, random_state=SEED)
+
+    def time_fit(self, shape, n_jobs):
+        self._fit(n_jobs)
+
+    def track_sin_angle(self, shape, n_jobs):
+        return metasp.metrics.sin_angle(self._fit(n_jobs).B, self.B)

@@ -26,7 +26,8 @@ class Quality:
     def setup_cache(self):
         tasks, B = problem(*SHAPE)
         s = SHAPE[3]
-        cpp, ref = _fit(metasp.fit, tasks, s), _fit(metasp.reference.fit, tasks, s)
+        cpp = _fit(metasp.fit, tasks, s, heads="fixed")
+        ref = _fit(metasp.reference.fit, tasks, s)
         Theta, V, basis, svd_tol = mid_fit_state(*SHAPE)
         one_cpp = cpp_iteration(tasks, Theta, V, basis, svd_tol, s, 1)
         one_ref = reference_iteration(tasks, Theta, V, s)

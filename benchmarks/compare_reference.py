@@ -76,8 +76,10 @@ def main():
             ref, one, two = [], [], []
             for _ in range(repeats if T <= 200 else 1):
                 ref.append(timed(lambda: metasp.reference.fit(tasks, None, s)))
-                one.append(timed(lambda: metasp.fit(tasks, None, s, n_jobs=1, random_state=0)))
-                two.append(timed(lambda: metasp.fit(tasks, None, s, n_jobs=2, random_state=0)))
+                one.append(timed(lambda: metasp.fit(tasks, None, s, heads="fixed", n_jobs=1,
+                                                    random_state=0)))
+                two.append(timed(lambda: metasp.fit(tasks, None, s, heads="fixed", n_jobs=2,
+                                                    random_state=0)))
             rows.append(("whole fit", ref, one, two))
         for what, ref, one, two in rows:
             for clock, k in (("wall", 0), ("cpu", 1)):

@@ -33,7 +33,8 @@ def main(argv=None):
             sins, iters = [], []
             for seed in range(args.seeds):
                 X, y, B, _ = metasp.datasets.make_hps(random_state=1000 + seed, **shape)
-                result = quiet(metasp.fit, X, y, shape["s"], init=init, random_state=seed)
+                result = quiet(metasp.fit, X, y, shape["s"], heads="fixed", init=init,
+                               random_state=seed)
                 sins.append(sin_angle(result.B, B))
                 iters.append(result.n_iter)
             line = dict(shape, init=init, seeds=args.seeds,

@@ -79,7 +79,7 @@ def main():
     X, y, _, _ = metasp.datasets.make_hps(T, m, d, s, sigma=0.1, random_state=0)
     tasks = metasp.Tasks.from_array(X, y)
     warnings.simplefilter("error")  # a clean fit: any warning is a problem
-    result = metasp.fit(tasks, None, s, n_jobs=1, random_state=0)
+    result = metasp.fit(tasks, None, s, heads="fixed", n_jobs=1, random_state=0)
     fit_args = check_fit_arguments(tasks, None, s, "auto", "zero", 1000, 1e-10, 1, 0, None,
                                    available_threads=1, accel="cg", refine="auto",
                                    n_starts=1, sin_tol=None)
@@ -121,7 +121,7 @@ def main():
     if baseline is not None:
         parts["whole metasp.fit (baseline build vs this one)"] = (
             lambda: baseline.fit(old_tasks, None, s, n_jobs=1, random_state=0),
-            lambda: metasp.fit(tasks, None, s, n_jobs=1, random_state=0))
+            lambda: metasp.fit(tasks, None, s, heads="fixed", n_jobs=1, random_state=0))
 
     times = {name: ([], []) for name in parts}
     for _ in range(args.repeats):
