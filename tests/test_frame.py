@@ -173,3 +173,22 @@ def test_without_pandas_the_error_names_the_extra(monkeypatch, frame):
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(ImportError, match=r'pip install "metasp\[pandas\]"'):
         Tasks.from_frame(frame, "station", "pm25")
+
+
+def test_group_column_of_mixed_types_is_named(frame):
+    frame["station"] = frame["station"].astype(object)
+    frame.loc[[0, 2], "station"] = 7
+    with pytest.raises(TypeError, match=r"groups mixes labels of types \['int', 'str'\], which "
+                                        r"cannot be sorted together"):
+        Tasks.from_frame(frame, "station", "pm25")
+    frame["station"] = frame["station"].astype(str)
+    assert Tasks.from_frame(frame, "station", "pm25").labels.tolist() == ["7", "a", "b", "c"]
+
+
+def test_missing_groups_are_refused_like_from_groups(frame):
+    frame.loc[3, "station"] = None
+    with pytest.raises(ValueError, match=r"1 of 9 rows have missing values.*'station': 1"):
+        Tasks.from_frame(frame, "station", "pm25")
+    groups = frame["station"].to_numpy()
+    with pytest.raises(ValueError, match=r"groups has 1 missing label\(s\).*first at row 3"):
+        Tasks.from_groups(frame[["temp"]].to_numpy(), frame["pm25"].to_numpy(), groups)

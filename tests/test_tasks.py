@@ -1,5 +1,6 @@
 """The stacked task layout: conversions, and no copies where none are needed."""
 
+import re
 import subprocess
 import sys
 import tracemalloc
@@ -175,3 +176,68 @@ def test_all_input_forms_give_the_same_fit():
     ]
     for Xs, ys in forms:
         np.testing.assert_allclose(metasp.fit(Xs, ys, 2, **options).Theta, expected, rtol=1e-13)
+
+
+@pytest.mark.parametrize("groups", [
+    np.array([0.0, np.nan, 1.0, np.nan]),
+    np.array(["a", None, "a", "b"], dtype=object),
+    np.array([1, np.nan, 1, 2], dtype=object),
+    np.array(["2024-01-01", "NaT", "2024-01-01", "2024-01-02"], dtype="datetime64[D]"),
+    np.array([None, None, None, None]),
+], ids=["float NaN", "None among str", "NaN among int objects", "NaT", "all None"])
+def test_from_groups_refuses_missing_labels(groups):
+    X, y = np.ones((4, 2)), np.ones(4)
+    with pytest.raises(ValueError, match=r"groups has \d missing label\(s\) \(NaN, None or NaT; "
+                                         r"first at row [01]\); every row needs a task label"):
+        Tasks.from_groups(X, y, groups)
+
+
+def test_from_groups_refuses_pandas_na():
+    pd = pytest.importorskip("pandas")
+    with pytest.raises(ValueError, match=r"1 missing label\(s\).*first at row 2"):
+        Tasks.from_groups(np.ones((4, 2)), np.ones(4), pd.array(["a", "b", pd.NA, "b"]))
+    with pytest.raises(ValueError, match=r"1 missing label\(s\).*first at row 1"):
+        Tasks.from_groups(np.ones((4, 2)), np.ones(4), pd.Series([1.0, None, 2.0, 2.0]))
+
+
+def test_from_groups_names_labels_of_mixed_types():
+    groups = np.array([1, "a", 1, "b"], dtype=object)
+    with pytest.raises(TypeError, match=r"groups mixes labels of types \['int', 'str'\], which "
+                                        r"cannot be sorted together.*astype\(str\)"):
+        Tasks.from_groups(np.ones((4, 2)), np.ones(4), groups)
+    # The fix the message suggests works.
+    tasks = Tasks.from_groups(np.ones((4, 2)), np.ones(4), groups.astype(str))
+    assert tasks.labels.tolist() == ["1", "a", "b"]
+    # Numbers of different types still sort together.
+    mixed_numbers = np.array([1, 2.5, 1, True], dtype=object)
+    assert Tasks.from_groups(np.ones((4, 2)), np.ones(4), mixed_numbers).n_tasks == 2
+
+
+def test_object_arrays_of_numbers_are_read_as_float64():
+    X = np.array([[1, 2.5], [True, np.float32(0.5)], [3, 4]], dtype=object)
+    y = np.array([1, 2.0, np.int8(3)], dtype=object)
+    tasks = Tasks.from_groups(X, y, [0, 0, 1])
+    assert tasks.X.dtype == np.float64 and tasks.y.dtype == np.float64
+    np.testing.assert_array_equal(tasks.X, [[1.0, 2.5], [1.0, 0.5], [3.0, 4.0]])
+    np.testing.assert_array_equal(tasks.y, [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(Tasks(X, y, [0, 3]).X, tasks.X)
+
+
+@pytest.mark.parametrize("entry, shown", [(None, "None (a NoneType)"), ("1.5", "'1.5' (a str)"),
+                                          ({"a": 1}, "{'a': 1} (a dict)")])
+def test_object_arrays_with_other_entries_are_refused(entry, shown):
+    X = np.ones((3, 2), dtype=object)
+    X[2, 1] = entry
+    with pytest.raises(TypeError, match=r"X has dtype object, which is not numeric: its entry at "
+                                        rf"\[2, 1\] is {re.escape(shown)}\. .*real numbers only"):
+        Tasks.from_groups(X, np.ones(3), [0, 0, 1])
+
+
+def test_sparse_input_is_refused_with_the_fix():
+    sparse = pytest.importorskip("scipy.sparse")
+    X = sparse.csr_matrix(np.eye(4))
+    with pytest.raises(TypeError, match=r"X is a sparse csr_matrix; metasp needs dense data: "
+                                        r"pass X\.toarray\(\)"):
+        Tasks.from_groups(X, np.ones(4), [0, 0, 1, 1])
+    with pytest.raises(TypeError, match="sparse"):
+        Tasks(X, np.ones(4), [0, 4])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Sequence
 
@@ -12,10 +13,15 @@ __all__ = ["Tasks", "as_tasks"]
 
 def _numeric_array(values, name: str) -> np.ndarray:
     """Return ``values`` as an array, refusing dtypes that are not real numbers."""
+    if type(values).__module__.startswith("scipy.sparse"):
+        raise TypeError(f"{name} is a sparse {type(values).__name__}; metasp needs dense data: "
+                        f"pass {name}.toarray()")
     try:
         array = np.asarray(values)
     except (TypeError, ValueError) as error:  # ragged nested lists, objects numpy rejects
         raise TypeError(f"{name} could not be read as a numeric array: {error}") from None
+    if array.dtype == object:
+        array = _object_to_float(array, name)
     if array.dtype.kind == "c":
         raise TypeError(
             f"{name} has complex dtype {array.dtype}; metasp fits real-valued regressions. "
@@ -27,6 +33,79 @@ def _numeric_array(values, name: str) -> np.ndarray:
             f"np.asarray({name}, dtype=float) after encoding any non-numeric columns."
         )
     return array
+
+
+def _object_to_float(array: np.ndarray, name: str) -> np.ndarray:
+    """An object array whose entries are all real numbers, as float64; else a ``TypeError``.
+
+    pandas gives object arrays for frames that mix booleans and floats, for example. Strings,
+    ``None`` and ``pandas.NA`` are refused rather than parsed or read as NaN: they are a sign
+    of data that needs cleaning first.
+    """
+    for index, value in enumerate(array.flat):
+        if not isinstance(value, (numbers.Real, np.bool_)):
+            where = ", ".join(str(i) for i in np.unravel_index(index, array.shape))
+            raise TypeError(
+                f"{name} has dtype object, which is not numeric: its entry at [{where}] is "
+                f"{value!r} (a {type(value).__name__}). The argument must be free of strings, "
+                "None and other objects: real numbers only. Encode or impute such entries, "
+                f"then convert with np.asarray({name}, dtype=float)"
+            )
+    return array.astype(np.float64)
+
+
+def _is_missing(value) -> bool:
+    """None, NaN, NaT or pandas.NA."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # only NaN and NaT differ from themselves
+    except TypeError:  # pandas.NA: comparisons give NA, whose truth value is ambiguous
+        return True
+
+
+def _missing_labels(labels: np.ndarray) -> np.ndarray:
+    """Boolean mask of the missing entries of a 1-D label array."""
+    if labels.dtype.kind in "fc":
+        return np.isnan(labels)
+    if labels.dtype.kind in "mM":
+        return np.isnat(labels)
+    if labels.dtype == object:
+        return np.fromiter((_is_missing(v) for v in labels), dtype=bool, count=labels.size)
+    return np.zeros(labels.shape, dtype=bool)
+
+
+def _refuse_missing_labels(groups: np.ndarray, name: str = "groups") -> None:
+    missing = _missing_labels(groups)
+    if missing.any():
+        raise ValueError(
+            f"{name} has {int(missing.sum())} missing label(s) (NaN, None or NaT; first at row "
+            f"{int(np.flatnonzero(missing)[0])}); every row needs a task label. Drop those rows "
+            "or give them a label first"
+        )
+
+
+def _unique_labels(groups: np.ndarray, name: str = "groups"):
+    """``np.unique(groups, return_inverse=True, return_counts=True)`` for task labels.
+
+    Missing labels are a ``ValueError`` (NumPy would make NaN a task of its own, or one task
+    per NaN in an object array), and labels of types that cannot be sorted together, such as
+    str and int, a ``TypeError`` that says so.
+    """
+    try:
+        labels, codes, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    except TypeError:  # object labels that cannot be compared with each other
+        _refuse_missing_labels(groups, name)
+        types = sorted({type(v).__name__ for v in groups.tolist()})
+        raise TypeError(
+            f"{name} mixes labels of types {types}, which cannot be sorted together; convert "
+            f"them to one type first, for example np.asarray({name}).astype(str)"
+        ) from None
+    # A missing label survives np.unique as a label of its own (one per NaN in an object
+    # array), so the T labels tell whether any of the N rows has one.
+    if _missing_labels(labels).any():
+        _refuse_missing_labels(groups, name)
+    return labels, codes.reshape(-1), counts
 
 
 def _float64(array: np.ndarray) -> np.ndarray:
@@ -144,7 +223,8 @@ class Tasks:
     X : array_like of shape (N, d)
         All samples of all tasks, task by task. A C-contiguous float64 or float32 array is used
         as is (never copied); other layouts are made C-contiguous, and other dtypes (integers,
-        booleans, float16) converted to float64, once.
+        booleans, float16, object arrays whose entries are all real numbers) converted to
+        float64, once. Sparse matrices are refused: pass ``X.toarray()``.
     y : array_like of shape (N,)
         Targets, aligned with the rows of ``X``.
     offsets : array_like of int, shape (T + 1,)
@@ -309,7 +389,9 @@ class Tasks:
 
         Tasks are ordered by sorted label; the labels are kept in :attr:`labels`. When the rows
         are already grouped in that order, ``X`` is not reordered (and, if it is C-contiguous
-        float64 or float32, not copied); ``dtype`` as in :class:`Tasks`.
+        float64 or float32, not copied); ``dtype`` as in :class:`Tasks`. A missing label (NaN,
+        None, NaT, ``pandas.NA``) is a ``ValueError``, as in :meth:`from_frame`; labels that
+        cannot be sorted together (str and int) are a ``TypeError``.
         """
         X = _numeric_array(X, "X")
         y = _numeric_array(y, "y")
@@ -327,7 +409,7 @@ class Tasks:
             )
         if X.shape[0] == 0:
             raise ValueError("there are no tasks: X has no rows")
-        labels, codes, counts = np.unique(groups, return_inverse=True, return_counts=True)
+        labels, codes, counts = _unique_labels(groups)
         if (np.diff(codes) < 0).any():
             order = np.argsort(codes, kind="stable")
             X, y = X[order], y[order]

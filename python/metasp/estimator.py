@@ -12,11 +12,12 @@ scikit-learn takes about a second.
 from __future__ import annotations
 
 import inspect
+import warnings
 
 import numpy as np
 
 from ._solver import fit
-from ._tasks import Tasks, _check_finite, _numeric_array
+from ._tasks import Tasks, _check_finite, _numeric_array, _refuse_missing_labels, _unique_labels
 from ._validation import is_integer
 
 __all__ = ["MetaSP"]
@@ -63,6 +64,76 @@ except ImportError:
         """The estimator is used before ``fit`` (scikit-learn's exception, when installed)."""
 
 
+def _feature_names(X):
+    """The column names of a data frame ``X`` as an object array, or None.
+
+    As in scikit-learn: names are kept only when every column name is a string; a mix of
+    strings and other types is a ``TypeError``, other names (integers, say) are ignored.
+    """
+    columns = getattr(X, "columns", None)
+    if columns is None:
+        return None
+    names = np.asarray(list(columns), dtype=object)
+    types = sorted({type(name).__qualname__ for name in names})
+    if len(types) > 1 and "str" in types:
+        raise TypeError(
+            "Feature names are only supported if all input features have string names, but "
+            f"your input has {types} as feature name / column name types. Convert them all to "
+            "strings (X.columns = X.columns.astype(str)), or to another type to use no names"
+        )
+    return names if types == ["str"] else None
+
+
+def _real_array(values, name: str) -> np.ndarray:
+    """``_numeric_array``, with scikit-learn's ``ValueError`` for complex data."""
+    try:
+        return _numeric_array(values, name)
+    except TypeError:
+        try:
+            is_complex = np.iscomplexobj(values)
+        except (TypeError, ValueError):  # ragged lists and the like: keep the first error
+            is_complex = False
+        if is_complex:
+            raise ValueError(f"Complex data not supported: {name} has complex dtype; MetaSP "
+                             f"fits real-valued regressions. Pass np.real({name}), or the real "
+                             "and imaginary parts as separate features") from None
+        raise
+
+
+def _listed(names) -> str:
+    shown = [f"- {name}\n" for name in names[:5]]
+    return "".join(shown) + ("- ...\n" if len(names) > 5 else "")
+
+
+def _sklearn_expected_failed_checks() -> dict:
+    """scikit-learn estimator checks that cannot pass, by name, with the reason.
+
+    Those checks call ``fit(X, y)`` without ``groups``; :meth:`MetaSP.fit` refuses that with a
+    ``TypeError``, rather than fit a single task that the caller did not ask for. Pass this to
+    ``check_estimator(..., expected_failed_checks=...)`` (scikit-learn >= 1.6); older versions
+    read it from the ``_xfail_checks`` tag.
+    """
+    reason = ("fits without groups, which MetaSP refuses: the rows of every task must be "
+              "labelled with fit(X, y, groups)")
+    names = [
+        "check_fit_score_takes_y", "check_estimators_overwrite_params",
+        "check_dont_overwrite_parameters", "check_estimators_fit_returns_self",
+        "check_readonly_memmap_input", "check_n_features_in_after_fitting",
+        "check_positive_only_tag_during_fit", "check_estimators_dtypes", "check_dtype_object",
+        "check_pipeline_consistency", "check_estimators_nan_inf", "check_estimators_pickle",
+        "check_f_contiguous_array_estimator", "check_regressors_train",
+        "check_regressor_data_not_an_array", "check_regressors_no_decision_function",
+        "check_supervised_y_2d", "check_regressors_int",
+        "check_non_transformer_estimators_n_iter", "check_transformer_data_not_an_array",
+        "check_transformer_general", "check_transformer_preserve_dtypes",
+        "check_transformer_n_iter", "check_methods_sample_order_invariance",
+        "check_methods_subset_invariance", "check_fit2d_1sample", "check_fit2d_1feature",
+        "check_dict_unchanged", "check_fit_idempotent", "check_fit_check_is_fitted",
+        "check_n_features_in", "check_fit2d_predict1d",
+    ]
+    return dict.fromkeys(names, reason)
+
+
 class MetaSP(*_BASES):
     """Meta Subspace Pursuit as a scikit-learn estimator, on long-format data.
 
@@ -71,6 +142,12 @@ class MetaSP(*_BASES):
     per training task; :meth:`transform` gives the subspace features ``X @ B_.T``;
     :meth:`predict` predicts rows of training tasks; :meth:`adapt` and :meth:`predict_new` fit
     and use the head of a new task from a few of its samples.
+
+    ``groups`` is required: ``fit(X, y)`` without it is a ``TypeError`` that says how to pass
+    it, rather than a fit that treats all rows as one task. A forgotten ``groups`` (a Pipeline
+    or a search without metadata routing) would otherwise fit a model nobody asked for, and a
+    single task cannot support a subspace of rank above 1. ``X`` and ``y`` are checked first,
+    so that bad data (sparse, complex, NaN, ``y=None``) is reported as such in any case.
 
     Parameters
     ----------
@@ -100,6 +177,12 @@ class MetaSP(*_BASES):
         The training task labels, sorted.
     n_features_in_ : int
         Number of features seen in :meth:`fit`.
+    feature_names_in_ : ndarray of shape (n_features_in_,), dtype object
+        Column names of ``X`` in :meth:`fit`, set only when ``X`` was a data frame whose column
+        names are all strings. A data frame given later must have the same columns in the same
+        order (else a ``ValueError``; select them with ``X[model.feature_names_in_]``).
+    n_iter_ : int
+        Iterations the solver ran (``result_.n_iter``).
     head_ : ndarray of shape (rank,)
         Head of the new task, set by :meth:`adapt`.
 
@@ -115,8 +198,15 @@ class MetaSP(*_BASES):
         model = MetaSP().set_fit_request(groups=True).set_score_request(groups=True)
         GridSearchCV(model, {"rank": [1, 2, 3]}, cv=GroupKFold(5)).fit(X, y, groups=groups)
 
-    In a ``Pipeline`` without routing, pass ``metasp__groups=groups`` to ``fit`` and
-    ``groups=groups`` to ``predict``.
+    With scikit-learn >= 1.8 this also scores a ``Pipeline`` ending in MetaSP:
+    ``GridSearchCV(make_pipeline(StandardScaler(), model), {"metasp__rank": [1, 2, 3]},
+    cv=GroupKFold(5))`` (older versions do not route ``groups`` through a Pipeline's ``score``,
+    so every candidate fails). In a ``Pipeline`` without routing, pass
+    ``metasp__groups=groups`` to ``fit`` and ``groups=groups`` to ``predict``.
+
+    scikit-learn's ``check_estimator`` runs on MetaSP. The checks that call ``fit(X, y)``
+    without groups cannot pass; ``metasp.estimator._sklearn_expected_failed_checks()`` lists
+    them for its ``expected_failed_checks`` argument.
 
     Examples
     --------
@@ -151,17 +241,23 @@ class MetaSP(*_BASES):
         Parameters
         ----------
         X : array_like of shape (n_samples, n_features)
-            All samples of all tasks, one row per sample, in any order.
+            All samples of all tasks, one row per sample, in any order. Dense, real numbers
+            (object arrays of numbers are read as float64); a pandas DataFrame with string
+            column names sets ``feature_names_in_``.
         y : array_like of shape (n_samples,)
             Targets.
         groups : array_like of shape (n_samples,)
             Task label of each row (required; a keyword so that scikit-learn can route it).
+            Labels must not be missing (NaN, None) and must sort together (not str and int).
 
         Returns
         -------
         self : MetaSP
             The fitted estimator.
         """
+        # X and y first, so that bad data is reported as such even when groups are missing.
+        names = _feature_names(X)
+        X, y = self._check_training_data(X, y)
         if groups is None:
             raise TypeError(
                 "MetaSP.fit needs groups: the task label of every row, as in fit(X, y, groups). "
@@ -181,8 +277,119 @@ class MetaSP(*_BASES):
         self.B_, self.W_ = result.B, result.W
         self.groups_ = tasks.labels
         self.n_features_in_ = tasks.n_features
+        self.n_iter_ = result.n_iter
+        if names is None:
+            self.__dict__.pop("feature_names_in_", None)  # from an earlier fit on a data frame
+        else:
+            self.feature_names_in_ = names
         self.__dict__.pop("head_", None)  # a head adapted to the previous subspace
         return self
+
+    def fit_transform(self, X, y, groups=None) -> np.ndarray:
+        """Fit, then return the subspace features of ``X``: ``fit(X, y, groups).transform(X)``.
+
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features)
+            All samples of all tasks.
+        y : array_like of shape (n_samples,)
+            Targets.
+        groups : array_like of shape (n_samples,)
+            Task label of each row (required, as in :meth:`fit`).
+
+        Returns
+        -------
+        ndarray of shape (n_samples, rank)
+            ``X @ B_.T``.
+        """
+        return self.fit(X, y, groups).transform(X)
+
+    def __sklearn_tags__(self):
+        # scikit-learn >= 1.6 reads these; the import is here so that older versions and
+        # installs without scikit-learn never need TransformerTags.
+        from sklearn.utils import TransformerTags
+
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags = TransformerTags(preserves_dtype=["float64"])
+        tags.target_tags.required = True
+        tags.input_tags.sparse = False
+        tags.input_tags.allow_nan = False
+        return tags
+
+    def _more_tags(self) -> dict:
+        # The same for scikit-learn < 1.6, which reads this instead of __sklearn_tags__.
+        return {"requires_y": True, "preserves_dtype": [np.float64],
+                "_xfail_checks": _sklearn_expected_failed_checks()}
+
+    def _check_training_data(self, X, y) -> tuple[np.ndarray, np.ndarray]:
+        """``X`` and ``y`` of fit, checked in scikit-learn's order, before ``groups``."""
+        if y is None:
+            raise ValueError("MetaSP requires y to be passed, but the target y is None; call "
+                             "fit(X, y, groups)")
+        X = self._check_X(X, fitting=True)
+        y = self._check_y(y, X.shape[0])
+        return X, y
+
+    def _check_X(self, X, *, fitting: bool) -> np.ndarray:
+        """``X`` as a 2-D array of real numbers; after fit, with fit's number of columns."""
+        X = _real_array(X, "X")
+        if X.ndim != 2:
+            hint = (". Reshape your data: X.reshape(-1, 1) if it is a single feature, "
+                    "X.reshape(1, -1) if it is a single sample" if X.ndim == 1 else "")
+            raise ValueError(f"X must be 2-D (n_samples, n_features); got shape "
+                             f"{X.shape}{hint}")
+        if fitting:
+            if X.shape[0] == 0:
+                raise ValueError(f"X has 0 samples (shape={X.shape}); fit needs the rows of at "
+                                 "least one task")
+            if X.shape[1] == 0:
+                raise ValueError(f"X has 0 feature(s) (shape={X.shape}) while a minimum of 1 "
+                                 "is required.")
+        elif X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
+                             f"expecting {self.n_features_in_} features as input (d = "
+                             f"{self.n_features_in_} columns, as in fit)")
+        _check_finite(X, "X")
+        return X
+
+    def _check_feature_names(self, names) -> None:
+        """Refuse columns of a data frame that differ from fit's, or come in another order."""
+        fitted = getattr(self, "feature_names_in_", None)
+        if names is None and fitted is None:
+            return
+        model = type(self).__name__
+        if fitted is None:
+            warnings.warn(f"X has feature names, but {model} was fitted without feature names",
+                          UserWarning, stacklevel=4)
+            return
+        if names is None:
+            warnings.warn(f"X does not have valid feature names, but {model} was fitted with "
+                          "feature names", UserWarning, stacklevel=4)
+            return
+        if len(names) == len(fitted) and (names == fitted).all():
+            return
+        unseen = sorted(set(names.tolist()) - set(fitted.tolist()))
+        missing = sorted(set(fitted.tolist()) - set(names.tolist()))
+        message = "The feature names should match those that were passed during fit.\n"
+        if unseen:
+            message += "Feature names unseen at fit time:\n" + _listed(unseen)
+        if missing:
+            message += "Feature names seen at fit time, yet now missing:\n" + _listed(missing)
+        if not unseen and not missing:
+            message += "Feature names must be in the same order as they were in fit.\n"
+        raise ValueError(message + "Select the columns of fit, in their order, with "
+                         "X[model.feature_names_in_]")
+
+    def _check_y(self, y, n_rows: int) -> np.ndarray:
+        y = _real_array(y, "y")
+        if y.ndim != 1:
+            hint = "; pass y.ravel()" if y.ndim == 2 and y.shape[1] == 1 else ""
+            raise ValueError(f"y must be 1-D (n_samples,), one target per row of X; got shape "
+                             f"{y.shape}{hint}")
+        if y.shape[0] != n_rows:
+            raise ValueError(f"X has {n_rows} rows but y has {y.shape[0]} entries")
+        _check_finite(y, "y")
+        return np.asarray(y, dtype=np.float64)
 
     def _adapt_options(self) -> dict:
         return {"prior": self.prior, "ridge": self.ridge}
@@ -193,8 +400,10 @@ class MetaSP(*_BASES):
                                  "fit(X, y, groups) first")
 
     def _design(self, X) -> np.ndarray:
+        """``X`` of a fitted model's methods, as float64, its columns checked against fit's."""
         self._check_fitted()
-        return self.result_._check_design(X)
+        self._check_feature_names(_feature_names(X))
+        return np.asarray(self._check_X(X, fitting=False), dtype=np.float64)
 
     def _rows_like(self, values, n_rows: int, name: str) -> np.ndarray:
         values = np.asarray(values)
@@ -248,6 +457,7 @@ class MetaSP(*_BASES):
         if groups is None:
             raise TypeError("MetaSP.predict needs groups: the training task of every row")
         groups = self._rows_like(groups, X.shape[0], "groups")
+        _refuse_missing_labels(groups)
         position, known = self._task_index(groups)
         if not known.all():
             unseen = np.unique(groups[~known])
@@ -273,7 +483,7 @@ class MetaSP(*_BASES):
         self : MetaSP
             With the new head in ``head_``; predict with :meth:`predict_new`.
         """
-        self._check_fitted()
+        X = self._design(X)
         self.head_ = self.result_.adapt(X, y, **self._adapt_options())
         return self
 
@@ -293,15 +503,15 @@ class MetaSP(*_BASES):
         self._check_fitted()
         if not hasattr(self, "head_"):
             raise NotFittedError("no new task yet: call adapt(X_support, y_support) first")
-        return self.result_.predict(X, self.head_)
+        return self.result_.predict(self._design(X), self.head_)
 
-    def score(self, X, y, groups=None) -> float:
+    def score(self, X, y, groups=None, sample_weight=None) -> float:
         """Coefficient of determination R^2, scoring training and unseen tasks alike.
 
         Rows of training tasks are predicted with their fitted heads. Each unseen task is
         scored few-shot: its head is adapted on its first ``shots`` rows (in the order given),
         which are then left out, and its other rows are predicted. R^2 is computed over all
-        predicted rows.
+        predicted rows. Higher is better, as scikit-learn's model selection expects.
 
         Parameters
         ----------
@@ -310,27 +520,36 @@ class MetaSP(*_BASES):
         y : array_like of shape (n_samples,)
             Targets.
         groups : array_like of shape (n_samples,)
-            Task label of each row.
+            Task label of each row (required).
+        sample_weight : array_like of shape (n_samples,), optional
+            Non-negative weight of each row in R^2, as in ``sklearn.metrics.r2_score``; the
+            weights of the rows used to adapt an unseen task's head are not used.
 
         Returns
         -------
         float
-            ``1 - sum((y - pred)^2) / sum((y - mean(y))^2)`` over the predicted rows.
+            ``1 - sum(w (y - pred)^2) / sum(w (y - mean_w(y))^2)`` over the predicted rows;
+            1.0 or 0.0 when those targets are constant (perfect predictions or not).
         """
         X = self._design(X)
         if groups is None:
             raise TypeError("MetaSP.score needs groups; with GridSearchCV, enable metadata "
                             "routing and call set_score_request(groups=True)")
-        y = np.asarray(_numeric_array(y, "y"), dtype=np.float64)
-        y = self._rows_like(y, X.shape[0], "y")
-        _check_finite(y, "y")
+        if X.shape[0] == 0:
+            raise ValueError("X has no rows; score needs at least one")
+        if y is None:
+            raise ValueError("MetaSP.score requires y to be passed, but the target y is None")
+        y = self._check_y(y, X.shape[0])
         groups = self._rows_like(groups, X.shape[0], "groups")
+        _refuse_missing_labels(groups)
+        weights = self._check_sample_weight(sample_weight, X.shape[0])
         features = X @ self.B_.T
         position, known = self._task_index(groups)
-        prediction = np.full(y.shape, np.nan)
+        prediction = np.zeros(y.shape)
         prediction[known] = np.einsum("ij,ij->i", features[known], self.W_[position[known]])
+        scored = known.copy()
         new_rows = np.flatnonzero(~known)
-        labels, task_of_row = np.unique(groups[new_rows], return_inverse=True)
+        labels, task_of_row, _ = _unique_labels(groups[new_rows])
         for task, label in enumerate(labels.tolist()):
             rows = new_rows[task_of_row == task]
             if rows.size <= self.shots:
@@ -341,9 +560,27 @@ class MetaSP(*_BASES):
             support, query = rows[:self.shots], rows[self.shots:]
             head = self.result_.adapt(X[support], y[support], **self._adapt_options())
             prediction[query] = features[query] @ head
-        scored = ~np.isnan(prediction)
-        residual = np.sum((y[scored] - prediction[scored]) ** 2)
-        total = np.sum((y[scored] - y[scored].mean()) ** 2)
+            scored[query] = True
+        y, prediction, weights = y[scored], prediction[scored], weights[scored]
+        if not weights.sum() > 0:
+            raise ValueError("sample_weight is zero on every scored row; give some of them a "
+                             "positive weight")
+        residual = np.sum(weights * (y - prediction) ** 2)
+        total = np.sum(weights * (y - np.average(y, weights=weights)) ** 2)
         if total == 0:  # constant targets: perfect or nothing, as scikit-learn's r2_score
             return 1.0 if residual == 0 else 0.0
         return float(1.0 - residual / total)
+
+    def _check_sample_weight(self, sample_weight, n_rows: int) -> np.ndarray:
+        if sample_weight is None:
+            return np.ones(n_rows)
+        weights = np.asarray(_numeric_array(sample_weight, "sample_weight"), dtype=np.float64)
+        if weights.ndim == 0:  # one number for every row, as scikit-learn allows
+            weights = np.full(n_rows, float(weights))
+        if weights.shape != (n_rows,):
+            raise ValueError(f"sample_weight must have shape ({n_rows},), one weight per row of "
+                             f"X; got {weights.shape}")
+        _check_finite(weights, "sample_weight")
+        if (weights < 0).any():
+            raise ValueError("sample_weight has negative entries; weights must be >= 0")
+        return weights
