@@ -1,15 +1,124 @@
-"""Command line: ``python -m metasp COMMAND`` (also installed as ``metasp``)."""
+"""Command line: ``python -m metasp COMMAND`` (also installed as ``metasp``).
+
+Every command reports a problem as one line on stderr, ``python -m metasp COMMAND: error:
+...``, in the command line's own terms (``--dropna``, not ``dropna=True``), and exits with
+status 2 for a bad argument (as argparse does for the arguments it checks itself) or 1 for
+input that cannot be used; each warning is one line too. Arguments, output paths included, are
+checked before any work is done, and every output file is written atomically
+(:func:`metasp._io.atomic_write`): an interrupted command never leaves half a file.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 import sys
+import uuid
 import warnings
+from pathlib import Path
 
 import numpy as np
 
-from ._demo import add_demo_command
+from ._demo import add_demo_command, run_demo
+from ._io import atomic_write
+
+
+class UsageError(ValueError):
+    """A bad command-line argument: exit status 2, as for argparse's own errors."""
+
+
+def _guard(parser, run):
+    """Make ``run(args, parser)`` the command of ``parser``, with warnings and errors reported
+    as one line each in command-line terms, not as tracebacks."""
+    prefix = parser.prog
+
+    def guarded(args, _top_parser):
+        def say(kind, message):
+            text = " ".join(_speak_cli(str(message), parser).split())  # one line
+            print(f"{prefix}: {kind}: {text}", file=sys.stderr)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = lambda message, *_, **__: say("warning", message)
+            try:
+                return run(args, parser)
+            except UsageError as error:
+                say("error", error)
+                return 2
+            except (ValueError, TypeError, ImportError, OSError) as error:
+                say("error", error)
+                return 1
+            except KeyboardInterrupt:
+                say("error", "interrupted; no output file was left half-written")
+                return 130
+
+    parser.set_defaults(run=guarded)
+
+
+def _speak_cli(message: str, parser) -> str:
+    """Name the command's options the way they are typed: a message from the library that
+    says ``max_iter=5`` or ``dropna=True`` says ``--max-iter 5`` or ``--dropna``."""
+    for action in parser._actions:
+        options = [option for option in action.option_strings if option.startswith("--")]
+        if not options or action.dest == "help":
+            continue
+        option, name = options[0], re.escape(action.dest)
+        before = r"(?<![\w.\-/\\'\"])"  # not inside a word, path or quoted name
+        if isinstance(action, argparse._StoreTrueAction):
+            message = re.sub(rf"{before}{name}=True\b", option, message)
+        elif isinstance(action, argparse._StoreFalseAction):
+            message = re.sub(rf"{before}{name}=False\b", option, message)
+        else:
+            message = re.sub(rf"{before}{name}=(['\"])([^'\"]*)\1", rf"{option} \2", message)
+            message = re.sub(rf"{before}{name}=", f"{option} ", message)
+            if "_" in action.dest:
+                message = re.sub(rf"{before}{name}\b", option, message)
+    return message
+
+
+def check_output(path, option: str) -> None:
+    """Fail now, not after the work, when ``path`` cannot be written: a missing folder, a
+    folder in the way, or a folder without write permission."""
+    path = Path(path)
+    folder = path.parent
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a folder; give a file name in it")
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise UsageError(f"{option} {path}: the folder {folder} {what}; create it first or "
+                         "choose another path")
+    _probe(folder, option, path)
+
+
+def check_output_folder(path, option: str) -> None:
+    """Like :func:`check_output` for a folder that is created when missing."""
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{option} {path}: {existing} is a file, not a folder; choose another "
+                         "folder")
+    _probe(existing, option, path)
+
+
+def _probe(folder: Path, option: str, path: Path) -> None:
+    # Creating a file is the test that cannot disagree with the real write later (os.access
+    # answers for the real user id, and yes for root whatever the permissions).
+    probe = folder / f".metasp-write-test-{uuid.uuid4().hex}"
+    try:
+        open(probe, "xb").close()
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"{option} {path}: cannot write in the folder {folder} "
+                         f"({error.strerror or error}); choose another path") from None
+
+
+def _at_least(value, minimum, option: str, what: str = "") -> None:
+    if value is not None and value < minimum:
+        raise UsageError(f"{option} must be at least {minimum}{what}; got {value}")
 
 
 def _add_experiment_command(commands):
@@ -20,7 +129,7 @@ def _add_experiment_command(commands):
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
     parser.add_argument("--seeds", type=int, default=None, help="repeats per setting")
     parser.add_argument("--out", default="results", help="output folder (default: results)")
-    parser.set_defaults(run=_run_experiment)
+    _guard(parser, _run_experiment)
 
 
 def _run_experiment(args, parser):
@@ -31,66 +140,163 @@ def _run_experiment(args, parser):
             print(f"{name:<24} {description}")
         return 0
     if args.name is None:
-        parser.error("experiment: give a NAME or --list")
+        raise UsageError("give an experiment NAME, or --list to see them")
+    if args.name not in experiments.EXPERIMENTS:
+        raise UsageError(f"unknown experiment {args.name!r}; choose one of: "
+                         f"{', '.join(experiments.EXPERIMENTS)} (see --list)")
+    _at_least(args.seeds, 1, "--seeds")
+    check_output_folder(args.out, "--out")
     experiments.run(args.name, quick=args.quick, seeds=args.seeds, out=args.out)
     return 0
 
 
-def _user_errors(run):
-    """Report warnings and bad input as one line each on stderr (exit status 1 on an error),
-    not as tracebacks."""
-
-    def guarded(args, parser):
-        prefix = f"{parser.prog} {args.command}"
-
-        def show(message, category, *where, **_):
-            print(f"{prefix}: warning: {message}", file=sys.stderr)
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("default")
-            warnings.showwarning = show
-            try:
-                return run(args, parser)
-            except (ValueError, TypeError, ImportError, OSError) as error:
-                print(f"{prefix}: error: {error}", file=sys.stderr)
-                return 1
-
-    return guarded
-
-
 def _read_table(path):
-    """A pandas DataFrame from CSV (any compression pandas reads) or Parquet."""
+    """A pandas DataFrame from CSV (any compression pandas reads) or Parquet, with at least
+    one row; a file that cannot be read as a table is a ValueError that names it."""
     from ._tasks import _import_pandas
 
     pd = _import_pandas(f"reading {path}")
-    if str(path).lower().endswith((".parquet", ".pq")):
-        try:
-            return pd.read_parquet(path)
-        except ImportError as error:
-            raise ImportError('reading Parquet needs pyarrow (pip install "metasp[parquet]"): '
-                              f"{error}") from None
-    return pd.read_csv(path)
+    parquet = str(path).lower().endswith((".parquet", ".pq"))
+    try:
+        table = pd.read_parquet(path) if parquet else pd.read_csv(path)
+    except ImportError as error:
+        raise ImportError('reading Parquet needs pyarrow (pip install "metasp[parquet]"): '
+                          f"{error}") from None
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path} is empty: a table needs a header row naming its columns and "
+                         "one row per sample") from None
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except (ValueError, OSError) as error:
+        kind = "Parquet" if parquet else "CSV"
+        raise ValueError(f"cannot read {path} as a {kind} table: {error}") from None
+    if len(table) == 0:
+        raise ValueError(f"{path} has no rows, only a header ({len(table.columns)} columns)")
+    if not table.columns.is_unique:
+        duplicated = table.columns[table.columns.duplicated()].unique().tolist()
+        raise ValueError(f"{path} has more than one column named {duplicated}; rename them")
+    return table.reset_index(drop=True)  # index = data row - 1, whatever was dropped later
 
 
-def _design(values, preprocessing: dict):
-    """Model features from raw feature values: the same steps at fit and at predict time."""
-    X = np.asarray(values, dtype=np.float64)
-    scaling = preprocessing.get("standardize")
-    if scaling is not None:
-        X = (X - np.asarray(scaling["mean"])) / np.asarray(scaling["scale"])
-    if preprocessing.get("intercept"):
-        X = np.column_stack([X, np.ones(X.shape[0])])
-    return X
+def _require_columns(table, path, columns) -> None:
+    """``columns``: (option, column) pairs that must be in the table."""
+    for option, column in columns:
+        if column not in table.columns:
+            raise ValueError(f"{path} has no column {column!r} ({option}); its columns are "
+                             f"{[str(c) for c in table.columns]}")
 
+
+def _text_cells(column):
+    """Where ``column`` holds something that is not a number (missing values are not)."""
+    from pandas.api import types
+
+    from ._tasks import _is_numeric_column
+
+    if _is_numeric_column(column):
+        return np.zeros(len(column), dtype=bool)
+    if isinstance(column.dtype, types.CategoricalDtype):
+        column = column.astype(object)  # categories that are numbers are numbers
+    present = column.notna().to_numpy()
+    if not (column.dtype == object or types.is_string_dtype(column)):
+        return present  # dates, categories, complex numbers: not features as they are
+    numbers = _to_numbers(column)
+    return present & np.isnan(numbers)
+
+
+def _holds_numbers(column) -> bool:
+    """A numeric column, or a text column with at least one number in it."""
+    from ._tasks import _is_numeric_column
+
+    if _is_numeric_column(column):
+        return True
+    return bool((column.notna().to_numpy() & ~_text_cells(column)).any())
+
+
+def _to_numbers(column) -> np.ndarray:
+    import pandas as pd
+
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        column = column.astype(object)
+    return pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _rows(mask) -> str:
+    """'data row 7' or 'data row 7 and 3 more': rows counted from 1, header not counted."""
+    rows = np.flatnonzero(mask)
+    more = f" and {rows.size - 1} more" if rows.size > 1 else ""
+    return f"data row {rows[0] + 1}{more}"
+
+
+def _numeric_table(table, path, group, target, features, *, drop_text=False, dropna=False,
+                   unlabelled=False):
+    """The group, target and feature columns, every number column as float64, after the
+    rows with text in a number column (``drop_text``) or a missing value (``dropna``) were
+    dropped with a warning, or rejected with an error that names the file, column and row.
+    ``unlabelled``: rows without a target are wanted (and the target column may be absent)."""
+    numeric = [*([target] if target in table.columns else []), *features]
+    text = {column: _text_cells(table[column]) for column in numeric}
+    text = {column: mask for column, mask in text.items() if mask.any()}
+    if text:
+        if not drop_text:
+            column, mask = next(iter(text.items()))
+            value = table[column].to_numpy()[np.flatnonzero(mask)[0]]
+            hint = (", or leave the column out of --features" if column != target else "")
+            raise ValueError(
+                f"{path}: column {column!r} must hold numbers but has {str(value)[:40]!r} in "
+                f"{_rows(mask)}; fix those cells, or pass --drop-non-numeric to drop their "
+                f"rows{hint}")
+        rows = np.logical_or.reduce(list(text.values()))
+        counts = {str(column): int(mask.sum()) for column, mask in text.items()}
+        warnings.warn(f"dropped {int(rows.sum())} of {len(table)} rows of {path} with text in a "
+                      f"number column (count per column: {counts}; --drop-non-numeric)")
+        table = table[~rows]
+    columns = [group, *([target] if target in table.columns else []), *features]
+    table = table[columns].copy()
+    for column in numeric:
+        table[column] = _to_numbers(table[column])
+    missing = table[[group, *(features if unlabelled else numeric)]].isna()
+    rows = missing.any(axis=1).to_numpy()
+    if rows.any():
+        counts = {str(c): int(n) for c, n in missing.sum().items() if n}
+        if not dropna:
+            raise ValueError(
+                f"{int(rows.sum())} of {len(table)} rows of {path} have missing values (count "
+                f"per column: {counts}; first in data row {table.index[rows][0] + 1}); pass "
+                "--dropna to drop those rows, or fill them in")
+        warnings.warn(f"dropped {int(rows.sum())} of {len(table)} rows of {path} with missing "
+                      f"values (count per column: {counts}; --dropna)")
+        table = table[~rows]
+    for column in numeric:
+        infinite = np.isinf(table[column].to_numpy())
+        if infinite.any():
+            raise ValueError(f"{path}: column {column!r} has an infinite value in data row "
+                             f"{table.index[infinite][0] + 1}"
+                             + (f" and {int(infinite.sum()) - 1} more" if infinite.sum() > 1
+                                else "") + "; replace or remove it")
+    return table
+
+
+# Support-set sizes of the few-shot score of --rank-holdout tasks.
+_RANK_SHOTS = (3, 5, 8)
 
 _FIT_HELP = """\
 Fit Meta-SP to a long-format table: one row per sample, a column naming the task of each row
 (--group), a numeric target (--target) and numeric features (--features, default: all other
-numeric columns). By default the features are standardised (training mean and standard deviation)
-and a constant column is added, so that every task gets its own intercept; both are saved in
-the model and replayed by `predict`. Without --rank, the rank is chosen by `metasp.select_rank`
-(cross-validation within tasks over ranks 1..min(--max-rank, T, d)). The model file (.npz, no pickle)
-keeps the feature, group and target column names for `predict`.
+numeric columns). A cell with text in a number column is an error that names its row (data rows
+are counted from 1, the header not counted) unless --drop-non-numeric drops such rows; a missing
+value is an error unless --dropna drops such rows. By default the features are standardised
+(training mean and standard deviation) and a constant column is added, so that every task gets
+its own intercept; both are saved in the model and replayed by `predict`.
+
+Without --rank, the rank is chosen by `metasp.select_rank` (cross-validation within tasks over
+ranks 1..min(--max-rank, T, d)), which prints each rank's held-out MSE. The rank marked
+`<- best` is chosen by the one-standard-error rule: the smallest rank whose mean held-out MSE is
+within one standard error (the sd over the folds / sqrt(folds)) of the lowest mean. Larger ranks
+that do not predict measurably better are not worth their extra dimensions (they fit noise);
+give --rank to override.
+
+The model file (.npz, no pickle) keeps the feature, group and target column names for
+`predict`. It is written only once the fit has succeeded, and atomically.
 """
 
 
@@ -112,11 +318,15 @@ def _add_fit_command(commands):
     parser.add_argument("--rank-holdout", choices=["samples", "tasks"], default="samples",
                         help="choose the rank by holding out samples within tasks, or whole "
                              "tasks scored by few-shot MSE with 3, 5 and 8 support rows "
-                             "(select_rank's holdout; default: samples)")
+                             "(select_rank's holdout; default: samples); either way the "
+                             "smallest rank within one standard error of the best score")
     parser.add_argument("--min-samples", type=int, default=1, metavar="N",
                         help="drop tasks with fewer rows, with a warning (default: 1)")
     parser.add_argument("--dropna", action="store_true",
                         help="drop rows with missing values, with a warning (default: error)")
+    parser.add_argument("--drop-non-numeric", action="store_true",
+                        help="drop rows with text in a number column, with a warning (default: "
+                             "error naming the row and column)")
     parser.add_argument("--no-standardize", dest="standardize", action="store_false",
                         help="use the features as they are")
     parser.add_argument("--no-intercept", dest="intercept", action="store_false",
@@ -127,17 +337,118 @@ def _add_fit_command(commands):
                         help="solver tolerance on the relative change (default: 1e-10)")
     parser.add_argument("--random-state", type=int, default=0, help="seed (default: 0)")
     parser.add_argument("--out", required=True, metavar="MODEL", help="model file to write")
-    parser.set_defaults(run=_user_errors(_run_fit))
+    _guard(parser, _run_fit)
+
+
+def _check_fit_arguments(args) -> None:
+    _at_least(args.rank, 1, "--rank")
+    _at_least(args.max_rank, 1, "--max-rank")
+    _at_least(args.cv, 2, "--cv", " (folds)")
+    _at_least(args.min_samples, 1, "--min-samples")
+    _at_least(args.max_iter, 1, "--max-iter")
+    _at_least(args.random_state, 0, "--random-state")
+    if not (math.isfinite(args.tol) and args.tol >= 0):
+        raise UsageError(f"--tol must be a non-negative number; got {args.tol}")
+    if args.group == args.target:
+        raise UsageError(f"--group and --target are the same column {args.group!r}")
+    if args.features is not None:
+        for role, column in (("--group", args.group), ("--target", args.target)):
+            if column in args.features:
+                raise UsageError(f"--features lists the {role} column {column!r}; a column is "
+                                 "the task label, the target or a feature, not two of them")
+        repeated = sorted({c for c in args.features if args.features.count(c) > 1})
+        if repeated:
+            raise UsageError(f"--features lists {repeated} more than once")
+    check_output(args.out, "--out")
+
+
+def _fit_tasks(args):
+    """The training tasks from the file, with the columns and rows that ``args`` ask for."""
+    from . import Tasks
+
+    table = _read_table(args.file)
+    _require_columns(table, args.file, [("--group", args.group), ("--target", args.target)])
+    if args.features is None:
+        candidates = [c for c in table.columns if c not in (args.group, args.target)]
+        # A column with any number in it is meant to be numeric: its text cells are errors
+        # (below), not a reason to leave out the whole column.
+        features = [c for c in candidates if _holds_numbers(table[c])]
+        skipped = [c for c in candidates if c not in features]
+        if skipped:
+            warnings.warn(f"left out non-numeric columns {[str(c) for c in skipped]}; encode "
+                          "them as numbers to use them, or list the features with --features "
+                          "to silence this")
+        if not features:
+            raise ValueError(f"{args.file} has no numeric column besides --group "
+                             f"{args.group!r} and --target {args.target!r}")
+    else:
+        features = list(args.features)
+        _require_columns(table, args.file, [("--features", column) for column in features])
+    table = _numeric_table(table, args.file, args.group, args.target, features,
+                           drop_text=args.drop_non_numeric, dropna=args.dropna)
+    sizes = table[args.group].value_counts(sort=False)
+    small = sizes[sizes < args.min_samples]
+    if len(small):
+        shown = ", ".join(repr(label) for label in small.index[:5])
+        warnings.warn(f"dropped {len(small)} of {len(sizes)} tasks with fewer than "
+                      f"--min-samples {args.min_samples} rows ({int(small.sum())} rows in all; "
+                      f"for example {shown})")
+        table = table[~table[args.group].isin(small.index).to_numpy()]
+    if len(table) == 0:
+        raise ValueError(f"no rows of {args.file} are left after dropping rows and tasks; "
+                         "check --dropna, --drop-non-numeric and --min-samples")
+    tasks = Tasks.from_frame(table, group=args.group, target=args.target, features=features)
+    return tasks, [str(name) for name in features]
+
+
+def _check_scale(tasks, features, target, standardize) -> None:
+    """Values so large that their squares overflow make the fit meaningless: name the column
+    (``standardize``: computing its standard deviation already overflows)."""
+    what = "standardisation overflows" if standardize else "their squares overflow in the fit"
+    with np.errstate(over="ignore", invalid="ignore"):
+        columns = [(name, tasks.X[:, j]) for j, name in enumerate(features)]
+        for name, values in [*columns, (target, tasks.y)]:
+            if name == target or not standardize:
+                finite = np.isfinite(np.dot(values, values))
+            else:
+                finite = np.isfinite(values.mean()) and np.isfinite(values.std())
+            if not finite:
+                peak = f"{np.abs(values).max():.0e}".replace("e+", "e")
+                raise ValueError(
+                    f"column {name!r} has values near {peak}; "
+                    + (what if name != target else "their squares overflow in the fit")
+                    + f": rescale the column (for example divide it by {peak}) and fit again")
+
+
+def _design(values, preprocessing: dict):
+    """Model features from raw feature values: the same steps at fit and at predict time."""
+    X = np.asarray(values, dtype=np.float64)
+    scaling = preprocessing.get("standardize")
+    if scaling is not None:
+        X = (X - np.asarray(scaling["mean"])) / np.asarray(scaling["scale"])
+    if preprocessing.get("intercept"):
+        X = np.column_stack([X, np.ones(X.shape[0])])
+    return X
+
+
+def _explain_best(selection) -> str:
+    """The one-standard-error rule behind the ``<- best`` mark, with this table's numbers."""
+    folds = int((~np.isnan(selection.fold_mse[0])).sum())
+    lowest = int(np.argmin(selection.mean_mse))
+    mean = selection.mean_mse[lowest]
+    error = selection.std_mse[lowest] / np.sqrt(folds)
+    return (f"<- best: the smallest rank whose mean held-out MSE is within one standard error "
+            f"of the lowest mean (rank {selection.ranks[lowest]}: {mean:.4f} + {error:.4f} = "
+            f"{mean + error:.4f}; standard error = sd / sqrt({folds} folds)). Larger ranks do "
+            "not predict measurably better; give --rank to override.")
 
 
 def _run_fit(args, parser):
     from . import Tasks, fit
 
-    table = _read_table(args.file)
-    tasks = Tasks.from_frame(table, group=args.group, target=args.target,
-                             features=args.features, min_samples=args.min_samples,
-                             dropna=args.dropna)
-    features = [str(name) for name in tasks.feature_names]
+    _check_fit_arguments(args)
+    tasks, features = _fit_tasks(args)
+    _check_scale(tasks, features, args.target, args.standardize)
     preprocessing = {"standardize": None, "intercept": bool(args.intercept)}
     if args.standardize:
         scale = tasks.X.std(axis=0)
@@ -148,21 +459,35 @@ def _run_fit(args, parser):
                   feature_names=names)
     print(f"{tasks.n_tasks} tasks, {tasks.n_samples} rows, {len(features)} features "
           f"({', '.join(features)}){' + intercept' if args.intercept else ''}")
+    upper = min(tasks.n_tasks, tasks.n_features)
+    if args.rank is not None and args.rank > upper:
+        raise ValueError(f"--rank {args.rank} is too large for these data: the rank is at most "
+                         f"min(tasks, model features) = {upper} ({tasks.n_tasks} tasks, "
+                         f"{tasks.n_features} model features"
+                         f"{' with the intercept' if args.intercept else ''}); give --rank "
+                         f"{upper} or less")
     options = {"max_iter": args.max_iter, "tol": args.tol, "random_state": args.random_state}
     selection = None
     if args.rank is None:
         from ._select_rank import select_rank
 
-        if args.max_rank < 1:
-            raise ValueError(f"--max-rank must be at least 1; got {args.max_rank}")
-        ranks = range(1, min(args.max_rank, tasks.n_tasks, tasks.n_features) + 1)
-        selection = select_rank(tasks, ranks=ranks, cv=args.cv, holdout=args.rank_holdout,
-                                verbose=True, **options)
+        _check_rank_selection(tasks, args)
+        ranks = range(1, min(args.max_rank, upper) + 1)
+        holdout = {"holdout": args.rank_holdout}
+        if args.rank_holdout == "tasks":
+            holdout["shots"] = _RANK_SHOTS
+        selection = select_rank(tasks, ranks=ranks, cv=args.cv, **holdout, verbose=True,
+                                **options)
         print(selection)
+        print(_explain_best(selection))
         rank = selection.best_rank
     else:
         rank = args.rank
     result = fit(tasks, s=rank, **options)
+    if result.status == "diverged":
+        raise ValueError("the fit diverged, so no model was written: keep the features "
+                         "standardised (no --no-standardize) and the target on a moderate "
+                         "scale, or give a smaller --rank")
     result.metadata = {
         "written_by": "python -m metasp fit",
         "source": os.path.basename(args.file),
@@ -177,10 +502,27 @@ def _run_fit(args, parser):
         "training_groups": [str(label) for label in tasks.labels.tolist()],
     }
     result.save(args.out)
-    print(f"rank {rank}: {result.status} after {result.n_iter} iterations; training loss "
-          f"(mean over tasks of the mean squared residual) {result.history['loss'][-1]:.4g}")
+    loss = result.history.get("loss", ())
+    print(f"rank {rank}: {result.status} after {result.n_iter} iterations"
+          + (f"; training loss (mean over tasks of the mean squared residual) {loss[-1]:.4g}"
+             if len(loss) else ""))
     print(f"saved {args.out}")
     return 0
+
+
+def _check_rank_selection(tasks, args) -> None:
+    """What select_rank needs of the tasks, said in terms of the options."""
+    if args.rank_holdout == "samples":
+        if (tasks.task_sizes < 2).all():
+            raise ValueError("every task has a single row, so no row can be held out within "
+                             "a task: use --rank-holdout tasks, or give --rank")
+        return
+    shots = max(_RANK_SHOTS)
+    eligible = int((tasks.task_sizes > shots).sum())
+    if eligible < args.cv:
+        raise ValueError(f"--rank-holdout tasks needs at least --cv {args.cv} tasks with more "
+                         f"than {shots} rows; {eligible} of {tasks.n_tasks} have them: lower "
+                         "--cv, use --rank-holdout samples, or give --rank")
 
 
 _PREDICT_HELP = """\
@@ -191,8 +533,8 @@ value (the support rows; with --shots K, only the first K of them in file order)
 its rows are predicted. A group without any target value that was a training task uses its
 fitted head; any other group without a target value is an error (nothing to adapt on).
 The output is FILE with two more columns: `prediction`, and `support` (True for the rows used to
-adapt). When rows outside the support have a target (for example with --shots), their mean
-squared error is printed: a few-shot evaluation on your own data.
+adapt), written atomically. When rows outside the support have a target (for example with
+--shots), their mean squared error is printed: a few-shot evaluation on your own data.
 """
 
 
@@ -209,43 +551,98 @@ def _add_predict_command(commands):
     parser.add_argument("--shots", type=int, metavar="K",
                         help="adapt each task on its first K rows with a target only")
     parser.add_argument("--prior", choices=["empirical", "ridge", "none"],
-                        help="prior of the new heads (default: empirical; see "
-                             "MetaSPResult.adapt)")
-    parser.add_argument("--ridge", type=float, help="ridge strength for --prior ridge")
+                        help="prior of the new heads (default: empirical, or ridge when "
+                             "--ridge is given; see MetaSPResult.adapt)")
+    parser.add_argument("--ridge", type=float, metavar="R",
+                        help="ridge strength for --prior ridge (non-negative; 0 is least "
+                             "squares)")
     parser.add_argument("--out", required=True, metavar="PRED.csv", help="CSV file to write")
-    parser.set_defaults(run=_user_errors(_run_predict))
+    _guard(parser, _run_predict)
+
+
+def _check_predict_arguments(args) -> str:
+    """The prior to adapt with."""
+    _at_least(args.shots, 1, "--shots")
+    if args.ridge is not None and not (math.isfinite(args.ridge) and args.ridge >= 0):
+        raise UsageError(f"--ridge must be a non-negative number; got {args.ridge}")
+    prior = args.prior or ("empirical" if args.ridge is None else "ridge")
+    if prior == "ridge" and args.ridge is None:
+        raise UsageError("--prior ridge needs a strength: add --ridge R (a non-negative "
+                         "number; 0 is least squares)")
+    if prior != "ridge" and args.ridge is not None:
+        raise UsageError(f"--ridge only applies with --prior ridge; got --prior {prior}")
+    check_output(args.out, "--out")
+    return prior
+
+
+def _check_metadata(result, path) -> dict:
+    """The columns and preprocessing that `fit` saved, checked before they are used."""
+    meta = result.metadata
+    if meta.get("written_by") != "python -m metasp fit":
+        raise ValueError(f"{path} was not written by `python -m metasp fit`, so it does not "
+                         "know its columns; use metasp.load and MetaSPResult.adapt in Python")
+    features = meta.get("features")
+    preprocessing = meta.get("preprocessing")
+    problem = None
+    if not (isinstance(meta.get("group"), str) and isinstance(meta.get("target"), str)):
+        problem = "its group and target column names"
+    elif not (isinstance(features, list) and all(isinstance(c, str) for c in features)):
+        problem = "its feature column names"
+    elif not (isinstance(meta.get("training_groups"), list)
+              and all(isinstance(label, str) for label in meta["training_groups"])
+              and len(meta["training_groups"]) == result.W.shape[0]):
+        problem = "its training groups"
+    elif not (isinstance(preprocessing, dict)
+              and isinstance(preprocessing.get("intercept"), bool)
+              and len(features) + preprocessing["intercept"] == result.n_features):
+        problem = "its preprocessing (intercept and feature count)"
+    else:
+        scaling = preprocessing.get("standardize")
+        if scaling is not None and not (
+                isinstance(scaling, dict) and all(
+                    isinstance(scaling.get(key), list) and len(scaling[key]) == len(features)
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                            and math.isfinite(v) for v in scaling[key])
+                    for key in ("mean", "scale"))
+                and all(v != 0 for v in scaling["scale"])):
+            problem = "its standardisation"
+    if problem:
+        raise ValueError(f"{path} has damaged metadata ({problem}); fit the model again with "
+                         "`python -m metasp fit`")
+    return meta
 
 
 def _run_predict(args, parser):
     from . import load
 
+    prior = _check_predict_arguments(args)
     result = load(args.model)
-    meta = result.metadata
-    if meta.get("written_by") != "python -m metasp fit":
-        raise ValueError(f"{args.model} was not written by `python -m metasp fit`, so it does "
-                         "not know its columns; use metasp.load and MetaSPResult.adapt in Python")
-    if args.shots is not None and args.shots < 1:
-        raise ValueError(f"--shots must be at least 1; got {args.shots}")
+    meta = _check_metadata(result, args.model)
+    if prior == "empirical" and (result.head_mean is None or result.head_cov is None
+                                 or result.noise_variance is None):
+        raise ValueError(f"{args.model} has no head prior for --prior empirical; use --prior "
+                         "ridge --ridge R or --prior none")
     group, target = args.group or meta["group"], args.target or meta["target"]
+    features = meta["features"]
     table = _read_table(args.file)
-    absent = [c for c in [group, *meta["features"]] if c not in table.columns]
-    if absent:
-        raise ValueError(f"{args.file} lacks the columns {absent} that the model needs")
+    _require_columns(table, args.file, [("--group", group)]
+                     + ([("--target", target)] if args.target else [])
+                     + [("the model's features", column) for column in features])
     for column in ("prediction", "support"):
         if column in table.columns:
             raise ValueError(f"{args.file} already has a column {column!r}; rename it")
-    missing = table[[group, *meta["features"]]].isna().sum()
+    missing = table[[group, *features]].isna().sum()
     if missing.any():
         counts = {str(c): int(n) for c, n in missing.items() if n}
-        raise ValueError(f"missing group or feature values (count per column: {counts}); "
-                         "those rows cannot be predicted: drop or impute them")
-    X = _design(table[meta["features"]].to_numpy(dtype=np.float64), meta["preprocessing"])
-    y = (table[target].to_numpy(dtype=np.float64) if target in table.columns
+        raise ValueError(f"{args.file} has missing group or feature values (count per column: "
+                         f"{counts}); those rows cannot be predicted: drop or impute them")
+    numbers = _numeric_table(table, args.file, group, target, features, unlabelled=True)
+    X = _design(numbers[features].to_numpy(dtype=np.float64), meta["preprocessing"])
+    y = (numbers[target].to_numpy() if target in numbers.columns
          else np.full(len(table), np.nan))
     trained = {label: t for t, label in enumerate(meta["training_groups"])}
     prediction = np.empty(len(table))
     support = np.zeros(len(table), dtype=bool)
-    adapt = {"prior": args.prior, "ridge": args.ridge}
     counts = {"adapted": 0, "trained": 0}
     unpredictable = []
     for label, rows in table.groupby(group, sort=False).indices.items():
@@ -253,7 +650,7 @@ def _run_predict(args, parser):
         if args.shots is not None:
             labelled = labelled[:args.shots]
         if labelled.size:
-            head = result.adapt(X[labelled], y[labelled], **adapt)
+            head = result.adapt(X[labelled], y[labelled], prior=prior, ridge=args.ridge)
             support[labelled] = True
             counts["adapted"] += 1
         elif str(label) in trained:
@@ -271,7 +668,8 @@ def _run_predict(args, parser):
             f"in column {target!r}, or remove them"
         )
     table = table.assign(prediction=prediction, support=support)
-    table.to_csv(args.out, index=False)
+    with atomic_write(args.out, "w", newline="", encoding="utf-8") as file:
+        table.to_csv(file, index=False)
     print(f"{len(table)} rows of {counts['adapted'] + counts['trained']} tasks: "
           f"{counts['adapted']} adapted on {int(support.sum())} support rows, "
           f"{counts['trained']} with their training heads")
@@ -285,11 +683,15 @@ def _run_predict(args, parser):
 
 def main(argv=None):
     """Run the ``metasp`` command line; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m metasp", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m metasp",
+        description="Fit and use Meta-SP models, run the demo and the paper's experiments. A "
+                    "problem is reported as one line on stderr; the exit status is 2 for a bad "
+                    "argument and 1 for input that cannot be used.")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_experiment_command(commands)
     _add_fit_command(commands)
     _add_predict_command(commands)
-    add_demo_command(commands)
+    _guard(add_demo_command(commands), run_demo)
     args = parser.parse_args(argv)
     return args.run(args, parser)

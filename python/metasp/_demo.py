@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -48,18 +49,64 @@ def add_demo_command(commands):
                              "or 'none'")
     parser.add_argument("--random-state", type=int, default=0, help="seed (default: 0)")
     parser.add_argument("--plot", default="metasp_demo.png", metavar="PNG",
-                        help="plot file (default: metasp_demo.png; 'none' to skip)")
+                        help="plot file, its format from its suffix (.png, .pdf, .svg, ...; "
+                             "default: metasp_demo.png; 'none' to skip)")
     parser.add_argument("--csv", metavar="CSV", help="also write the table as CSV")
-    parser.set_defaults(run=run_demo)
+    return parser
+
+
+def _check_arguments(args) -> None:
+    """Every argument, output paths included, before any work."""
+    from ._cli import UsageError, check_output
+
+    for option, value, minimum in (("--shots", min(args.shots), 1),
+                                   ("--repeats", args.repeats, 1),
+                                   ("--max-rank", args.max_rank, 1),
+                                   ("--cv", args.cv, 2),
+                                   ("--max-iter", args.max_iter, 1),
+                                   ("--random-state", args.random_state, 0)):
+        if value < minimum:
+            raise UsageError(f"{option} must be at least {minimum}; got {value}")
+    repeated = sorted({k for k in args.shots if args.shots.count(k) > 1})
+    if repeated:
+        raise UsageError(f"--shots lists {repeated} more than once")
+    if not 0 < args.test_fraction < 1:
+        raise UsageError(f"--test-fraction must lie strictly between 0 and 1; got "
+                         f"{args.test_fraction}")
+    if args.csv:
+        check_output(args.csv, "--csv")
+    if args.plot.lower() != "none":
+        check_output(args.plot, "--plot")
+        formats = _plot_formats()
+        suffix = Path(args.plot).suffix.lower().lstrip(".")
+        if formats is not None and suffix not in formats:
+            raise UsageError(f"--plot {args.plot}: the suffix says no image format matplotlib "
+                             f"writes; end the name with .{' .'.join(sorted(formats))} "
+                             "(or give --plot none)")
+
+
+def _plot_formats():
+    """The file suffixes matplotlib can write, or None without matplotlib."""
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        return None
+    return set(FigureCanvasBase.get_supported_filetypes())
 
 
 def run_demo(args, parser):
     from . import evaluate
+    from ._cli import UsageError
     from .datasets import load_beijing_pm25
 
+    _check_arguments(args)
     start = time.perf_counter()
     data = load_beijing_pm25()
     tasks = data.tasks
+    hours = int(tasks.task_sizes.min())
+    if max(args.shots) >= hours:
+        raise UsageError(f"--shots {max(args.shots)} leaves no hour of a day to score: each day "
+                         f"has {hours} hours; give --shots below {hours}")
     print(f"Beijing PM2.5 day tasks: {tasks.n_tasks} days x 24 hours, d = {tasks.n_features} "
           f"features ({', '.join(data.feature_names)}), target log(1 + PM2.5)")
     print("Data: UCI 'Beijing PM2.5 Data' (Song Xi Chen), CC BY 4.0; Liang et al. (2015), "
@@ -136,7 +183,9 @@ def _print_verdict(table, shots, n_features):
 def _write_csv(table, path):
     import csv
 
-    with open(path, "w", newline="") as file:
+    from ._io import atomic_write
+
+    with atomic_write(path, "w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
         writer.writerow(["method", "shots", "mean_mse", "std_mse", "n_repeats", "ranks"])
         for row in table:
@@ -146,6 +195,8 @@ def _write_csv(table, path):
 
 
 def _plot(table, path):
+    from ._io import atomic_write
+
     try:
         import matplotlib
 
@@ -171,6 +222,9 @@ def _plot(table, path):
     axes.set_title("Few-shot prediction on Beijing PM2.5 day tasks")
     axes.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    try:
+        with atomic_write(path) as file:
+            figure.savefig(file, format=Path(path).suffix.lstrip(".").lower() or None, dpi=120)
+    finally:
+        plt.close(figure)
     print(f"plot written to {path}")
