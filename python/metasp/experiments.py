@@ -519,7 +519,10 @@ def _plot(path: Path, name: str, rows: list[dict], spec: dict) -> None:
                       fontsize="small")
     figure.suptitle(f"{name}: median over seeds, band = 25-75%" if not spec.get("strip")
                     else f"{name}: every seed (dots) and median (bar)")
-    figure.savefig(path, dpi=110)
+    from ._io import atomic_write
+
+    with atomic_write(path) as file:  # never a truncated image
+        figure.savefig(file, dpi=110, format=path.suffix.lstrip(".") or "png")
 
 
 def _views(rows, spec) -> list[dict]:
