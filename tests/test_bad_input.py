@@ -343,3 +343,72 @@ BAD_HELPERS = [
 @pytest.mark.parametrize("make, error, match", params(BAD_HELPERS))
 def test_helpers_reject(make, error, match):
     assert_raises_exactly(error, match, make)
+
+
+def unaligned(array, dtype=np.float64):
+    """A copy of ``array`` whose data start one byte into a buffer: not aligned for ``dtype``,
+    as NumPy views of raw buffers (np.frombuffer with an offset) can be."""
+    array = np.asarray(array, dtype=dtype)
+    buffer = np.zeros(array.nbytes + 1, np.uint8)
+    out = np.ndarray(array.shape, dtype, buffer=buffer, offset=1)
+    out[...] = array
+    assert not out.flags.aligned
+    return out
+
+
+# Unaligned float64 data work at every entry point (one deliberate copy), never ending in
+# pybind11's "incompatible function arguments" signature dump.
+UNALIGNED_CALLS = {
+    "fit": lambda X, y: metasp.fit(X, y, S, random_state=0),
+    "fit heads=fixed": lambda X, y: metasp.fit(X, y, S, heads="fixed", random_state=0),
+    "reference.fit": lambda X, y: metasp.reference.fit(X, y, S, random_state=0),
+    "polish": lambda X, y: metasp.polish(X, y, B_TRUE),
+    "fit on Tasks": lambda X, y: metasp.fit(Tasks.from_array(X, y), s=S, random_state=0),
+    "kernels.gradient": lambda X, y: metasp.kernels.gradient(
+        Tasks.from_array(X, y), unaligned(np.ones((T, D))), subspace=unaligned(B_TRUE.T)),
+    "kernels.curvature": lambda X, y: metasp.kernels.curvature(
+        Tasks.from_array(X, y), unaligned(np.ones((T, S))), unaligned(B_TRUE.T)),
+    "kernels.task_statistics": lambda X, y: metasp.kernels.task_statistics(
+        Tasks.from_array(X, y), unaligned(B_TRUE), heads=unaligned(np.ones((T, S)))),
+    "kernels.marginal_pass": lambda X, y: metasp.kernels.marginal_pass(
+        Tasks.from_array(X, y), unaligned(B_TRUE.T), 0.5),
+    "kernels.truncated_svd": lambda X, y: metasp.kernels.truncated_svd(
+        X.reshape(T, -1), S, warm_start=unaligned(np.eye(M * D, S)), random_state=0),
+}
+
+
+def _same(a, b):
+    if isinstance(a, tuple):
+        for x, z in zip(a, b):
+            _same(x, z)
+    elif isinstance(a, metasp.MetaSPResult):
+        np.testing.assert_array_equal(a.Theta, b.Theta)
+        np.testing.assert_array_equal(a.B, b.B)
+    elif a is not None and not isinstance(a, (bool, int, float)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("call", UNALIGNED_CALLS.values(), ids=UNALIGNED_CALLS.keys())
+def test_unaligned_arrays_work(call):
+    _same(call(unaligned(X), unaligned(Y)), call(np.array(X), np.array(Y)))
+
+
+# fractions.Fraction is a real number: options taking one accept it.
+def test_fractions_are_real_numbers():
+    from fractions import Fraction
+
+    as_float = metasp.fit(X, Y, S, step=0.1, tol=1e-2, max_iter=1000, random_state=0)
+    exact = metasp.fit(X, Y, S, step=Fraction(1, 10), tol=Fraction(1, 100), max_iter=1000,
+                       random_state=0)
+    np.testing.assert_array_equal(exact.Theta, as_float.Theta)
+    metasp.fit(X, Y, S, reference_B=B_TRUE, sin_tol=Fraction(1, 100), random_state=0)
+    tasks = Tasks.from_array(X, Y)
+    U = np.linalg.qr(B_TRUE.T)[0]
+    assert (metasp.kernels.marginal_pass(tasks, U, Fraction(1, 2)).deviance
+            == metasp.kernels.marginal_pass(tasks, U, 0.5).deviance)
+    metasp.kernels.truncated_svd(X.reshape(T, -1), S, tol=Fraction(1, 10**10))
+    for bad in (Fraction(-1, 3), Fraction(10**400)):
+        assert_raises_exactly(ValueError, "fixed step must be positive and finite", metasp.fit,
+                              X, Y, S, step=bad)
+    assert_raises_exactly(ValueError, "noise must be a positive finite number",
+                          metasp.kernels.marginal_pass, tasks, U, Fraction(0))

@@ -364,3 +364,233 @@ def test_malformed_call_raises(baseline, crashes, call, error, match):
     with pytest.raises(error, match=match) as info:
         call()
     assert info.type is error
+
+
+# Thread counts far above the hardware's, run in a fresh interpreter: OpenMP allocates per
+# requested thread, so an unchecked count crashes the process (a segfault from 10**5 threads,
+# an abort allocating 481 GB at 2**31 - 1). Every entry point caps them at the hardware's (or
+# rejects them with ValueError). The data are large enough for the kernels to go parallel.
+_HUGE_N_JOBS = """
+import sys, warnings
+import numpy as np
+import metasp
+from metasp import _core, baselines, kernels
+
+warnings.simplefilter("ignore")  # ConvergenceWarning of the short runs
+T, m, d, s = 256, 64, 80, 2
+X, y, B, _ = metasp.datasets.make_hps(T=T, m=m, d=d, s=s, sigma=0.1, random_state=0)
+tasks = metasp.Tasks.from_array(X, y)
+Theta = np.zeros((T, d))
+U = np.linalg.qr(np.random.default_rng(0).standard_normal((d, s)))[0]
+C = np.ones((T, s))
+G = kernels.gradient(tasks, Theta).G
+offsets = np.asarray(tasks.offsets, dtype=np.int64)
+stats = kernels.task_statistics(tasks, U.T)
+fit_options = dict(max_iter=5, tol=1e-6, random_state=0)
+ENTRIES = {
+    "fit": lambda n: metasp.fit(X, y, s, n_jobs=n, **fit_options),
+    "fit heads=fixed": lambda n: metasp.fit(X, y, s, heads="fixed", n_jobs=n, **fit_options),
+    "reference.fit": lambda n: metasp.reference.fit(X[:20], y[:20], s, n_jobs=n, max_iter=3),
+    "polish": lambda n: metasp.polish(X, y, B, n_jobs=n, max_iter=3),
+    "select_rank": lambda n: metasp.select_rank(X, y, ranks=(1, 2), cv=2, random_state=0,
+                                                n_jobs=n, max_iter=5),
+    "baselines.altmin": lambda n: baselines.altmin(X, y, s, max_iter=2, n_jobs=n),
+    "baselines.altmin_gd": lambda n: baselines.altmin_gd(X, y, s, max_iter=2, n_jobs=n),
+    "baselines.anil": lambda n: baselines.anil(X, y, s, max_iter=2, random_state=0, n_jobs=n),
+    "baselines.burer_monteiro": lambda n: baselines.burer_monteiro(X, y, s, max_iter=2,
+                                                                   n_jobs=n),
+    "baselines.nuclear_norm": lambda n: baselines.nuclear_norm(X, y, s, lam=0.1, max_iter=2,
+                                                               n_jobs=n),
+    "baselines.single_task": lambda n: baselines.single_task(X, y, s, ridge=1.0, n_jobs=n),
+    "kernels.gradient": lambda n: kernels.gradient(tasks, Theta, subspace=U, n_jobs=n),
+    "kernels.curvature": lambda n: kernels.curvature(tasks, C, U, n_jobs=n),
+    "kernels.task_statistics": lambda n: kernels.task_statistics(tasks, U.T, heads=C,
+                                                                 n_jobs=n),
+    "kernels.marginal_pass": lambda n: kernels.marginal_pass(tasks, U, 0.5, n_jobs=n),
+    "kernels.truncated_svd": lambda n: kernels.truncated_svd(G, s, n_jobs=n),
+    # The compiled core caps what reaches it too (C ints: 2**31 - 1 at most).
+    "_core.task_gradient": lambda n: _core.task_gradient(tasks.X, tasks.y, offsets, Theta, U,
+                                                         min(n, 2**31 - 1)),
+    "_core.truncated_svd": lambda n: _core.truncated_svd(G, s, None, 0, min(n, 2**31 - 1),
+                                                         1e-12, 300),
+    "_core.head_prior_em_step": lambda n: _core.head_prior_em_step(
+        stats.gram, stats.cross, stats.squares, np.zeros(s), np.eye(s), 1.0, float(T * m),
+        0.0, min(n, 2**31 - 1)),
+    "_core.solve": lambda n: _core.solve(tasks.X, tasks.y, offsets, s, True, 1.0, 3, 0.0,
+                                         min(n, 2**31 - 1), 0, None, 1e8, 1e-12, 300),
+}
+for n in map(int, sys.argv[1:]):
+    for name, call in ENTRIES.items():
+        print("start", name, n, flush=True)
+        try:
+            call(n)
+        except ValueError as error:
+            assert "n_jobs" in str(error), (name, n, error)
+            print("rejected", name, n, flush=True)
+        else:
+            print("ran", name, n, flush=True)
+"""
+
+
+HUGE_N_JOBS = [10**5, 10**6, 2**31 - 1, 2**31, 10**30]
+
+
+def test_huge_n_jobs_is_capped_at_every_entry_point():
+    run = subprocess.run([sys.executable, "-c", _HUGE_N_JOBS, *map(str, HUGE_N_JOBS)],
+                         capture_output=True, text=True, timeout=600)
+    started = [line for line in run.stdout.splitlines() if line.startswith("start ")]
+    assert run.returncode == 0, (
+        f"{started[-1] if started else 'before the first call'}: exit code "
+        f"{run.returncode}: {run.stderr[-2000:]}")
+    finished = [line for line in run.stdout.splitlines() if line.startswith(("ran ", "rejected "))]
+    assert len(finished) == len(started) == 20 * len(HUGE_N_JOBS)
+
+
+def _run_python(code: str, timeout=300, **kwargs):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
+# Interpreter exit while a call runs with the GIL released in a daemon thread: Python ends
+# threads that wait for the GIL during finalisation with pthread_exit, which aborted the
+# process ("terminate called without an active exception") when it unwound through the
+# bindings. The exit must be clean: the threads park until the process ends.
+_EXIT_DURING_CALL = """
+import sys, threading, time
+import numpy as np
+import metasp
+from metasp import kernels
+
+which = sys.argv[1]
+X, y, _, _ = metasp.datasets.make_hps(T=3000, m=30, d=100, s=5, sigma=0.1, random_state=0)
+A = np.random.default_rng(0).standard_normal((3000, 2000))
+calls = {  # each takes seconds
+    "fit": lambda: metasp.fit(X, y, 5, n_jobs=1),
+    "fit heads=fixed": lambda: metasp.fit(X, y, 5, heads="fixed", refine=None, tol=0,
+                                          max_iter=10**6),
+    "truncated_svd": lambda: kernels.truncated_svd(A, 10, tol=1e-14),
+}
+started = threading.Event()
+
+def work():
+    started.set()
+    calls[which]()
+    print("the call finished before the exit: the test measures nothing", flush=True)
+
+threading.Thread(target=work, daemon=True).start()
+started.wait()
+time.sleep(float(sys.argv[2]))
+print("exiting", flush=True)
+"""
+
+
+@pytest.mark.parametrize("call", ["fit", "fit heads=fixed", "truncated_svd"])
+@pytest.mark.parametrize("delay", [0.3, 1.0])
+def test_interpreter_exit_during_a_call_in_a_daemon_thread_is_clean(call, delay):
+    run = subprocess.run([sys.executable, "-c", _EXIT_DURING_CALL, call, str(delay)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, f"exit code {run.returncode}: {run.stderr[-2000:]}"
+    assert "terminate called" not in run.stderr
+    assert run.stdout.splitlines()[-1:] == ["exiting"]
+    assert "finished before the exit" not in run.stdout
+
+
+# Ctrl-C while the main thread waits in join() for a thread running a fit: the interpreter
+# exits (after the thread, when it is not a daemon) with KeyboardInterrupt, never an abort.
+_CTRL_C_DURING_JOIN = """
+import os, signal, sys, threading
+import metasp
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a background process ignores it
+heads, daemon = sys.argv[1], sys.argv[2] == "daemon"
+X, y, _, _ = metasp.datasets.make_hps(T=3000, m=30, d=100, s=5, sigma=0.1, random_state=0)
+started = threading.Event()
+
+def work():
+    started.set()
+    if heads == "fixed":  # plain hard thresholding for a million iterations: minutes
+        metasp.fit(X, y, 5, heads="fixed", refine=None, tol=0, max_iter=10**6)
+    else:
+        metasp.fit(X, y, 5, n_jobs=1)
+
+thread = threading.Thread(target=work, daemon=daemon)
+thread.start()
+started.wait()
+threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+thread.join()
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("heads", ["random", "fixed"])
+@pytest.mark.parametrize("daemon", ["daemon", "normal"])
+def test_ctrl_c_during_join_exits_cleanly(heads, daemon):
+    run = subprocess.run([sys.executable, "-c", _CTRL_C_DURING_JOIN, heads, daemon],
+                         capture_output=True, text=True, timeout=300)
+    assert "terminate called" not in run.stderr
+    assert "KeyboardInterrupt" in run.stderr
+    # A KeyboardInterrupt exits with SIGINT's status (or 0 when it arrived during the
+    # interpreter's own shutdown, after a fit that finished first), never SIGABRT's.
+    assert run.returncode in (-2, 0, 1, 130), f"exit code {run.returncode}: {run.stderr[-2000:]}"
+
+
+# Ctrl-C during a long truncated SVD: the 3000 x 2000 case spends seconds in passes over A and
+# in a dense eigensolve (the exact path); every step of it must stop within a second.
+_CTRL_C_LATENCY = """
+import signal, sys, time
+import numpy as np
+from metasp import kernels
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
+A = np.random.default_rng(0).standard_normal((3000, 2000))
+print("started", flush=True)
+try:
+    kernels.truncated_svd(A, 10, tol=1e-14)
+    print("finished", flush=True)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("after", [1.0, 4.0])
+def test_ctrl_c_stops_a_large_truncated_svd_within_a_second(after):
+    import signal
+    import time
+
+    with subprocess.Popen([sys.executable, "-c", _CTRL_C_LATENCY], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as process:
+        try:
+            for line in process.stdout:  # an editable install may print while it imports
+                if line.strip() == "started":
+                    break
+            time.sleep(after)
+            process.send_signal(signal.SIGINT)
+            sent = time.perf_counter()
+            answer = process.stdout.readline().strip()
+            latency = time.perf_counter() - sent
+            _, errors = process.communicate(timeout=60)
+        finally:
+            process.kill()
+    if answer == "finished":
+        pytest.skip("the SVD finished before the signal (a fast machine)")
+    assert answer == "interrupted", errors[-2000:]
+    assert latency < 1.0
+
+
+def test_task_statistics_checks_shapes_before_allocating():
+    """An (s, d) subspace with s far above d asks for a (T, s, s) output: 19 GB here, from a
+    640 KB argument. The binding refuses it before allocating anything."""
+    import tracemalloc
+
+    V = np.ones((D, 20000))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"V must have shape \(d, s\) with d = 4 and s >= 1"):
+            statistics(V=V)
+        with pytest.raises(ValueError, match=r"U must have shape \(d, s\) with d = 4"):
+            _core.marginal_pass(X, Y, OFFSETS, V, 1.0, 1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * 2**20

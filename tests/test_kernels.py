@@ -131,7 +131,7 @@ def test_task_statistics_reject_bad_input():
     B = np.ones((2, 5))
     with pytest.raises(TypeError, match="metasp.Tasks"):
         kernels.task_statistics((tasks.X, tasks.y), B)
-    with pytest.raises(ValueError, match=r"B must have shape \(s, d\) with s >= 1 and d = 5"):
+    with pytest.raises(ValueError, match=r"B must have shape \(s, d\) with 1 <= s <= d = 5"):
         kernels.task_statistics(tasks, B.T)
     with pytest.raises(ValueError, match=r"B must have shape \(s, d\)"):
         kernels.task_statistics(tasks, np.ones((0, 5)))
@@ -141,3 +141,51 @@ def test_task_statistics_reject_bad_input():
         kernels.task_statistics(tasks, B, heads=np.ones((2, 3)))
     with pytest.raises(ValueError, match="n_jobs"):
         kernels.task_statistics(tasks, B, n_jobs=0)
+
+
+# No kernel returns NaN or inf: on data whose products leave the float64 range each either
+# returns finite arrays or raises FloatingPointError naming the kernel and what overflowed.
+def _extreme_tasks(scale):
+    Xs, ys, _, _ = ragged_tasks(T=30, d=8)
+    return metasp.Tasks.from_list([x * scale for x in Xs], [v * scale for v in ys])
+
+
+KERNEL_CALLS = {
+    "gradient": lambda t, U: kernels.gradient(t, np.ones((t.n_tasks, t.n_features)),
+                                              subspace=U),
+    "curvature": lambda t, U: kernels.curvature(t, np.ones((t.n_tasks, 2)), U),
+    "task_statistics": lambda t, U: kernels.task_statistics(t, U.T,
+                                                            heads=np.ones((t.n_tasks, 2))),
+    "marginal_pass": lambda t, U: kernels.marginal_pass(t, U, 0.5),
+}
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-160, 1e160, 1e300])
+@pytest.mark.parametrize("kernel", KERNEL_CALLS.values(), ids=KERNEL_CALLS.keys())
+def test_kernels_never_return_nan(kernel, scale):
+    tasks = _extreme_tasks(scale)
+    U = np.linalg.qr(np.random.default_rng(0).standard_normal((8, 2)))[0]
+    try:
+        out = kernel(tasks, U)
+    except FloatingPointError as error:
+        assert "overflowed the float64 range" in str(error) and "kernels." in str(error)
+        return
+    for value in (out if isinstance(out, tuple) else (out,)):
+        if value is not None and np.ndim(value):
+            assert np.isfinite(value).all()
+
+
+def test_marginal_pass_beyond_float64_is_undefined_not_nan():
+    tasks = _extreme_tasks(1e300)
+    U = np.linalg.qr(np.random.default_rng(0).standard_normal((8, 2)))[0]
+    out = kernels.marginal_pass(tasks, U * 1e10, 0.5)
+    assert out.deviance == np.inf
+    for array in (out.gradient, out.heads, out.task_loss):
+        np.testing.assert_array_equal(array, 0)
+
+
+def test_gradient_overflow_names_the_kernel():
+    tasks = _extreme_tasks(1e200)
+    with pytest.raises(FloatingPointError, match=r"kernels.gradient: G.* overflowed the "
+                                                 r"float64 range \(largest \|entry\|: X "):
+        kernels.gradient(tasks, np.full((30, 8), 1e200))

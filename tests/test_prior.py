@@ -1,5 +1,7 @@
 """Heads for few shots: adapt(prior=...) and the empirical prior fitted by fit_prior."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -282,3 +284,61 @@ def test_head_prior_matches_the_numpy_em(case):
                                             tol=tol)
     for ours, theirs in zip(compiled, numpy):  # relative to the norm of each parameter
         assert np.linalg.norm(ours - theirs) <= rtol * np.linalg.norm(theirs)
+
+
+# A perfect fit (zero residuals) is valid data: the head prior floors the noise variance at
+# VARIANCE_FLOOR times the targets' mean square (VARIANCE_FLOOR itself when every target is 0)
+# instead of failing with "noise must be positive".
+def test_all_zero_targets_get_a_floored_prior():
+    from metasp._result import VARIANCE_FLOOR
+
+    X, _, _, _ = metasp.datasets.make_hps(T=40, m=10, d=8, s=2, random_state=0)
+    y = np.zeros(X.shape[:2])
+    for heads in ("random", "fixed"):
+        result = metasp.fit(X, y, 2, heads=heads, random_state=0)
+        assert result.noise_variance == pytest.approx(VARIANCE_FLOOR)
+        assert np.isfinite(result.head_cov).all() and np.linalg.eigvalsh(result.head_cov).min() > 0
+        np.testing.assert_array_equal(result.head_mean, 0)
+        np.testing.assert_array_equal(result.adapt(X[0], y[0]), 0)
+    bare = metasp.baselines.mom(X, y, 2)
+    bare.fit_prior(X, y)
+    assert bare.noise_variance == pytest.approx(VARIANCE_FLOOR)
+
+
+@pytest.mark.parametrize("factor", [1e-100, 1e-160])
+def test_tiny_targets_are_not_rejected_by_the_prior(noiseless, factor):
+    """y scaled to 1e-160 once failed with "noise must be positive and finite"; now the prior is
+    fitted, and either stored (where float64 holds it in the data's units) or left unset with a
+    DiagnosticWarning saying so."""
+    X, y, _, _ = noiseless
+    for heads in ("random", "fixed"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = metasp.fit(X, y * factor, 3, heads=heads, random_state=0)
+        assert result.status == "converged"
+        messages = [str(w.message) for w in caught]
+        if result.noise_variance is None:
+            assert any("head prior is beyond the float64 range" in m for m in messages)
+            assert [d.code for d in result.diagnostics] == ["prior_out_of_range"]
+        else:
+            assert not messages
+            assert 0 < result.noise_variance < 1e-10 * factor**2
+            assert np.isfinite(result.head_cov).all()
+
+
+def test_noiseless_statistics_floor_the_noise():
+    """The EM fit straight from statistics with zero residuals, small, or no targets at all."""
+    from metasp._result import VARIANCE_FLOOR, _fit_head_prior
+
+    rng = np.random.default_rng(0)
+    Z = rng.standard_normal((30, 6, 2))
+    w = rng.standard_normal((30, 2))
+    y = np.einsum("tms,ts->tm", Z, w)
+    gram = np.einsum("tms,tmr->tsr", Z, Z)
+    for targets in (y, 0 * y, 1e-100 * y):
+        cross = np.einsum("tms,tm->ts", Z, targets)
+        squares = np.sum(targets**2, axis=1)
+        mean, cov, noise = _fit_head_prior((gram, cross, squares), 180)
+        scale = max(np.mean(targets**2), 0) or 1.0
+        assert 0 < noise <= 1.01 * VARIANCE_FLOOR * scale
+        assert np.isfinite(mean).all() and np.isfinite(cov).all()

@@ -236,3 +236,149 @@ def test_consecutive_backtracking_steps_match_reference():
     np.testing.assert_allclose(result.history["step"], step, rtol=1e-9)
     np.testing.assert_allclose(result.Theta, expected.Theta, rtol=0,
                                atol=1e-9 * np.abs(expected.Theta).max())
+
+
+# Data at the edges of the float64 range, through every entry point that fits: a result is
+# finite with orthonormal B (so its status can be trusted), or the call raises an error that
+# names what is out of range. Never NaN reported as converged, a B of norm 1e-310, or an input
+# without any NaN said to contain some.
+SX, SY, SB, _ = metasp.datasets.make_hps(T=40, m=10, d=8, s=2, sigma=0.1, random_state=0)
+
+
+def _scaled(what, factor):
+    X, y = SX.copy(), SY.copy()
+    if what in ("X and y", "X"):
+        X *= factor
+    if what in ("X and y", "y"):
+        y *= factor
+    if what.startswith("task 3"):
+        X[3] *= factor
+        if what == "task 3":
+            y[3] *= factor
+    return X, y
+
+
+SCALES = [("X and y", f) for f in (1e-300, 1e-160, 1e-100, 1e100, 1e150, 1e200, 1e300)] + [
+    ("y", 0.0), ("y", 1e-160), ("y", 1e-300), ("y", 1e200), ("X", 1e-160), ("X", 1e160),
+    ("X", 1e300), ("task 3", 1e-160), ("task 3", 1e-300), ("task 3 X", 1e-160),
+    ("task 3 X", 1e160)]
+FITTERS = {
+    "fit": lambda X, y: metasp.fit(X, y, 2, random_state=0),
+    "fit heads=fixed": lambda X, y: metasp.fit(X, y, 2, heads="fixed", random_state=0),
+    "fit step=0.1": lambda X, y: metasp.fit(X, y, 2, step=0.1, max_iter=50, random_state=0),
+    "reference.fit": lambda X, y: metasp.reference.fit(X, y, 2, random_state=0),
+    "polish": lambda X, y: metasp.polish(X, y, SB),
+    "altmin": lambda X, y: metasp.baselines.altmin(X, y, 2, max_iter=20),
+    "burer_monteiro": lambda X, y: metasp.baselines.burer_monteiro(X, y, 2, max_iter=50),
+    "nuclear_norm": lambda X, y: metasp.baselines.nuclear_norm(X, y, 2, lam=0.1, max_iter=50),
+    "single_task": lambda X, y: metasp.baselines.single_task(X, y, 2, ridge=1e-3),
+    "anil": lambda X, y: metasp.baselines.anil(X, y, 2, max_iter=20, random_state=0),
+    "mom": lambda X, y: metasp.baselines.mom(X, y, 2),
+}
+OUT_OF_RANGE = (ValueError, FloatingPointError, OverflowError)
+
+
+def assert_trustworthy(result):
+    for name in ("B", "W", "Theta", "singular_values"):
+        assert np.isfinite(getattr(result, name)).all(), name
+    # NaN marks what does not apply: the step and beta of polish sweeps, diverged starts.
+    for key, values in result.history.items():
+        if np.asarray(values).dtype.kind == "f" and key not in ("step", "beta", "start_loss"):
+            assert np.isfinite(values).all(), key
+    np.testing.assert_allclose(result.B @ result.B.T, np.eye(result.rank), rtol=0, atol=1e-8)
+    if result.head_mean is not None:
+        assert np.isfinite(result.head_mean).all() and np.isfinite(result.head_cov).all()
+        assert 0 < result.noise_variance < np.inf
+        assert np.linalg.eigvalsh(result.head_cov).min() > 0
+
+
+@pytest.mark.parametrize("what, factor", SCALES, ids=[f"{w}*{f:g}" for w, f in SCALES])
+@pytest.mark.parametrize("fitter", FITTERS.values(), ids=FITTERS.keys())
+def test_data_of_any_scale_fit_or_fail_saying_what_is_out_of_range(fitter, what, factor):
+    X, y = _scaled(what, factor)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # convergence and diagnostic warnings
+            result = fitter(X, y)
+    except OUT_OF_RANGE as error:
+        message = str(error)
+        assert "impute" not in message and "contains NaN" not in message, message
+        if factor != 0:  # all-zero targets are in range (the trace norm then has no subspace)
+            assert any(word in message for word in ("float64", "range", "overflow",
+                                                    "underflow", "2^-")), message
+    else:
+        assert_trustworthy(result)
+
+
+def test_select_rank_on_data_of_extreme_scale():
+    for what, factor in [("X and y", 1e-160), ("y", 0.0), ("X", 1e160)]:
+        X, y = _scaled(what, factor)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            selection = metasp.select_rank(X, y, ranks=(1, 2), cv=2, random_state=0)
+        assert np.isfinite(selection.mean_mse).all() and np.isfinite(selection.std_mse).all()
+
+
+# The subspace does not depend on the scale of X or of y, and the heads scale as y / X: where
+# their products would leave the float64 range the data are rescaled internally (by powers of
+# two, exactly), so these fits are the unscaled fit, scaled.
+@pytest.mark.parametrize("x_exp, y_exp", [(-531, -531), (-900, -900), (400, 0), (0, -300),
+                                          (300, 500), (-1000, 0)])
+@pytest.mark.parametrize("fitter", ["fit", "fit heads=fixed", "reference.fit", "polish"])
+def test_extreme_scales_are_fitted_as_the_unscaled_data(fitter, x_exp, y_exp):
+    fit = FITTERS[fitter]
+    plain = fit(SX, SY)
+    with warnings.catch_warnings():
+        # Only the head prior may be beyond float64 in the data's units.
+        warnings.filterwarnings("ignore", "Meta-SP: The head prior is beyond the float64 range")
+        scaled = fit(np.ldexp(SX, x_exp), np.ldexp(SY, y_exp))
+    assert scaled.status == plain.status and scaled.n_iter == plain.n_iter
+    np.testing.assert_allclose(scaled.B, plain.B, rtol=0, atol=1e-12)
+    heads = y_exp - x_exp
+    np.testing.assert_allclose(scaled.W, np.ldexp(plain.W, heads), rtol=1e-12, atol=0)
+    loss = np.ldexp(plain.history["loss"], 2 * y_exp)
+    if loss.min() >= np.finfo(float).tiny:  # else float64 keeps too few of their digits
+        np.testing.assert_allclose(scaled.history["loss"], loss, rtol=1e-10)
+    if scaled.head_mean is not None:
+        np.testing.assert_allclose(scaled.noise_variance,
+                                   np.ldexp(plain.noise_variance, 2 * y_exp), rtol=1e-10)
+        np.testing.assert_allclose(scaled.head_cov, np.ldexp(plain.head_cov, 2 * heads),
+                                   rtol=1e-8)
+
+
+def test_a_task_far_below_the_others_is_named():
+    X, y = _scaled("task 3", 1e-160)
+    for fitter in ("fit", "fit heads=fixed", "reference.fit", "polish"):
+        with pytest.raises(ValueError, match=r"task 3 \(1 of 40\) has X entries at most "
+                                             r"\d\.\d+e-160, below 2\^-200 times"):
+            FITTERS[fitter](X, y)
+
+
+def test_targets_whose_squares_overflow_are_named():
+    for fitter in ("fit", "fit heads=fixed", "reference.fit", "polish"):
+        with pytest.raises(ValueError, match=r"the largest \|y\| is .*e\+200: its square"):
+            FITTERS[fitter](SX, SY * 1e200)
+
+
+def test_fixed_step_too_large_diverges_with_a_finite_last_iterate():
+    with pytest.warns(metasp.DivergenceWarning):
+        result = metasp.fit(SX * 1e100, SY * 1e100, 2, step=100.0, max_iter=50)
+    assert result.status == "diverged"
+    assert_trustworthy(result)
+
+
+def test_tiny_fixed_step_is_not_converged_after_one_iteration():
+    for fit in (metasp.fit, metasp.reference.fit):
+        for step in (1e-300, 1e-320):
+            with pytest.warns(metasp.ConvergenceWarning, match="max_iter=5"):
+                result = fit(SX, SY, 2, step=step, max_iter=5)
+            assert result.status == "max_iter" and result.n_iter == 5
+            assert_trustworthy(result)
+
+
+def test_all_zero_targets_are_a_converged_fit_at_zero():
+    for heads in ("random", "fixed"):
+        result = metasp.fit(SX, np.zeros_like(SY), 2, heads=heads, random_state=0)
+        assert result.status == "converged"
+        assert_trustworthy(result)
+        assert np.abs(result.Theta).max() == 0

@@ -109,3 +109,31 @@ def test_solver_svd_tolerance_relative_to_the_step(monkeypatch):
     assert np.mean(loose.history["svd_steps"]) < np.mean(strict.history["svd_steps"])
     np.testing.assert_allclose(loose.Theta, strict.Theta, rtol=0,
                                atol=1e-9 * np.abs(strict.Theta).max())
+
+
+# A^T A under- or overflows long before A does: the SVD rescales A by a power of two (exact)
+# instead of returning NaN as converged. Both paths: the exact one (small d) and iteration.
+@pytest.mark.parametrize("shape", [(20, 10), (400, 120)])
+@pytest.mark.parametrize("scale", [2.0**-1000, 1e-300, 1e-160, 1e160, 1e300, -1e300])
+def test_any_representable_scale(shape, scale):
+    base = matrix_with_spectrum(*shape, [5.0, 3.0, 1.0, 0.5], seed=2)
+    svd = kernels.truncated_svd(base * scale, 2, random_state=0)
+    exact = kernels.truncated_svd(base, 2, random_state=0)
+    assert svd.converged
+    assert np.isfinite(svd.V).all() and np.isfinite(svd.W).all()
+    np.testing.assert_allclose(svd.V.T @ svd.V, np.eye(2), atol=1e-12)
+    np.testing.assert_allclose(svd.V @ svd.V.T, exact.V @ exact.V.T, atol=1e-8)
+    np.testing.assert_allclose(svd.singular_values, abs(scale) * exact.singular_values,
+                               rtol=1e-8)
+
+
+def test_constant_matrix_near_the_top_of_the_range():
+    svd = kernels.truncated_svd(np.full((20, 10), -1e300), 2, random_state=0)
+    assert svd.converged and np.isfinite(svd.singular_values).all()
+    assert svd.singular_values[0] == pytest.approx(np.sqrt(200) * 1e300, rel=1e-12)
+
+
+def test_singular_values_beyond_float64_raise():
+    with pytest.raises(OverflowError, match=r"top singular values of A exceed the float64 "
+                                            r"range \(its largest entry is 1.7e\+308\)"):
+        kernels.truncated_svd(np.full((200, 100), 1.7e308), 2)

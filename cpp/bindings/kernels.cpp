@@ -2,6 +2,8 @@
 #include <pybind11/stl.h>
 
 #include <optional>
+#include <stdexcept>
+#include <string>
 
 #include "common.hpp"
 #include "metasp/gradient.hpp"
@@ -11,6 +13,42 @@
 #include "metasp/truncated_svd.hpp"
 
 namespace metasp::bindings {
+namespace {
+
+// Every binding checks the shapes of its arguments before it allocates its outputs, which
+// may be much larger than the arguments (task_statistics' gram is T s^2). The kernels check
+// again; the messages are theirs.
+void check_gradient_arguments(const TasksView& tasks, const RowMatrixIn& Theta, const Matrix* V) {
+    check_tasks(tasks);
+    if (Theta.rows() != tasks.n_tasks() || Theta.cols() != tasks.n_features())
+        throw std::invalid_argument("Theta has the wrong shape");
+    if (V != nullptr && V->rows() != tasks.n_features())
+        throw std::invalid_argument("V must have d rows");
+}
+
+void check_curvature_arguments(const TasksView& tasks, const RowMatrixIn& C, const Matrix& B) {
+    check_tasks(tasks);
+    if (C.rows() != tasks.n_tasks() || C.cols() != B.cols())
+        throw std::invalid_argument("C has the wrong shape");
+    if (B.rows() != tasks.n_features())
+        throw std::invalid_argument("B must have one row per feature");
+}
+
+void check_statistics_arguments(const TasksView& tasks, const Matrix& V, const RowMatrix* W) {
+    check_tasks(tasks);
+    check_subspace_shape(tasks, V.rows(), V.cols());
+    if (W != nullptr && (W->rows() != tasks.n_tasks() || W->cols() != V.cols()))
+        throw std::invalid_argument("W must have shape (T, s) = (" +
+                                    std::to_string(tasks.n_tasks()) + ", " +
+                                    std::to_string(V.cols()) + ")");
+}
+
+void check_marginal_arguments(const TasksView& tasks, const Matrix& U, double noise) {
+    check_tasks(tasks);
+    check_marginal_shape(tasks, U.rows(), U.cols(), noise);
+}
+
+}  // namespace
 
 void bind_kernels(py::module_& m) {
     m.def(
@@ -18,7 +56,8 @@ void bind_kernels(py::module_& m) {
         [](const DesignMatrix& X, VectorIn y, OffsetsIn offsets, RowMatrixIn Theta,
            std::optional<Matrix> V, int n_threads) -> py::tuple {
             const TasksView tasks{X, y, offsets};
-            const Index T = offsets.size() > 0 ? offsets.size() - 1 : 0;
+            check_gradient_arguments(tasks, Theta, V ? &*V : nullptr);
+            const Index T = tasks.n_tasks();
             // NumPy allocates G: it asks the kernel for huge pages, so a large G costs a few
             // page faults instead of one per 4 KiB (which, with malloc, cost more than the pass).
             py::array_t<double, py::array::c_style> G_array({Theta.rows(), Theta.cols()});
@@ -26,14 +65,14 @@ void bind_kernels(py::module_& m) {
             Vector loss(T);
             if (!V) {
                 {
-                    py::gil_scoped_release release;
+                    ReleaseGIL release;
                     task_gradient(tasks, Theta, G, loss, n_threads);
                 }
                 return py::make_tuple(std::move(G_array), std::move(loss), py::none(), py::none());
             }
             Vector projected(T), curvature(T);
             {
-                py::gil_scoped_release release;
+                ReleaseGIL release;
                 task_gradient(tasks, Theta, G, loss, n_threads, *V, projected, curvature);
             }
             return py::make_tuple(std::move(G_array), std::move(loss), std::move(projected),
@@ -47,9 +86,10 @@ void bind_kernels(py::module_& m) {
         [](const DesignMatrix& X, VectorIn y, OffsetsIn offsets, RowMatrixIn C, const Matrix& B,
            int n_threads) {
             const TasksView tasks{X, y, offsets};
-            Vector curvature(offsets.size() > 0 ? offsets.size() - 1 : 0);
+            check_curvature_arguments(tasks, C, B);
+            Vector curvature(tasks.n_tasks());
             {
-                py::gil_scoped_release release;
+                ReleaseGIL release;
                 task_curvature(tasks, C, B, curvature, n_threads);
             }
             return curvature;
@@ -62,14 +102,16 @@ void bind_kernels(py::module_& m) {
         [](const DesignMatrix& X, VectorIn y, OffsetsIn offsets, const Matrix& V,
            std::optional<RowMatrix> W, int n_threads) -> py::tuple {
             const TasksView tasks{X, y, offsets};
-            const Index T = offsets.size() > 0 ? offsets.size() - 1 : 0, s = V.cols();
+            // Before allocating: the (T, s, s) output grows with s squared.
+            check_statistics_arguments(tasks, V, W ? &*W : nullptr);
+            const Index T = tasks.n_tasks(), s = V.cols();
             py::array_t<double, py::array::c_style> gram_array({T, s, s});
             Eigen::Map<RowMatrix> gram(gram_array.mutable_data(), T, s * s);
             RowMatrix cross(T, s);
             Vector squares(T);
             if (!W) {
                 {
-                    py::gil_scoped_release release;
+                    ReleaseGIL release;
                     task_statistics(tasks, V, gram, cross, squares, n_threads);
                 }
                 return py::make_tuple(std::move(gram_array), std::move(cross), std::move(squares),
@@ -78,7 +120,7 @@ void bind_kernels(py::module_& m) {
             py::array_t<double, py::array::c_style> G_array({T, X.cols()});
             Eigen::Map<RowMatrix> G(G_array.mutable_data(), T, X.cols());
             {
-                py::gil_scoped_release release;
+                ReleaseGIL release;
                 task_statistics(tasks, V, gram, cross, squares, n_threads, *W, G);
             }
             return py::make_tuple(std::move(gram_array), std::move(cross), std::move(squares),
@@ -92,9 +134,10 @@ void bind_kernels(py::module_& m) {
         [](const DesignMatrix& X, VectorIn y, OffsetsIn offsets, const Matrix& U, double noise,
            int n_threads) {
             const TasksView tasks{X, y, offsets};
+            check_marginal_arguments(tasks, U, noise);
             MarginalPass out;
             {
-                py::gil_scoped_release release;
+                ReleaseGIL release;
                 out = marginal_pass(tasks, U, noise, n_threads);
             }
             return py::make_tuple(out.deviance, std::move(out.gradient), out.expected,
@@ -114,7 +157,7 @@ void bind_kernels(py::module_& m) {
             const HeadPrior prior{std::move(mean), std::move(cov), noise};
             HeadPriorStep step;
             {
-                py::gil_scoped_release release;
+                ReleaseGIL release;
                 step = head_prior_em_step(gram_rows, cross, squares, prior, n, floor, n_threads);
             }
             return py::make_tuple(std::move(step.next.mean), std::move(step.next.cov),
@@ -131,7 +174,7 @@ void bind_kernels(py::module_& m) {
             TruncatedSVD svd;
             InterruptPoll poll;
             {
-                py::gil_scoped_release release;
+                ReleaseGIL release;
                 svd = truncated_svd(A, s, warm_start.value_or(Matrix()), seed, n_threads,
                                     SVDOptions{tol, max_steps}, std::ref(poll));
             }

@@ -68,7 +68,7 @@ void bind_solver(py::module_& m) {
             SolveResult result;
             InterruptPoll poll;
             {
-                py::gil_scoped_release release;
+                ReleaseGIL release;
                 result = solve(tasks, s, options, std::ref(poll));
             }
             poll.raise_if_interrupted();
@@ -122,7 +122,7 @@ void bind_solver(py::module_& m) {
             RefineResult result;
             InterruptPoll poll;
             {
-                py::gil_scoped_release release;
+                ReleaseGIL release;
                 result = refine(tasks, V0, options, std::ref(poll));
             }
             poll.raise_if_interrupted();

@@ -19,7 +19,7 @@ void for_each_task(const TasksView& tasks, int n_threads, double work_per_sample
     check_threads(n_threads);
     const Index T = tasks.n_tasks();
     const bool parallel = run_parallel(n_threads, double(tasks.n_samples()) * work_per_sample);
-#pragma omp parallel for num_threads(n_threads) if (parallel) schedule(dynamic, 16)
+#pragma omp parallel for num_threads(thread_cap(n_threads)) if (parallel) schedule(dynamic, 16)
     for (Index t = 0; t < T; ++t) body(t);
 }
 

@@ -116,7 +116,7 @@ EStepSums e_step(const Eigen::Ref<const RowMatrix>& gram, const Eigen::Ref<const
     const Index T = cross.rows(), s = cross.cols(), n_chunks = n_row_chunks(T);
     std::vector<EStepSums> partial(static_cast<size_t>(n_chunks), EStepSums(s));
     const double work = double(T) * double(s) * double(s) * double(s + 4);
-#pragma omp parallel for num_threads(n_threads) if (run_parallel(n_threads, work)) \
+#pragma omp parallel for num_threads(thread_cap(n_threads)) if (run_parallel(n_threads, work)) \
     schedule(static)
     for (Index c = 0; c < n_chunks; ++c)
         add_posteriors<S>(gram, cross, squares, cov_inv, shift, noise,

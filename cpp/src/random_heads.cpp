@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 namespace metasp {
@@ -75,23 +76,31 @@ struct TaskScratch {
 
 }  // namespace
 
+void check_marginal_shape(const TasksView& tasks, Index rows, Index s, double noise) {
+    if (rows != tasks.n_features() || s < 1 || s > tasks.n_features())
+        throw std::invalid_argument("U must have shape (d, s) with d = " +
+                                    std::to_string(tasks.n_features()) +
+                                    " and 1 <= s <= d; got (" + std::to_string(rows) + ", " +
+                                    std::to_string(s) + ")");
+    if (!(noise > 0) || !std::isfinite(noise))
+        throw std::invalid_argument("noise must be positive and finite");
+}
+
 MarginalPass marginal_pass(const TasksView& tasks, const Eigen::Ref<const Matrix>& U, double noise,
                            int n_threads) {
     check_tasks(tasks);
     check_threads(n_threads);
     const Index T = tasks.n_tasks(), d = tasks.n_features(), s = U.cols();
-    if (U.rows() != d || s < 1) throw std::invalid_argument("U must have shape (d, s) with s >= 1");
-    if (!(noise > 0) || !std::isfinite(noise))
-        throw std::invalid_argument("noise must be positive and finite");
+    check_marginal_shape(tasks, U.rows(), s, noise);
     MarginalPass out;
-    out.heads.resize(T, s);
-    out.task_loss.resize(T);
+    out.heads.setZero(T, s);
+    out.task_loss.setZero(T);
     const Index n_chunks = n_row_chunks(T), pitch = tasks.X.pitch();
     std::vector<Matrix> gradient(size_t(n_chunks), Matrix::Zero(d, s));
     std::vector<double> deviance(size_t(n_chunks), 0.0), expected(size_t(n_chunks), 0.0);
     std::vector<char> finite(size_t(n_chunks), 1);
     const double work = 2.0 * double(tasks.n_samples()) * double(d) * double(s);
-#pragma omp parallel for num_threads(n_threads) if (run_parallel(n_threads, work)) \
+#pragma omp parallel for num_threads(thread_cap(n_threads)) if (run_parallel(n_threads, work)) \
     schedule(dynamic, 1)
     for (Index c = 0; c < n_chunks; ++c) {
         thread_local TaskScratch w;
@@ -166,16 +175,24 @@ MarginalPass marginal_pass(const TasksView& tasks, const Eigen::Ref<const Matrix
         }
     }
     out.gradient = Matrix::Zero(d, s);
+    bool defined = true;
     for (Index c = 0; c < n_chunks; ++c) {
-        if (!finite[c]) {
-            out.deviance = std::numeric_limits<double>::infinity();
-            return out;
-        }
+        defined = defined && finite[c];
         out.deviance += deviance[c];
         out.expected += expected[c];
         out.gradient += gradient[c];
     }
     out.gradient *= 2 / noise;
+    // Not defined, or beyond the range of double (U or the data too large): the deviance is
+    // +inf and everything else zero, never NaN (a line search then steps back).
+    if (!defined || !std::isfinite(out.deviance) || !std::isfinite(out.expected) ||
+        !out.gradient.allFinite() || !out.heads.allFinite() || !out.task_loss.allFinite()) {
+        out.deviance = std::numeric_limits<double>::infinity();
+        out.expected = 0;
+        out.gradient.setZero();
+        out.heads.setZero();
+        out.task_loss.setZero();
+    }
     return out;
 }
 

@@ -31,7 +31,7 @@ template <class Body>
 void for_each_task(const TasksView& tasks, int n_threads, double work_per_sample, Body body) {
     const Index T = tasks.n_tasks();
     const bool parallel = run_parallel(n_threads, double(tasks.n_samples()) * work_per_sample);
-#pragma omp parallel for num_threads(n_threads) if (parallel) schedule(dynamic, 16)
+#pragma omp parallel for num_threads(thread_cap(n_threads)) if (parallel) schedule(dynamic, 16)
     for (Index t = 0; t < T; ++t) body(t);
 }
 
@@ -361,15 +361,18 @@ void newton_task_terms(const TasksView& tasks, Index t, const Matrix& V, const d
 // Z_t = X_t V, A_t = Z_t^T Z_t / m_t, K_t = Z_t^T X_t / m_t, u = K_t^T A_t^+ and g_t =
 // X_t^T r_t / m_t; the first term alone is Gauss-Newton. Directions D = V G change nothing
 // (the heads absorb them): a penalty on V^T D pins them to 0.
+// Polls `stop` task by task (the system of a large d s takes seconds): when it is set, the
+// system is incomplete and the caller abandons it.
 NormalSystem assemble_basis_system(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& W,
-                                   const Matrix* V, BasisStep kind, int n_threads) {
+                                   const Matrix* V, BasisStep kind, int n_threads,
+                                   const StopRequested& stop = {}) {
     const Index T = tasks.n_tasks(), d = tasks.n_features(), s = W.cols(), n = d * s;
     const Index n_chunks = normal_chunks(T, n);
     std::vector<Matrix> normal(static_cast<size_t>(n_chunks));
     std::vector<Vector> rhs(static_cast<size_t>(n_chunks));
     const double work = double(tasks.n_samples()) * d * d + double(T) * s * s * d * d;
     const bool parallel = run_parallel(n_threads, work);
-#pragma omp parallel for num_threads(n_threads) if (parallel) schedule(static)
+#pragma omp parallel for num_threads(thread_cap(n_threads)) if (parallel) schedule(static)
     for (Index c = 0; c < n_chunks; ++c) {
         Matrix& M = normal[c];
         Vector& r = rhs[c];
@@ -380,6 +383,7 @@ NormalSystem assemble_basis_system(const TasksView& tasks, const Eigen::Ref<cons
         NewtonTaskTerms terms;
         RowMatrix scratch;
         for (Index t = chunk_begin(c, n_chunks, T); t < chunk_begin(c + 1, n_chunks, T); ++t) {
+            if (stop && stop()) break;
             const Index m = tasks.size(t);
             const double inv_m = 1.0 / double(m);
             const auto Xt = tasks.task_rows(t, scratch);
@@ -621,7 +625,7 @@ private:
     void for_chunks(double work_per_sample, Body body) const {
         const Index T = tasks_.n_tasks(), n_chunks = operator_chunks(T);
         const bool parallel = run_parallel(n_threads_, double(tasks_.n_samples()) * work_per_sample);
-#pragma omp parallel for num_threads(n_threads_) if (parallel) schedule(dynamic, 1)
+#pragma omp parallel for num_threads(thread_cap(n_threads_)) if (parallel) schedule(dynamic, 1)
         for (Index c = 0; c < n_chunks; ++c)
             body(c, chunk_begin(c, n_chunks, T), chunk_begin(c + 1, n_chunks, T));
     }
@@ -643,13 +647,14 @@ private:
     double scale_ = 0;
 };
 
-enum class CGOutcome { converged, indefinite, unconverged };
+enum class CGOutcome { converged, indefinite, unconverged, stopped };
 
 // Preconditioned conjugate gradients on (Newton matrix + shift I) D = rhs from D = 0, until the
 // relative residual is below kNewtonCGTol or the preconditioned residual (the estimate of the
 // error left in D) is below `floor` or kQuadraticFloor ||D||^2. indefinite: a search direction of non-positive curvature
 // (the counterpart of a failed Cholesky); unconverged: max_iter reached.
-CGOutcome newton_cg(const NewtonOperator& op, double shift, int max_iter, double floor, Matrix& D) {
+CGOutcome newton_cg(const NewtonOperator& op, double shift, int max_iter, double floor, Matrix& D,
+                    const StopRequested& stop) {
     const Matrix& rhs = op.rhs();
     D.setZero(rhs.rows(), rhs.cols());
     Matrix residual = rhs, z = op.precondition(residual, shift), direction = z;
@@ -657,6 +662,7 @@ CGOutcome newton_cg(const NewtonOperator& op, double shift, int max_iter, double
     const double target = kNewtonCGTol * kNewtonCGTol * rhs.squaredNorm();
     if (residual.squaredNorm() <= target || z.norm() <= floor) return CGOutcome::converged;
     for (int k = 0; k < max_iter; ++k) {
+        if (stop && stop()) return CGOutcome::stopped;
         const Matrix applied = op.apply(direction, shift);
         const double curvature = (direction.array() * applied.array()).sum();
         if (!(curvature > 0)) return CGOutcome::indefinite;
@@ -696,7 +702,7 @@ Matrix normal_operator(const TasksView& tasks, const Eigen::Ref<const RowMatrix>
 
 Matrix cg_basis_solve(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& W,
                       const Eigen::Ref<const Matrix>& U0, int n_threads,
-                      const BasisSolveOptions& options) {
+                      const BasisSolveOptions& options, const StopRequested& stop) {
     const Index T = tasks.n_tasks(), d = tasks.n_features(), s = W.cols();
     RowMatrix Q(T, d);
     Vector loss(T);
@@ -708,7 +714,7 @@ Matrix cg_basis_solve(const TasksView& tasks, const Eigen::Ref<const RowMatrix>&
     Matrix direction = residual;
     double rr = residual.squaredNorm();
     const double target = options.cg_tol * options.cg_tol * rhs.squaredNorm();
-    for (int k = 0; k < options.cg_max_iter && rr > target; ++k) {
+    for (int k = 0; k < options.cg_max_iter && rr > target && !(stop && stop()); ++k) {
         const Matrix applied = normal_operator(tasks, W, direction, Q, n_threads);
         const double curvature = (direction.array() * applied.array()).sum();
         if (!(curvature > 0)) break;
@@ -821,16 +827,19 @@ void task_heads(const TasksView& tasks, const Eigen::Ref<const Matrix>& V, Eigen
 
 Matrix basis_least_squares(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& W,
                            const Eigen::Ref<const Matrix>& U0, int n_threads,
-                           const BasisSolveOptions& options) {
+                           const BasisSolveOptions& options, const StopRequested& stop) {
     check_tasks(tasks);
     check_threads(n_threads);
     const Index d = tasks.n_features(), s = W.cols();
     if (W.rows() != tasks.n_tasks() || s < 1) throw std::invalid_argument("W must have shape (T, s)");
     if (U0.size() > 0 && (U0.rows() != d || U0.cols() != s))
         throw std::invalid_argument("U0 must have shape (d, s)");
-    if (d * s <= options.max_dense)
-        return solve_basis_system(assemble_basis_system(tasks, W, nullptr, BasisStep::als, n_threads), d, s, 0.0, false);
-    return cg_basis_solve(tasks, W, U0, n_threads, options);
+    if (d * s <= options.max_dense) {
+        NormalSystem system = assemble_basis_system(tasks, W, nullptr, BasisStep::als, n_threads, stop);
+        if (stop && stop()) return Matrix::Zero(d, s);
+        return solve_basis_system(system, d, s, 0.0, false);
+    }
+    return cg_basis_solve(tasks, W, U0, n_threads, options, stop);
 }
 
 RefineResult refine(const TasksView& tasks, const Eigen::Ref<const Matrix>& V0,
@@ -864,8 +873,9 @@ RefineResult refine(const TasksView& tasks, const Eigen::Ref<const Matrix>& V0,
     double damping = 0;  // of the Newton step, relative to the mean diagonal of its matrix
     out.status = RefineStatus::max_iter;
 
+    const auto stop = [&] { return stop_requested && stop_requested(); };
     for (int k = 0; k < options.max_iter; ++k) {
-        if (stop_requested && stop_requested()) { out.status = RefineStatus::interrupted; break; }
+        if (stop()) { out.status = RefineStatus::interrupted; break; }
         const Clock::time_point started = Clock::now();
         double next_loss = loss;
         Factors candidate;
@@ -884,17 +894,23 @@ RefineResult refine(const TasksView& tasks, const Eigen::Ref<const Matrix>& V0,
                 tall_product(Z_heads, Matrix(V_heads.transpose() * current.V), Z, n_threads);
                 op.emplace(tasks, current.W, current.V, std::move(Z), n_threads);
             } else {
-                system = assemble_basis_system(tasks, current.W, &current.V, BasisStep::newton, n_threads);
+                system = assemble_basis_system(tasks, current.W, &current.V, BasisStep::newton,
+                                               n_threads, stop_requested);
             }
-            for (int attempt = 0; attempt < kDampingAttempts && !accepted; ++attempt) {
+            // Every attempt may take seconds for a large d s: each polls first.
+            for (int attempt = 0; attempt < kDampingAttempts && !accepted && !stop(); ++attempt) {
                 Matrix D;
                 if (op) {
                     const double shift = damping * op->scale();
-                    const CGOutcome outcome = newton_cg(*op, shift, cg_budget, kStepFloor * options.tol, D);
+                    const CGOutcome outcome = newton_cg(*op, shift, cg_budget, kStepFloor * options.tol, D,
+                                                        stop_requested);
+                    if (outcome == CGOutcome::stopped) break;
                     if (outcome == CGOutcome::indefinite) D.resize(0, 0);
                     if (outcome == CGOutcome::unconverged) {
                         op.reset();
-                        system = assemble_basis_system(tasks, current.W, &current.V, BasisStep::newton, n_threads);
+                        system = assemble_basis_system(tasks, current.W, &current.V, BasisStep::newton,
+                                                       n_threads, stop_requested);
+                        if (stop()) break;
                     }
                 }
                 if (system) D = solve_basis_system(*system, d, s, damping * system->scale, true);
@@ -916,8 +932,11 @@ RefineResult refine(const TasksView& tasks, const Eigen::Ref<const Matrix>& V0,
                 damping = std::max(damping * kDampingFactor, kMinDamping);
             }
         }
+        if (stop()) { out.status = RefineStatus::interrupted; break; }
         if (!accepted) {  // the exact least-squares step of the basis for fixed heads (ALS)
-            const Matrix U = basis_least_squares(tasks, current.W, current.V, n_threads, options.basis);
+            const Matrix U = basis_least_squares(tasks, current.W, current.V, n_threads, options.basis,
+                                                 stop_requested);
+            if (stop()) { out.status = RefineStatus::interrupted; break; }
             const Factors rotated = canonical_factors(current.W, U);
             V_step = rotated.V;
             task_heads(tasks, V_step, W, per_task, n_threads, &Z_step);

@@ -41,6 +41,16 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kSlowPolishSwitch = 1e-6;
 // Consecutive step halvings of CGIHT's backtracking before the loss counts as diverging.
 constexpr int kMaxRetries = 40;
+// Below this Frobenius norm the iterate's sums of squares may have underflowed.
+constexpr double kTinyNorm = 1e-100;
+
+// Whether X_t^T y_t = 0 for every task: Theta = 0 is then stationary.
+bool zero_gradient(const TasksView& tasks, int n_threads) {
+    RowMatrix G(tasks.n_tasks(), tasks.n_features());
+    Vector loss(tasks.n_tasks());
+    task_gradient(tasks, RowMatrix::Zero(tasks.n_tasks(), tasks.n_features()), G, loss, n_threads);
+    return G.isZero(0);
+}
 
 void check_options(const TasksView& tasks, Index s, const SolveOptions& options) {
     check_tasks(tasks);
@@ -86,7 +96,7 @@ std::array<double, K> chunk_sums(Index rows, Index cols, int n_threads, Body bod
     const Index n_chunks = n_row_chunks(rows);
     std::vector<std::array<double, K>> partial(static_cast<size_t>(n_chunks));
     const bool parallel = run_parallel(n_threads, double(rows) * cols);
-#pragma omp parallel for num_threads(n_threads) if (parallel) schedule(static)
+#pragma omp parallel for num_threads(thread_cap(n_threads)) if (parallel) schedule(static)
     for (Index c = 0; c < n_chunks; ++c)
         partial[c] = body(chunk_begin(c, n_chunks, rows), chunk_begin(c + 1, n_chunks, rows));
     std::array<double, K> total{};
@@ -409,7 +419,13 @@ SolveResult run_start(const TasksView& tasks, Index s, const SolveOptions& optio
                         theta.row(r0).data(), r1 - r0, work.row(r0).data(), chunk.data());
             return chunk;
         });
-        const double norm = std::sqrt(sums[0]), change = std::sqrt(sums[1]);
+        double norm = std::sqrt(sums[0]), change = std::sqrt(sums[1]);
+        if (norm < kTinyNorm) {
+            // The squares underflowed (a tiny step on small data): measured again, by norms
+            // that scale before they square. Rare, so the extra passes do not matter.
+            norm = work.stableNorm();
+            change = (work - theta).stableNorm();
+        }
         std::swap(theta, work);
         out.n_iter = k + 1;
         out.step.push_back(step);
@@ -425,7 +441,11 @@ SolveResult run_start(const TasksView& tasks, Index s, const SolveOptions& optio
             done = true;
             break;
         }
-        if (options.tol > 0 && change <= options.tol * norm) {
+        // A zero iterate has converged only where the gradient at it vanishes (as for all-zero
+        // targets); else the step was too small to move it at all.
+        const bool stationary =
+            norm > 0 ? change <= options.tol * norm : zero_gradient(tasks, n_threads);
+        if (options.tol > 0 && stationary) {
             out.status = Status::converged;
             break;
         }

@@ -76,15 +76,13 @@ void statistics_pass(const TasksView& tasks, const Eigen::Ref<const Matrix>& V,
                      Eigen::Ref<Vector> squares, int n_threads, const double* W, Index ldw,
                      double* G, Index ldg) {
     const Index T = tasks.n_tasks(), d = tasks.n_features(), s = V.cols();
-    if (V.rows() != d || s < 1)
-        throw std::invalid_argument("V must have shape (d, s) with d = " + std::to_string(d) +
-                                    " and s >= 1");
+    check_subspace_shape(tasks, V.rows(), s);
     if (gram.rows() != T || gram.cols() != s * s || cross.rows() != T || cross.cols() != s ||
         squares.size() != T)
         throw std::invalid_argument("the statistics need shapes (T, s*s), (T, s) and (T,)");
     const Index pitch = tasks.X.pitch();
     const double work = double(tasks.n_samples()) * double(d) * double(s + (Gradient ? 1 : 0));
-#pragma omp parallel for num_threads(n_threads) if (run_parallel(n_threads, work)) \
+#pragma omp parallel for num_threads(thread_cap(n_threads)) if (run_parallel(n_threads, work)) \
     schedule(dynamic, 16)
     for (Index t = 0; t < T; ++t) {
         thread_local std::vector<double> z;
@@ -101,6 +99,14 @@ void statistics_pass(const TasksView& tasks, const Eigen::Ref<const Matrix>& V,
 }
 
 }  // namespace
+
+void check_subspace_shape(const TasksView& tasks, Index rows, Index s) {
+    const Index d = tasks.n_features();
+    if (rows != d || s < 1 || s > d)
+        throw std::invalid_argument("V must have shape (d, s) with d = " + std::to_string(d) +
+                                    " and s >= 1 (at most d); got (" + std::to_string(rows) +
+                                    ", " + std::to_string(s) + ")");
+}
 
 void task_statistics(const TasksView& tasks, const Eigen::Ref<const Matrix>& V,
                      Eigen::Ref<RowMatrix> gram, Eigen::Ref<RowMatrix> cross,

@@ -219,7 +219,7 @@ def fit_random_heads(tasks: Tasks, s: int, start_B: np.ndarray, *, max_iter: int
     to_units = y_scale / x_scale
     return RandomHeadsFit(
         U=U * to_units, heads=heads, noise=noise * y_scale**2, noise_share=noise,
-        n_iter=n_iter, status=status, loss=np.asarray(history["loss"]) * y_scale**2,
+        n_iter=n_iter, status=status, loss=np.asarray(history["loss"]),  # in data units
         marginal_nll=np.asarray(history["marginal_nll"]) + np.log(y_scale),
         rel_change=np.asarray(history["rel_change"]),
         noise_candidates=np.asarray(candidates), holdout_score=np.asarray(scores))

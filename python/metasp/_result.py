@@ -10,7 +10,7 @@ import numpy as np
 
 from . import _core
 from ._tasks import _check_finite, _numeric_array, as_tasks
-from ._validation import is_real
+from ._validation import is_real, rescaled
 from .kernels import task_statistics
 
 __all__ = ["ConvergenceWarning", "Diagnostic", "DiagnosticWarning", "DivergenceWarning",
@@ -36,7 +36,9 @@ class DiagnosticWarning(ConvergenceWarning):
 class Diagnostic(NamedTuple):
     """One finding about a fit: a stable ``code`` and an actionable ``message``."""
 
-    code: str  #: "step_too_large", "rank_too_small" or "too_few_samples"
+    #: "step_too_large", "rank_too_small", "too_few_samples", "weak_direction" or
+    #: "prior_out_of_range" (a head prior float64 cannot hold in the data's units)
+    code: str
     message: str
 
 
@@ -82,12 +84,15 @@ class MetaSPResult:
         example feature names and training options); empty after :func:`metasp.fit`.
     head_mean : ndarray of shape (s,) or None
         Mean of the Gaussian prior on task heads used by :meth:`adapt` (``prior="empirical"``);
-        set by :meth:`fit_prior`, which :func:`metasp.fit` calls on the training tasks.
+        set by :meth:`fit_prior`, which :func:`metasp.fit` calls on the training tasks (and
+        leaves unset, with the diagnostic ``"prior_out_of_range"``, where the data's scale puts
+        the prior beyond float64).
     head_cov : ndarray of shape (s, s) or None
         Covariance of that prior.
     noise_variance : float or None
         Noise variance of the training tasks (maximum marginal likelihood, from the training
-        residuals), set by :meth:`fit_prior`.
+        residuals), set by :meth:`fit_prior`; at least 1e-12 times the targets' mean square
+        (1e-12 where every target is 0), so that a perfect fit has a usable prior.
     diagnostics : list of Diagnostic
         Failure signatures found in the fit (empty for a clean fit); each also raised a
         :class:`DiagnosticWarning`.
@@ -210,7 +215,9 @@ class MetaSPResult:
         estimated by maximum marginal likelihood: EM accelerated by SQUAREM, started from
         per-task least squares in the subspace. Unlike the raw covariance of ``W``, this
         removes the estimation noise of each training head from :math:`\Sigma`, so that new
-        heads are shrunk as much as the data warrant. The prior depends on ``B`` and the data
+        heads are shrunk as much as the data warrant. The variances are floored at 1e-12 times
+        the targets' mean square (1e-12 where every target is 0): zero residuals, a perfect
+        fit, are valid data. The prior depends on ``B`` and the data
         only, not on ``W``, so results of different solvers with the same subspace get the same
         prior.
         :func:`metasp.fit` calls it itself; call it on results from other solvers (for example
@@ -232,6 +239,12 @@ class MetaSPResult:
         -------
         MetaSPResult
             ``self``, with ``head_mean``, ``head_cov`` and ``noise_variance`` set.
+
+        Raises
+        ------
+        FloatingPointError
+            Where the prior is beyond the float64 range in the data's units (targets near
+            1e-160, say: their noise variance would be near 1e-320).
         """
         tasks = as_tasks(Xs, ys)
         if tasks.n_features != self.n_features:
@@ -240,8 +253,22 @@ class MetaSPResult:
         if tasks.n_tasks != self.W.shape[0]:
             raise ValueError(f"the result has heads for {self.W.shape[0]} tasks but "
                              f"{tasks.n_tasks} tasks were given: pass the training tasks")
-        self.head_mean, self.head_cov, self.noise_variance = _fit_head_prior(
-            _task_sufficient_statistics(tasks, self.B), tasks.n_samples, max_iter, tol)
+        # On data of extreme scale the statistics are taken where they cannot under- or
+        # overflow, and the prior scaled back (heads scale as y / X).
+        scaled, scale = rescaled(tasks)
+        mean, cov, noise = _fit_head_prior(
+            _task_sufficient_statistics(scaled, self.B), tasks.n_samples, max_iter, tol)
+        heads = scale.y - scale.x
+        with np.errstate(over="ignore", under="ignore"):
+            mean, cov = np.ldexp(mean, heads), np.ldexp(cov, 2 * heads)
+            noise = float(np.ldexp(noise, 2 * scale.y))
+        tiny = np.finfo(float).tiny
+        if not (np.isfinite(cov).all() and np.diag(cov).min() >= tiny and tiny <= noise < np.inf):
+            raise FloatingPointError(
+                f"the head prior of these tasks is beyond the float64 range in the data's units "
+                f"(noise variance about 2^{2 * scale.y} times its value on data scaled to 1): "
+                f"scale y (or X) by a power of ten towards 1, or adapt with prior='ridge'")
+        self.head_mean, self.head_cov, self.noise_variance = mean, cov, noise
         return self
 
     def predict(self, X, w) -> np.ndarray:
@@ -304,11 +331,23 @@ def _residual_sums(heads, gram, cross, squares):
 
 
 def posterior_heads(result, tasks) -> np.ndarray:
-    """Posterior-mean heads (T, s) of ``tasks`` under ``result``'s head prior: adapt, per task."""
-    gram, cross, _ = _task_sufficient_statistics(tasks, result.B)
-    precision = result.noise_variance * np.linalg.inv(result.head_cov)
-    rhs = cross + precision @ result.head_mean
-    return np.linalg.solve(gram + precision, rhs[..., None])[..., 0]
+    """Posterior-mean heads (T, s) of ``tasks`` under ``result``'s head prior: adapt, per task.
+
+    Computed on the tasks rescaled as a fit rescales them (so that data of extreme scale do not
+    under- or overflow); least-squares heads (minimum norm) where the result has no head prior,
+    as where float64 cannot hold one in the data's units.
+    """
+    scaled, scale = rescaled(tasks)
+    heads = scale.y - scale.x  # the heads scale as y / X
+    gram, cross, _ = _task_sufficient_statistics(scaled, result.B)
+    if result.head_cov is None or result.head_mean is None or result.noise_variance is None:
+        solution = np.einsum("tij,tj->ti", np.linalg.pinv(gram, hermitian=True), cross)
+    else:
+        noise = np.ldexp(result.noise_variance, -2 * scale.y)
+        precision = noise * np.linalg.inv(np.ldexp(result.head_cov, -2 * heads))
+        rhs = cross + precision @ np.ldexp(result.head_mean, -heads)
+        solution = np.linalg.solve(gram + precision, rhs[..., None])[..., 0]
+    return np.ldexp(solution, heads)
 
 
 def _em_step(params, statistics, n, floor, n_threads=1):
@@ -337,17 +376,39 @@ def _valid(params, floor):
     return noise >= floor and np.linalg.eigvalsh(cov)[0] >= floor
 
 
+# Floor of the head prior's variances, in units of the targets' mean square (and of the heads'
+# in the subspace): a perfect fit (zero residuals, all-zero targets) is valid data, and its
+# noise variance is this floor rather than 0, which keeps the prior's variances invertible.
+VARIANCE_FLOOR = 1e-12
+
+
 def _fit_head_prior(statistics, n, max_iter=100, tol=1e-5, *, n_threads=1, em_step=None):
     """Maximum marginal likelihood (mean, cov, noise variance) of the Gaussian random-effects
     model of the heads in a subspace, from the tasks' statistics in it
     (:func:`_task_sufficient_statistics`) and their total number of samples ``n``: EM
     accelerated by SQUAREM (Varadhan and Roland, 2008), started from per-task least squares.
     ``em_step(params, statistics, n, floor)`` replaces the compiled EM step (the reference
-    passes its NumPy twin)."""
-    gram, cross, squares = statistics = statistics[:3]
+    passes its NumPy twin). The noise variance is at least VARIANCE_FLOOR times the targets'
+    mean square (VARIANCE_FLOOR where every target is 0)."""
+    gram, cross, squares = statistics[:3]
+    s = cross.shape[1]
+    # EM runs in units where the targets and the features in the subspace have mean square 1:
+    # its floor and SQUAREM's steps then mean the same at any scale of the data, and no
+    # variance (nor its inverse) leaves the float64 range.
+    y_unit = float(np.sqrt(np.sum(squares) / n)) or 1.0
+    x_unit = float(np.sqrt(np.trace(gram, axis1=1, axis2=2).sum() / (n * s))) or 1.0
+    mean, cov, noise = _fit_scaled_head_prior(
+        (gram / x_unit**2, cross / (x_unit * y_unit), squares / y_unit**2), n, max_iter, tol,
+        n_threads, em_step)
+    to_heads = y_unit / x_unit
+    return mean * to_heads, cov * to_heads**2, noise * y_unit**2
+
+
+def _fit_scaled_head_prior(statistics, n, max_iter, tol, n_threads, em_step):
+    """_fit_head_prior in units where the targets' mean square is 1 (or 0)."""
+    gram, cross, squares = statistics
     T, s = cross.shape
-    scale = max(float(squares.sum()) / n, np.finfo(float).tiny)
-    floor = 1e-12 * scale  # keeps the variances invertible on noiseless data
+    scale, floor = 1.0, VARIANCE_FLOOR  # the targets' mean square, and the variances' floor
     eye = np.eye(s)
     # Start: per-task least squares (minimum norm when a task has fewer than s samples).
     jitter = 1e-10 * np.trace(gram, axis1=1, axis2=2)[:, None, None] / s + floor
@@ -380,6 +441,38 @@ def _fit_head_prior(statistics, n, max_iter=100, tol=1e-5, *, n_threads=1, em_st
         if change < tol:
             break
     return params
+
+
+# B B^T may differ from the identity by this much (rounding of a QR or an SVD) in a result.
+ORTHONORMAL_TOL = 1e-8
+
+
+def checked(result: MetaSPResult) -> MetaSPResult:
+    """``result``, after the check every fitted result passes before it is returned (fit,
+    polish, the baselines, the reference): its arrays finite and ``B`` orthonormal, whatever
+    its status. A result that fails it is never returned with a status of success; this raises
+    FloatingPointError instead, saying what is wrong."""
+    arrays = {"B": result.B, "W": result.W, "Theta": result.Theta,
+              "singular_values": result.singular_values}
+    if result.head_mean is not None:
+        arrays.update(head_mean=result.head_mean, head_cov=result.head_cov,
+                      noise_variance=result.noise_variance)
+    bad = [name for name, value in arrays.items() if not np.isfinite(value).all()]
+    if bad:
+        raise FloatingPointError(
+            f"the fit (status {result.status!r}) produced {', '.join(bad)} with NaN or inf: its "
+            f"arithmetic left the float64 range. Standardise X and y (divide them by their "
+            f"standard deviations) and fit again")
+    B = np.asarray(result.B, dtype=np.float64)
+    error = float(np.abs(B @ B.T - np.eye(B.shape[0])).max()) if B.size else 0.0
+    if not error <= ORTHONORMAL_TOL:
+        norms = np.linalg.norm(B, axis=1)
+        raise FloatingPointError(
+            f"the fit (status {result.status!r}) produced a B whose rows are not orthonormal "
+            f"(row norms {norms.min():.3g} to {norms.max():.3g}, B B^T off the identity by "
+            f"{error:.3g}): its arithmetic under- or overflowed. Standardise X and y and fit "
+            f"again")
+    return result
 
 
 def warn_about_status(result: MetaSPResult, adaptive: bool, step: float, tol: float) -> None:

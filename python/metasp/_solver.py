@@ -7,8 +7,10 @@ import numpy as np
 from . import _core, kernels, metrics
 from ._diagnostics import checks_rank, diagnose
 from ._random_heads import NEGLIGIBLE_NOISE, fit_random_heads, spectral_start
-from ._result import MetaSPResult, _fit_head_prior, warn_about_diagnostics, warn_about_status
-from ._validation import DIVERGENCE_FACTOR, check_fit_arguments, check_polish_arguments
+from ._result import (Diagnostic, MetaSPResult, _fit_head_prior, checked,
+                      warn_about_diagnostics, warn_about_status)
+from ._validation import (DIVERGENCE_FACTOR, Scale, check_fit_arguments, check_polish_arguments,
+                          rescaled, rescaled_arguments)
 
 # Truncated-SVD accuracy inside the solver: Ritz residuals below 1e-12 of the largest
 # eigenvalue of A^T A, which keeps the C++ iterates within ~1e-10 of exact-SVD iterates.
@@ -124,7 +126,9 @@ def fit(
         With ``reference_B``: also stop once the sin angle to it is below ``sin_tol``.
     n_jobs : int or None, default None
         Threads, with scikit-learn's meaning: ``None`` or ``-1`` all available (honours
-        ``OMP_NUM_THREADS``), ``-2`` all but one, ``0`` is an error. Results do not depend on it.
+        ``OMP_NUM_THREADS``), ``-2`` all but one, ``0`` is an error; more than the processors
+        available (or ``OMP_NUM_THREADS``, when larger) is capped there. Results do not depend
+        on it.
     random_state : None, int or numpy.random.Generator, default None
         Seeds the random start of the first truncated SVD, the random starts and the held-out
         folds of tasks.
@@ -137,7 +141,17 @@ def fit(
     MetaSPResult
         ``B``, ``W``, ``Theta``, ``singular_values``, ``n_iter``, ``status`` (``"converged"``,
         ``"max_iter"``, ``"stalled"`` or ``"diverged"``), ``history``, ``diagnostics``, and
-        :meth:`~MetaSPResult.adapt` / :meth:`~MetaSPResult.predict` for new tasks.
+        :meth:`~MetaSPResult.adapt` / :meth:`~MetaSPResult.predict` for new tasks. Always
+        finite, with orthonormal ``B``; data of any scale are fitted (X and y are scaled
+        internally by powers of two where their products would leave the float64 range).
+
+    Raises
+    ------
+    ValueError
+        For bad arguments, and for tasks whose scale is so far below the others' (X_t below
+        2^-200 of the largest task's) that one float64 scale cannot hold them all.
+    FloatingPointError
+        Where the result itself is beyond float64 (heads of order y / X above 1e308).
 
     Warns
     -----
@@ -183,17 +197,18 @@ def fit(
         available_threads=_core.max_threads(), accel=accel, refine=refine, n_starts=n_starts,
         sin_tol=sin_tol, heads=heads,
     )
+    work, scale = rescaled_arguments(args)
+    tasks = work.tasks
     if args.heads == "random":
-        return _finish(_fit_random_heads(args), args)
-    tasks = args.tasks
+        return _finish(_fit_random_heads(work), args, work, scale)
     out = _core.solve(
-        tasks.X, tasks.y, tasks.offsets, args.s, args.adaptive, args.step, args.max_iter,
-        args.tol, args.n_threads, args.seed, args.reference_B, DIVERGENCE_FACTOR, SVD_TOL,
-        SVD_MAX_STEPS, svd_relative_tol=SVD_RELATIVE_TOL, conjugate=args.conjugate,
-        refine=args.refine, init=args.init, init_B=args.init_B, starts=args.starts,
-        sin_tol=args.sin_tol,
+        *kernels._core_arrays(tasks), work.s, work.adaptive, work.step, work.max_iter,
+        work.tol, work.n_threads, work.seed, work.reference_B, DIVERGENCE_FACTOR, SVD_TOL,
+        SVD_MAX_STEPS, svd_relative_tol=SVD_RELATIVE_TOL, conjugate=work.conjugate,
+        refine=work.refine, init=work.init, init_B=work.init_B, starts=work.starts,
+        sin_tol=work.sin_tol,
     )
-    return _finish(make_result(out, args), args)
+    return _finish(make_result(out, work), args, work, scale)
 
 
 def _fit_random_heads(args) -> MetaSPResult:
@@ -225,7 +240,7 @@ def _fit_random_heads(args) -> MetaSPResult:
     if fitted.noise_share < NEGLIGIBLE_NOISE and not reached:
         # Noise this small shrinks no head: both estimates coincide, and the least-squares
         # polish converges fast (and exactly on noiseless data) where L-BFGS crawls.
-        out = _core.refine(tasks.X, tasks.y, tasks.offsets, np.asfortranarray(fitted.U),
+        out = _core.refine(*kernels._core_arrays(tasks), np.asfortranarray(fitted.U),
                            args.max_iter, args.tol, args.n_threads, reference,
                            sin_tol=args.sin_tol)
         n = out["n_iter"]
@@ -244,9 +259,11 @@ def _fit_random_heads(args) -> MetaSPResult:
                         n_iter=fitted.n_iter, status=fitted.status, history=history)
 
 
-def _finish(result: MetaSPResult, args) -> MetaSPResult:
-    """The head prior, the diagnostics and the warnings of a fit."""
-    tasks = args.tasks
+def _finish(result: MetaSPResult, args, work, scale: Scale) -> MetaSPResult:
+    """The head prior, the diagnostics and the warnings of a fit; ``result`` was fitted to
+    the rescaled ``work.tasks`` (see :func:`metasp._validation.rescaled`), ``args`` are the
+    arguments as given."""
+    given, args, tasks = args, work, work.tasks
     statistics = None
     # Random heads are shrunk on purpose; the rank check reads the residual correlations at
     # least-squares heads in the fitted subspace instead, outside that subspace.
@@ -272,10 +289,56 @@ def _finish(result: MetaSPResult, args) -> MetaSPResult:
             return G - (G @ result.B.T) @ result.B
         return kernels.gradient(tasks, Theta, n_jobs=args.n_threads).G
 
-    result.diagnostics = diagnose(result, args, gradient,
+    # The findings are ratios, the same at any scale; their advice names the step as given.
+    result.diagnostics = diagnose(result, args._replace(step=given.step), gradient,
                                   None if statistics is None else statistics.gram)
-    warn_about_status(result, args.adaptive, args.step, args.tol)
+    result = checked(unscaled(result, scale))
+    warn_about_status(result, given.adaptive, given.step, given.tol)
     warn_about_diagnostics(result)
+    return result
+
+
+def unscaled(result: MetaSPResult, scale: Scale) -> MetaSPResult:
+    """``result``, fitted to X * 2^-x and y * 2^-y, in the data's units (in place)."""
+    if scale.identity:
+        return result
+    heads = scale.y - scale.x  # theta = W B scales as y / X; B is the same
+
+    def times(values, exponent):
+        with np.errstate(over="ignore"):  # overflow is reported by checked()
+            return np.ldexp(np.asarray(values, dtype=np.float64), exponent)
+
+    result.W, result.Theta = times(result.W, heads), times(result.Theta, heads)
+    result.singular_values = times(result.singular_values, heads)
+    if not (np.isfinite(result.W).all() and np.isfinite(result.Theta).all()):
+        raise FloatingPointError(
+            f"the fitted heads are of order y / X = 2^{heads} (largest |y| about 2^{scale.y}, "
+            f"largest |X| about 2^{scale.x}), beyond the float64 range: divide y (or multiply "
+            f"X) by a large power of ten before fitting")
+    history = result.history
+    for key in ("loss", "start_loss"):  # squared residuals: units of y^2
+        if key in history:
+            history[key] = times(history[key], 2 * scale.y)
+    if "step" in history:  # gamma X^T X is invariant
+        history["step"] = times(history["step"], -2 * scale.x)
+    for key in ("marginal_nll", "holdout_score"):  # -log density per sample: + log(2^y)
+        if key in history:
+            history[key] = np.asarray(history[key]) + scale.y * np.log(2.0)
+    if result.head_mean is not None:
+        mean, cov = times(result.head_mean, heads), times(result.head_cov, 2 * heads)
+        noise = float(times(result.noise_variance, 2 * scale.y))
+        tiny = np.finfo(float).tiny  # below it, float64 keeps too few digits for an inverse
+        if np.isfinite(cov).all() and np.diag(cov).min() >= tiny and tiny <= noise < np.inf:
+            result.head_mean, result.head_cov, result.noise_variance = mean, cov, noise
+        else:
+            noise_exponent = int(np.log2(result.noise_variance)) + 2 * scale.y
+            cov_exponent = int(np.log2(np.diag(result.head_cov).max())) + 2 * heads
+            result.head_mean = result.head_cov = result.noise_variance = None
+            result.diagnostics.append(Diagnostic("prior_out_of_range", (
+                f"The head prior is beyond the float64 range in the data's units (noise "
+                f"variance about 2^{noise_exponent}, head variances about 2^{cov_exponent}), so "
+                f"it is left unset and adapt(prior='empirical') is unavailable. Scale y (or X) "
+                f"by a power of ten towards 1 before fitting, or adapt with prior='ridge'.")))
     return result
 
 
@@ -320,8 +383,8 @@ def polish(Xs, ys=None, B=None, *, max_iter=100, tol=1e-10, n_jobs=None, referen
     """
     args = check_polish_arguments(Xs, ys, B, max_iter, tol, n_jobs, reference_B,
                                   available_threads=_core.max_threads())
-    tasks = args.tasks
-    out = _core.refine(tasks.X, tasks.y, tasks.offsets, np.asfortranarray(args.init_B.T),
+    tasks, scale = rescaled(args.tasks)
+    out = _core.refine(*kernels._core_arrays(tasks), np.asfortranarray(args.init_B.T),
                        args.max_iter, args.tol, args.n_threads, args.reference_B)
     n = out["n_iter"]
     history = {"loss": out["loss"], "rel_change": out["rel_change"],
@@ -332,6 +395,7 @@ def polish(Xs, ys=None, B=None, *, max_iter=100, tol=1e-10, n_jobs=None, referen
         B=out["B"], W=out["W"], Theta=out["Theta"], singular_values=out["singular_values"],
         n_iter=n, status=out["status"], history=history,
     )
+    result = checked(unscaled(result, scale))
     warn_about_status(result, True, 1.0, args.tol)
     return result
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -23,6 +24,15 @@ def is_integer(value) -> bool:
 
 def is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def as_float(value) -> float:
+    """A real number (float, int, numpy scalar, Fraction, ...) as a float; NaN where it is
+    beyond the float range, so that the finiteness checks reject it."""
+    try:
+        return float(value)
+    except OverflowError:  # an int or a Fraction beyond 1.8e308
+        return float("nan")
 
 
 def check_rank(s, tasks: Tasks) -> int:
@@ -47,9 +57,10 @@ def check_step(step) -> tuple[bool, float]:
         return True, 1.0
     if not is_real(step):
         raise TypeError(f"step must be 'auto' or a positive number; got {type(step).__name__}")
-    if not (np.isfinite(step) and step > 0):
+    gamma = as_float(step)
+    if not (np.isfinite(gamma) and gamma > 0):
         raise ValueError(f"a fixed step must be positive and finite; got {step!r}")
-    return False, float(step)
+    return False, gamma
 
 
 INIT_OPTIONS = ("zero", "spectral")
@@ -130,11 +141,12 @@ def check_sin_tol(sin_tol, reference_B) -> float:
         return 0.0
     if not is_real(sin_tol):
         raise TypeError(f"sin_tol must be a real number or None; got {type(sin_tol).__name__}")
-    if not (np.isfinite(sin_tol) and 0 < sin_tol < 1):
+    value = as_float(sin_tol)
+    if not (np.isfinite(value) and 0 < value < 1):
         raise ValueError(f"sin_tol must be in (0, 1); got {sin_tol!r}")
     if reference_B is None:
         raise ValueError("sin_tol needs reference_B: the subspace the sin angle is measured to")
-    return float(sin_tol)
+    return value
 
 
 def random_starts(n_starts: int, s: int, d: int, seed: int) -> list:
@@ -169,10 +181,11 @@ def check_positive(value, name: str, allow_zero: bool = False) -> float:
     """A finite real number above zero (or at least zero with ``allow_zero``)."""
     if not is_real(value):
         raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
-    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+    number = as_float(value)
+    if not np.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
         bound = "non-negative" if allow_zero else "positive"
         raise ValueError(f"{name} must be {bound} and finite; got {value!r}")
-    return float(value)
+    return number
 
 
 def check_max_iter(max_iter, name: str = "max_iter") -> int:
@@ -184,19 +197,31 @@ def check_tol(tol) -> float:
     return check_positive(tol, "tol", allow_zero=True)
 
 
+def hardware_threads() -> int:
+    """Processors this process may run on (its CPU affinity where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity API (macOS, Windows)
+        return max(1, os.cpu_count() or 1)
+
+
 def resolve_n_jobs(n_jobs, available: int) -> int:
-    """Thread count with scikit-learn's meaning of n_jobs."""
+    """Thread count with scikit-learn's meaning of n_jobs, at most the hardware's.
+
+    ``available`` is what "all threads" means (OpenMP's default, which honours
+    OMP_NUM_THREADS). A positive n_jobs above both it and the processors this process may use
+    is capped there, as joblib caps it: more threads than processors only add switching, and
+    OpenMP allocates per thread (a million threads crash the process).
+    """
     if n_jobs is None:
-        return available
+        return max(1, int(available))
     if not is_integer(n_jobs):
         raise TypeError(f"n_jobs must be an integer or None; got {type(n_jobs).__name__}")
     if n_jobs == 0:
         raise ValueError("n_jobs=0 is not allowed: use None or -1 for all threads, 1 for one")
-    if abs(n_jobs) > _INT_MAX:
-        raise ValueError(f"n_jobs={n_jobs} is out of range; use None or -1 for all threads")
     if n_jobs < 0:
-        return max(1, available + 1 + int(n_jobs))
-    return int(n_jobs)
+        return max(1, int(available) + 1 + max(int(n_jobs), -_INT_MAX))
+    return min(int(n_jobs), max(int(available), hardware_threads()))
 
 
 def seed_from(random_state) -> int:
@@ -245,6 +270,112 @@ def check_reference_B(reference_B, s: int, d: int) -> np.ndarray | None:
     if B.shape[0] != s:
         raise ValueError(f"reference_B must have shape (s, d) = ({s}, {d}); got {np.shape(reference_B)}")
     return B
+
+
+# Data whose largest entries lie within 2^-SAFE_EXPONENT .. 2^SAFE_EXPONENT are fitted as they
+# are (no copy, the same arithmetic): the products a fit forms (X^T X, y^2, heads of order y / X
+# and their squares) stay far inside the float64 range. Beyond it, X or y is scaled by a power
+# of two (exact) so that its largest entry lies in [0.5, 1), and the result scaled back: the
+# subspace does not change, the heads scale by the ratio.
+SAFE_EXPONENT = 64
+# A task whose largest entry of X is below 2^-TASK_EXPONENT times the largest of all tasks
+# cannot share their scale: the products of its rows would underflow while theirs stay in range.
+TASK_EXPONENT = 200
+# Targets from 2^SQUARE_EXPONENT on have squares (the unit of every loss) beyond float64.
+SQUARE_EXPONENT = 511
+
+
+class Scale(NamedTuple):
+    """The fit saw X * 2^-x and y * 2^-y."""
+
+    x: int = 0
+    y: int = 0
+
+    @property
+    def identity(self) -> bool:
+        return self.x == 0 and self.y == 0
+
+
+def _task_maxima(row_maxima: np.ndarray, tasks: Tasks) -> np.ndarray:
+    return np.maximum.reduceat(row_maxima, tasks.offsets[:-1]).astype(np.float64)
+
+
+def _exponent(largest: float) -> int:
+    """0 inside the safe range (or for 0), else the power of two of ``largest``."""
+    if largest == 0 or 2.0**-SAFE_EXPONENT <= largest <= 2.0**SAFE_EXPONENT:
+        return 0
+    return int(np.frexp(largest)[1])
+
+
+def data_scale(tasks: Tasks) -> Scale:
+    """The powers of two that bring the largest entries of X and y into [0.5, 1), or 0 for
+    data within the safe range.
+
+    Raises ValueError naming the tasks whose scale is too far below the others' for one
+    float64 scale to hold them all, and for targets whose squares overflow.
+    """
+    X, y = tasks.X, tasks.y
+    # Row maxima of |X| without an (N, d) temporary.
+    x_tasks = _task_maxima(np.maximum(X.max(axis=1), -X.min(axis=1)), tasks)
+    y_tasks = _task_maxima(np.abs(y), tasks)
+    x_largest = float(x_tasks.max())
+    tiny = np.flatnonzero((x_tasks > 0) & (x_tasks < np.ldexp(x_largest, -TASK_EXPONENT)))
+    if tiny.size:
+        largest_task = int(np.argmax(x_tasks))
+        named = ", ".join(str(t) for t in tiny[:5]) + (", ..." if tiny.size > 5 else "")
+        raise ValueError(
+            f"task{'s' if tiny.size > 1 else ''} {named} ({tiny.size} of {tasks.n_tasks}) "
+            f"{'have' if tiny.size > 1 else 'has'} X entries at most {x_tasks[tiny[0]]:.3g}, "
+            f"below 2^-{TASK_EXPONENT} times the largest entry of task {largest_task} "
+            f"({x_largest:.3g}): on one float64 scale the products of their rows (X_t^T X_t) "
+            f"underflow while the others' do not. Rescale each task (for example divide X_t "
+            f"and y_t by the standard deviation of X_t), or leave those tasks out.")
+    y_largest = float(y_tasks.max())
+    if y_largest >= 2.0**SQUARE_EXPONENT:
+        raise ValueError(
+            f"the largest |y| is {y_largest:.3g}: its square, the unit of the losses and of the "
+            f"noise variance of a fit, is beyond the float64 range (1.8e308). Divide y by a "
+            f"power of ten (say 1e{int(np.log10(y_largest)) // 2}): the subspace B does not "
+            f"change, and W and Theta scale with y.")
+    return Scale(_exponent(x_largest), _exponent(y_largest))
+
+
+def rescaled(tasks: Tasks) -> tuple[Tasks, Scale]:
+    """``tasks`` on a scale every fit can compute on (see :func:`data_scale`), and the powers
+    of two that took them there: the same object, and ``Scale(0, 0)``, for data within the
+    safe range."""
+    scale = data_scale(tasks)
+    if scale.identity:
+        return tasks, scale
+    X = np.ldexp(tasks.X, -scale.x) if scale.x else tasks.X
+    y = np.ldexp(tasks.y, -scale.y) if scale.y else tasks.y
+    return Tasks(X, y, tasks.offsets, tasks.labels, tasks.feature_names), scale
+
+
+def check_unscaled(tasks: Tasks, caller: str) -> None:
+    """For code that computes on the data as given (the baselines): raise ValueError, naming
+    the array, where X or y lies outside the safe range (or a task far below the others)."""
+    scale = data_scale(tasks)
+    for name, exponent in (("X", scale.x), ("y", scale.y)):
+        if exponent:
+            raise ValueError(
+                f"{caller} computes on the data as given, and the largest |entry| of {name} is "
+                f"about 2^{exponent - 1}, outside 2^-{SAFE_EXPONENT} to 2^{SAFE_EXPONENT} "
+                f"(5e-20 to 2e19), where products such as X^T X and y^2 stay inside float64. "
+                f"Scale {name} by a power of ten towards 1 first, or use metasp.fit, which "
+                f"rescales internally.")
+
+
+def rescaled_arguments(args: FitArguments) -> tuple[FitArguments, Scale]:
+    """``args`` with the tasks rescaled (:func:`rescaled`), and the scale. A fixed step on
+    X * 2^-x takes the same iterates as the given one on X when multiplied by 4^x (gamma X^T X
+    is invariant); it is kept within the positive floats."""
+    tasks, scale = rescaled(args.tasks)
+    step = args.step
+    if not args.adaptive:
+        step = float(np.clip(np.ldexp(step, 2 * scale.x), np.nextafter(0.0, 1.0),
+                             np.finfo(float).max))
+    return args._replace(tasks=tasks, step=step), scale
 
 
 class FitArguments(NamedTuple):

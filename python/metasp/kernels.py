@@ -1,7 +1,8 @@
 """The compiled building blocks of Meta-SP, for benchmarks and for running on shards of tasks.
 
 Each function validates its input and runs one C++ kernel with the GIL released.
-:mod:`metasp.reference` has NumPy versions with the same signatures.
+:mod:`metasp.reference` has NumPy versions with the same signatures. No function returns NaN
+or inf: a result beyond the float64 range raises :class:`FloatingPointError` naming it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numpy as np
 
 from . import _core
 from ._tasks import Tasks, _check_finite, _float64, _numeric_array
-from ._validation import check_max_iter, check_tol, resolve_n_jobs, seed_from
+from ._validation import as_float, check_max_iter, check_tol, is_real, resolve_n_jobs, seed_from
 
 __all__ = ["GradientPass", "MarginalPass", "TaskStatistics", "TruncatedSVD", "curvature",
            "gradient", "marginal_pass", "task_statistics", "truncated_svd"]
@@ -29,10 +30,47 @@ class TruncatedSVD(NamedTuple):
     converged: bool  #: whether the Ritz residuals reached the tolerance
 
 
+def _aligned(array: np.ndarray, order: str = "C") -> np.ndarray:
+    """``array`` as the C++ core reads it: contiguous in ``order`` and aligned (NumPy views
+    of raw buffers may not be); a copy only when it is not already."""
+    return np.require(array, requirements=[order, "A"])
+
+
+def _core_arrays(tasks: Tasks) -> tuple:
+    """(X, y, offsets) of ``tasks`` for the C++ core."""
+    return _aligned(tasks.X), _aligned(tasks.y), _aligned(tasks.offsets)
+
+
+def _largest(array) -> float:
+    return float(np.max(np.abs(array))) if np.size(array) else 0.0
+
+
+def _check_output(kernel: str, outputs: dict, inputs: dict) -> None:
+    """Raise FloatingPointError when an output of ``kernel`` overflowed (``inputs``: the
+    arrays whose products it is, for the message)."""
+    bad = [name for name, value in outputs.items()
+           if value is not None and not _finite(value)]
+    if bad:
+        sizes = ", ".join(f"{name} {_largest(value):.3g}" for name, value in inputs.items())
+        raise FloatingPointError(
+            f"kernels.{kernel}: {' and '.join(bad)} overflowed the float64 range (largest "
+            f"|entry|: {sizes}); rescale the data (for example divide X and y by their "
+            f"standard deviations) so that their products stay below 1e308")
+
+
+def _finite(array) -> bool:
+    # As _check_finite: a finite sum means finite entries unless the sum itself overflows.
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.sum(array)):
+            return True
+    return bool(np.isfinite(array).all())
+
+
 def _matrix(values, name: str, shape: tuple) -> np.ndarray:
-    array = _float64(_numeric_array(values, name))
+    array = _numeric_array(values, name)
     if array.shape != shape:
         raise ValueError(f"{name} must have shape {shape}; got {array.shape}")
+    array = _aligned(_float64(array))
     _check_finite(array, name)
     return array
 
@@ -46,11 +84,14 @@ class GradientPass(NamedTuple):
     curvature: np.ndarray | None  #: (T,) ``||X_t V V^T G[t]||^2 / m_t``, with a subspace
 
 
-def _basis(V, d: int, name: str) -> np.ndarray:
+def _basis(V, d: int, name: str, max_columns: int | None = None) -> np.ndarray:
     """A (d, k) float64 block for the C++ side (column-major, as Eigen stores it)."""
-    V = np.asfortranarray(_numeric_array(V, name), dtype=np.float64)
+    V = _numeric_array(V, name)
     if V.ndim != 2 or V.shape[0] != d or V.shape[1] == 0:
         raise ValueError(f"{name} must have shape (d, k) with d = {d}; got {V.shape}")
+    if max_columns is not None and V.shape[1] > max_columns:
+        raise ValueError(f"{name} must have shape (d, k) with d = {d} and k <= d; got {V.shape}")
+    V = _aligned(np.asfortranarray(V, dtype=np.float64), "F")
     _check_finite(V, name)
     return V
 
@@ -81,7 +122,9 @@ def gradient(tasks: Tasks, Theta, *, subspace=None, n_jobs=None) -> GradientPass
     Theta = _matrix(Theta, "Theta", (tasks.n_tasks, tasks.n_features))
     V = None if subspace is None else _basis(subspace, tasks.n_features, "subspace")
     threads = resolve_n_jobs(n_jobs, _core.max_threads())
-    return GradientPass(*_core.task_gradient(tasks.X, tasks.y, tasks.offsets, Theta, V, threads))
+    out = GradientPass(*_core.task_gradient(*_core_arrays(tasks), Theta, V, threads))
+    _check_output("gradient", out._asdict(), {"X": tasks.X, "y": tasks.y, "Theta": Theta})
+    return out
 
 
 def curvature(tasks: Tasks, C, B, n_jobs=None) -> np.ndarray:
@@ -105,7 +148,9 @@ def curvature(tasks: Tasks, C, B, n_jobs=None) -> np.ndarray:
     B = _basis(B, tasks.n_features, "B")
     C = _matrix(C, "C", (tasks.n_tasks, B.shape[1]))
     threads = resolve_n_jobs(n_jobs, _core.max_threads())
-    return _core.task_curvature(tasks.X, tasks.y, tasks.offsets, C, B, threads)
+    out = _core.task_curvature(*_core_arrays(tasks), C, B, threads)
+    _check_output("curvature", {"curvature": out}, {"X": tasks.X, "C": C, "B": B})
+    return out
 
 
 class TaskStatistics(NamedTuple):
@@ -141,16 +186,21 @@ def task_statistics(tasks: Tasks, B, *, heads=None, n_jobs=None) -> TaskStatisti
     """
     if not isinstance(tasks, Tasks):
         raise TypeError("tasks must be a metasp.Tasks")
-    B = _float64(_numeric_array(B, "B"))
-    if B.ndim != 2 or B.shape[0] == 0 or B.shape[1] != tasks.n_features:
-        raise ValueError(f"B must have shape (s, d) with s >= 1 and d = {tasks.n_features}; "
+    B = _numeric_array(B, "B")
+    # Checked before anything is allocated: gram is (T, s, s), s^2 T entries from an (s, d) B.
+    if (B.ndim != 2 or not 1 <= B.shape[0] <= tasks.n_features
+            or B.shape[1] != tasks.n_features):
+        raise ValueError(f"B must have shape (s, d) with 1 <= s <= d = {tasks.n_features}; "
                          f"got {B.shape}")
+    B = _float64(B)
     _check_finite(B, "B")
     if heads is not None:
         heads = _matrix(heads, "heads", (tasks.n_tasks, B.shape[0]))
     threads = resolve_n_jobs(n_jobs, _core.max_threads())
-    return TaskStatistics(*_core.task_statistics(tasks.X, tasks.y, tasks.offsets,
-                                                 np.asfortranarray(B.T), heads, threads))
+    out = TaskStatistics(*_core.task_statistics(*_core_arrays(tasks), _aligned(B.T, "F"), heads,
+                                                threads))
+    _check_output("task_statistics", out._asdict(), {"X": tasks.X, "y": tasks.y, "B": B})
+    return out
 
 
 class MarginalPass(NamedTuple):
@@ -158,8 +208,8 @@ class MarginalPass(NamedTuple):
     deviance: float  #: ``-2 log p(y)`` less ``N log(2 pi)``; inf where it is not defined
     gradient: np.ndarray  #: (d, s) its gradient in ``U``
     expected: float  #: posterior expectation of ``sum_t ||y_t - X_t U z_t||^2``
-    heads: np.ndarray  #: (T, s) posterior means of ``z_t``
-    task_loss: np.ndarray  #: (T,) ``||y_t - X_t U heads[t]||^2 / m_t``
+    heads: np.ndarray  #: (T, s) posterior means of ``z_t`` (zeros where deviance is inf)
+    task_loss: np.ndarray  #: (T,) ``||y_t - X_t U heads[t]||^2 / m_t`` (idem)
 
 
 def marginal_pass(tasks: Tasks, U, noise, *, n_jobs=None) -> MarginalPass:
@@ -175,6 +225,7 @@ def marginal_pass(tasks: Tasks, U, noise, *, n_jobs=None) -> MarginalPass:
     ----------
     tasks : Tasks
     U : array_like of shape (d, s)
+        ``1 <= s <= d``.
     noise : float
         Noise variance, positive.
     n_jobs : int or None
@@ -183,15 +234,19 @@ def marginal_pass(tasks: Tasks, U, noise, *, n_jobs=None) -> MarginalPass:
     Returns
     -------
     MarginalPass
+        Where the model is not defined at ``(U, noise)``, or its sums overflow float64,
+        ``deviance`` is inf and the other fields are zeros.
     """
     if not isinstance(tasks, Tasks):
         raise TypeError("tasks must be a metasp.Tasks")
-    U = _basis(U, tasks.n_features, "U")
-    if not (np.isscalar(noise) and np.isreal(noise) and np.isfinite(noise) and noise > 0):
+    U = _basis(U, tasks.n_features, "U", max_columns=tasks.n_features)
+    if not is_real(noise):
+        raise TypeError(f"noise must be a real number; got {type(noise).__name__}")
+    variance = as_float(noise)
+    if not (np.isfinite(variance) and variance > 0):
         raise ValueError(f"noise must be a positive finite number; got {noise!r}")
     threads = resolve_n_jobs(n_jobs, _core.max_threads())
-    return MarginalPass(*_core.marginal_pass(tasks.X, tasks.y, tasks.offsets, U, float(noise),
-                                             threads))
+    return MarginalPass(*_core.marginal_pass(*_core_arrays(tasks), U, variance, threads))
 
 
 def truncated_svd(
@@ -220,10 +275,17 @@ def truncated_svd(
     Returns
     -------
     TruncatedSVD
+
+    Raises
+    ------
+    OverflowError
+        When the top singular values themselves exceed the float64 range (``A`` of any other
+        scale is fine: it is rescaled internally where ``A^T A`` would under- or overflow).
     """
-    A = _float64(_numeric_array(A, "A"))
+    A = _numeric_array(A, "A")
     if A.ndim != 2 or A.size == 0:
         raise ValueError(f"A must be a non-empty 2-D array; got shape {A.shape}")
+    A = _aligned(_float64(A))
     _check_finite(A, "A")
     if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
         raise TypeError(f"s must be an integer; got {type(s).__name__}")

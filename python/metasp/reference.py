@@ -12,7 +12,8 @@ import numpy as np
 from . import _core
 from ._result import MetaSPResult, _fit_head_prior, _residual_sums, warn_about_status
 from ._tasks import Tasks
-from ._validation import DIVERGENCE_FACTOR, VANISHING_PROJECTION, check_fit_arguments
+from ._validation import (DIVERGENCE_FACTOR, VANISHING_PROJECTION, check_fit_arguments,
+                          rescaled_arguments)
 from .kernels import GradientPass, MarginalPass, TaskStatistics, TruncatedSVD
 from .metrics import sin_angle
 
@@ -168,13 +169,15 @@ def fit(
     ``"seconds"`` or ``"svd_seconds"``.
     """
     from ._diagnostics import diagnose
-    from ._result import warn_about_diagnostics
-    from ._solver import make_result
+    from ._result import checked, warn_about_diagnostics
+    from ._solver import make_result, unscaled
 
-    args = check_fit_arguments(
+    given = check_fit_arguments(
         Xs, ys, s, step, init, max_iter, tol, n_jobs, random_state, reference_B,
         available_threads=1, accel=accel, refine=refine, n_starts=n_starts, sin_tol=sin_tol,
     )
+    # Data of extreme scale are fitted scaled by powers of two, as metasp.fit fits them.
+    args, scale = rescaled_arguments(given)
     best, start_loss, start_iter = None, [], []
     starts = [(args.init, None if args.init_B is None else args.init_B.T)]
     starts += [("given", V0) for V0 in args.starts]
@@ -188,8 +191,10 @@ def fit(
             best = dict(run, final_loss=final)
     best["start_loss"], best["start_iter"] = start_loss, start_iter
     result = make_result(best, args)
-    result.diagnostics = diagnose(result, args, lambda Theta: gradient(args.tasks, Theta).G)
-    warn_about_status(result, args.adaptive, args.step, args.tol)
+    result.diagnostics = diagnose(result, args._replace(step=given.step),
+                                  lambda Theta: gradient(args.tasks, Theta).G)
+    result = checked(unscaled(result, scale))
+    warn_about_status(result, given.adaptive, given.step, given.tol)
     warn_about_diagnostics(result)
     return result
 
@@ -309,7 +314,10 @@ def _run_start(args, kind, V0) -> dict:
             if args.sin_tol > 0 and hist["sin_angle"][-1] <= args.sin_tol:
                 status, done = "converged", True
                 break
-        if args.tol > 0 and change <= args.tol * norm:
+        # A zero iterate has converged only where the gradient at it vanishes.
+        stationary = (change <= args.tol * norm if norm > 0
+                      else not np.any(gradient(args.tasks, np.zeros_like(Theta)).G))
+        if args.tol > 0 and stationary:
             status = "converged"
             break
         if args.refine:

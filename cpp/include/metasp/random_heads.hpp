@@ -11,7 +11,7 @@ namespace metasp {
 struct MarginalPass {
     // sum_t log det(X_t U U^T X_t^T + noise I) + y_t^T (...)^-1 y_t: twice the negative log
     // marginal likelihood, less N log(2 pi). +inf when a posterior precision is not positive
-    // definite (U or noise not finite).
+    // definite (U or noise not finite) or a sum overflows; the other fields are then zero.
     double deviance = 0;
     Matrix gradient;      // (d, s): d deviance / d U
     double expected = 0;  // sum_t E||y_t - X_t U z_t||^2 under the posterior
@@ -22,6 +22,10 @@ struct MarginalPass {
 // U: (d, s), noise > 0. Each task's rows are read twice while they are in cache: Z_t = X_t U,
 // then X_t^T (Z_t E[z z^T] - y_t E[z]^T). Tasks are summed in a fixed number of chunks, in
 // order: the result does not depend on the thread count.
+// Throws std::invalid_argument unless U (rows x s) has shape (d, s) with 1 <= s <= d and noise
+// is positive and finite.
+void check_marginal_shape(const TasksView& tasks, Index rows, Index s, double noise);
+
 MarginalPass marginal_pass(const TasksView& tasks, const Eigen::Ref<const Matrix>& U, double noise,
                            int n_threads);
 

@@ -50,10 +50,11 @@ struct BasisSolveOptions {
 // from the normal equations sum_t (w_t w_t^T kron X_t^T X_t / m_t) vec(U) = vec(sum_t X_t^T y_t
 // w_t^T / m_t). Dense: accumulated over a fixed number of task chunks (so the result does not
 // depend on the thread count) and solved by Cholesky. Large: conjugate gradients started from
-// U0 (d x s, may be empty). Returns U (d x s).
+// U0 (d x s, may be empty). Returns U (d x s), incomplete when `stop` answered true.
 Matrix basis_least_squares(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& W,
                            const Eigen::Ref<const Matrix>& U0, int n_threads,
-                           const BasisSolveOptions& options = {});
+                           const BasisSolveOptions& options = {},
+                           const StopRequested& stop = {});
 
 struct RefineOptions {
     int max_iter = 100;  // sweeps (one basis step and one heads step each)

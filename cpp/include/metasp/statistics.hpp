@@ -15,6 +15,9 @@ void task_statistics(const TasksView& tasks, const Eigen::Ref<const Matrix>& V,
                      Eigen::Ref<RowMatrix> gram, Eigen::Ref<RowMatrix> cross,
                      Eigen::Ref<Vector> squares, int n_threads);
 
+// Throws std::invalid_argument unless V (rows x s) has shape (d, s) with 1 <= s <= d.
+void check_subspace_shape(const TasksView& tasks, Index rows, Index s);
+
 // The same pass, plus the negative gradient at theta_t = V w_t (W: T x s) while each row is in
 // cache: G[t] = X_t^T r_t / m_t with r_t = y_t - Z_t w_t (G: T x d).
 void task_statistics(const TasksView& tasks, const Eigen::Ref<const Matrix>& V,

@@ -8,9 +8,9 @@ import warnings
 import numpy as np
 
 from .. import kernels
-from .._result import ConvergenceWarning, MetaSPResult, _task_sufficient_statistics
+from .._result import ConvergenceWarning, MetaSPResult, _task_sufficient_statistics, checked
 from .._tasks import Tasks, as_tasks
-from .._validation import check_rank
+from .._validation import check_rank, check_unscaled
 from ..reference import canonical_factors
 
 
@@ -18,7 +18,11 @@ def _prepare(Xs, ys, s) -> tuple[Tasks, int]:
     # The baselines are NumPy, whose products of float32 X with itself (X^T X) stay float32:
     # they get float64 X (float32 is converted once, here).
     tasks = as_tasks(Xs, ys, dtype=np.float64)
-    return tasks, check_rank(s, tasks)
+    s = check_rank(s, tasks)
+    # Their options (ridge, lam, learning rates) are in the data's units, so the data are not
+    # rescaled as metasp.fit rescales them: data beyond the safe range are refused instead.
+    check_unscaled(tasks, "metasp.baselines")
+    return tasks, s
 
 
 def _check_choice(value, name: str, choices: tuple) -> str:
@@ -40,10 +44,10 @@ def _result(W, B, n_iter, status, history=None) -> MetaSPResult:
     """A MetaSPResult in Meta-SP's canonical form from any factorisation ``Theta = W @ B``."""
     W, V, singular_values = canonical_factors(W, np.asarray(B, dtype=np.float64).T)
     B = np.ascontiguousarray(V.T)
-    return MetaSPResult(
+    return checked(MetaSPResult(
         B=B, W=W, Theta=W @ B, singular_values=singular_values, n_iter=int(n_iter),
         status=status, history={key: np.asarray(value) for key, value in (history or {}).items()},
-    )
+    ))
 
 
 def _warn_max_iter(method: str, max_iter: int, detail: str) -> None:
