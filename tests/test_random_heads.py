@@ -71,10 +71,10 @@ def test_marginal_pass_gradients_are_the_likelihoods():
 
 
 def test_marginal_pass_does_not_depend_on_the_thread_count():
-    # Enough work (2 N d s > 2^20) for the task loop to run in parallel.
-    X, y, _ = scarce(T=800, m=10, d=40, s=3, seed=0)
+    # Enough work (2 N d s / 16 > 2^20) for the task loop to run in parallel.
+    X, y, _ = scarce(T=2000, m=10, d=100, s=5, seed=0)
     tasks = metasp.Tasks.from_array(X, y)
-    U = np.random.default_rng(0).standard_normal((40, 3))
+    U = np.random.default_rng(0).standard_normal((100, 5))
     one, two = (kernels.marginal_pass(tasks, U, 0.5, n_jobs=n) for n in (1, 2))
     assert one.deviance == two.deviance
     np.testing.assert_array_equal(one.gradient, two.gradient)
@@ -140,8 +140,9 @@ def test_rich_tasks_use_maximum_likelihood_without_holding_tasks_out():
 
 
 def test_fit_does_not_depend_on_the_thread_count():
-    X, y, _ = scarce(T=800, m=6, d=40, s=3, seed=1)
-    one, two = (metasp.fit(X, y, 3, n_jobs=n, random_state=0) for n in (1, 2))
+    # Large enough that the final fit's passes over all tasks run in parallel.
+    X, y, _ = scarce(T=3000, m=6, d=100, s=5, seed=1)
+    one, two = (metasp.fit(X, y, 5, n_jobs=n, random_state=0) for n in (1, 2))
     assert one.n_iter == two.n_iter
     np.testing.assert_array_equal(one.Theta, two.Theta)
 
