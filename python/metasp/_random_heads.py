@@ -147,7 +147,9 @@ def _maximise(likelihood, U, noise, max_iter, tol, on_iteration=None):
     last_loss = [np.nan]
 
     def objective(x):
-        if free and not np.exp(x[-1]) > 0:  # underflow on the way to a noiseless fit
+        # Outside exp's range: underflow on the way to a noiseless fit, or a trial step of the
+        # line search too long; either way the search steps back.
+        if free and not -745 < x[-1] < 709:
             return np.inf, None
         f, dU, dlog_noise, _, task_loss = likelihood.value(*unpack(x))
         if not np.isfinite(f):
