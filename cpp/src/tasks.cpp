@@ -1,5 +1,6 @@
 #include "metasp/types.hpp"
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -16,7 +17,20 @@ Eigen::Ref<const RowMatrix> DesignMatrix::middle_rows(Index begin, Index count,
     return scratch;
 }
 
+namespace {
+template <class Scalar>
+bool aligned(const Scalar* data) {
+    return reinterpret_cast<std::uintptr_t>(data) % alignof(Scalar) == 0;
+}
+}  // namespace
+
 void check_tasks(const TasksView& tasks) {
+    // A misaligned view (e.g. of a byte buffer) cannot be read element by element: check it
+    // before anything is read.
+    if (!aligned(tasks.offsets.data()) || !aligned(tasks.y.data()))
+        throw std::invalid_argument(
+            "offsets and y must be aligned arrays; np.ascontiguousarray copies a misaligned view "
+            "into an aligned one (metasp.Tasks does this for you)");
     const Index T = tasks.n_tasks();
     if (T < 1) throw std::invalid_argument("offsets must have at least 2 entries (one task)");
     if (tasks.y.size() != tasks.n_samples())

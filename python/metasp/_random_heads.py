@@ -122,7 +122,9 @@ def _lbfgs(objective, x, max_iter, tol, record):
         else:
             return x, k - 1, "stalled"
         dx, dg = -step * q, g_new - g
-        if dx @ dg > 1e-12 * np.linalg.norm(dx) * np.linalg.norm(dg):
+        with np.errstate(over="ignore"):  # a huge trial difference is no curvature pair
+            curvature = 1e-12 * np.linalg.norm(dx) * np.linalg.norm(dg)
+        if dx @ dg > curvature:
             pairs.append((dx, dg))
             if len(pairs) > MEMORY:
                 pairs.pop(0)
