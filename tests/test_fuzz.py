@@ -25,17 +25,16 @@ Property, for every call
     ``UserWarning`` from ``Tasks.from_frame``), never crashes and never hangs. The documented
     float64-range errors are accepted where the data make them possible: ``FloatingPointError``
     (fit, polish, the head prior: data beyond 1e100 or below 1e-100; kernels: entries from
-    1e40 on) and ``OverflowError`` (``truncated_svd`` of an A whose norm is beyond float64).
+    1e40 on; adapt and predict, where a head or a prediction is beyond float64) and
+    ``OverflowError`` (``truncated_svd`` of an A whose norm is beyond float64).
     The raw ``_core`` entry points must not crash, raise only ``ValueError`` or ``TypeError``,
     and return finite arrays whenever their arguments hold finite values of ordinary size (NaN
     in, NaN out is allowed there: they are private).
 
-Known violations
-    Where the library breaks the property today, the case is left out of the fuzzing by a
-    narrow exemption (KNOWN_WARNINGS and the lists next to it, and a few marked conditions in
-    the checks) and pinned to a minimal input by a strict xfail (the ``test_known_*`` tests at
-    the end). A fix makes its xfail pass, which fails the run: remove the mark and the
-    exemption together.
+Regressions
+    The ``test_*`` functions at the end pin the minimal inputs of violations this suite once
+    found, each fixed at its root. A new finding gets the same treatment: a minimal input as a
+    test, then the fix.
 
 How it runs
     Every target runs its Hypothesis examples in a fresh interpreter (this file run as a
@@ -120,47 +119,6 @@ def _settings(weight: int) -> settings:
 # -------------------------------------------------------------------------------------------
 
 METASP_WARNINGS = (metasp.ConvergenceWarning, metasp.DivergenceWarning)
-# Known violations of the property, left out of the fuzzing by these narrow exemptions, each
-# pinned to a minimal input by a strict xfail (the test_known_* tests at the end): once the
-# library is fixed, the xfail passes and fails the run, and the exemption goes with it.
-# (category, message, file): a warning from NumPy that the library lets through.
-KNOWN_WARNINGS = [
-    # metasp.fit(heads="fixed", step=<float>) on X beyond 2^64: _validation.scaled_step
-    # overflows np.ldexp (then clips it) and lets its RuntimeWarning through.
-    (RuntimeWarning, "overflow encountered in ldexp", "_validation.py"),
-    # metasp.fit with random heads: a trial step of L-BFGS takes the log noise variance past
-    # 709; np.exp overflows (RuntimeWarning), and the inf noise ends the fit with
-    # "ValueError: noise must be a positive finite number" (_random_heads._maximise).
-    (RuntimeWarning, "overflow encountered in exp", "_random_heads.py"),
-    # Tasks.from_list(..., dtype=np.float32) on X beyond the float32 range: the cast warns,
-    # and the message that follows blames NaN or inf in X (Tasks() and from_array say
-    # "X has values beyond the range of float32").
-    (RuntimeWarning, "overflow encountered in cast", "_tasks.py"),
-    # baselines.nuclear_norm on X = 0: the Lipschitz constant is 0, 1 / 0 warns, and the
-    # message that follows blames NaN or inf in "A".
-    (RuntimeWarning, "divide by zero encountered in scalar divide", "_trace_norm.py"),
-    (RuntimeWarning, "invalid value encountered in scalar divide", "_trace_norm.py"),
-    (RuntimeWarning, "invalid value encountered in divide", "_trace_norm.py"),
-    # select_rank(holdout="tasks") with a task far below the others' scale: the posterior
-    # heads of the held-out tasks overflow np.ldexp before the scale error is raised.
-    (RuntimeWarning, "overflow encountered in ldexp", "_result.py"),
-    # metasp.fit with random heads on tiny problems (a task of zeros; two tasks of one sample
-    # each): np.linalg.norm of an L-BFGS gradient difference overflows in
-    # _random_heads._lbfgs; the fit goes on.
-    (RuntimeWarning, "overflow encountered in dot", "_linalg.py"),
-]
-# adapt and predict on data whose products or heads leave float64 (X^T X, X B^T w, y / X):
-# NumPy's overflow warning and inf or a meaningless head, or a silent inf, not a clean error.
-ADAPT_OVERFLOW = [(RuntimeWarning, "overflow encountered in matmul", "_result.py"),
-                  (RuntimeWarning, "invalid value encountered in matmul", "_result.py")]
-# select_rank on targets from about 1e77 on: the standard deviation of the held-out MSEs
-# squares them beyond float64 (NumPy's warning, std_mse inf).
-SELECT_RANK_OVERFLOW = [(RuntimeWarning, "overflow encountered in square", "_methods.py")]
-# The raw bindings' arguments without .noconvert() (V, B, U, W, mean, cov, warm_start,
-# reference_B, init_B, starts, V0) take a complex array, drop its imaginary part and warn.
-RAW_COMPLEX = [(np.exceptions.ComplexWarning if hasattr(np, "exceptions") else
-                np.ComplexWarning, "Casting complex values to real discards the imaginary part",
-                os.path.basename(__file__))]
 RESULT_STATUSES = {"converged", "max_iter", "stalled", "diverged"}
 ORTHONORMAL_TOL = 1e-8
 
@@ -207,38 +165,25 @@ def watchdog(seconds: float):
         signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3) if outer else 0.0)
 
 
-def is_known_warning(warning, known) -> bool:
-    return any(issubclass(warning.category, category) and str(warning.message) == message
-               and warning.filename.endswith(where) for category, message, where in known)
-
-
-def guarded(call, accepted=(ValueError, TypeError), warning_classes=METASP_WARNINGS,
-            known=None, known_errors=()):
+def guarded(call, accepted=(ValueError, TypeError), warning_classes=METASP_WARNINGS):
     """Run ``call``: its return value, or Raised for an accepted exception with a message.
 
-    Any other exception propagates; a warning of another class than ``warning_classes`` (or
-    one without a message) fails, unless it is one of the ``known`` violations
-    (KNOWN_WARNINGS by default), which are counted instead. NumPy's LinAlgError is a
-    ValueError, but not an argument check: it fails unless it is in ``known_errors``.
+    Any other exception propagates, and so does a warning of another class than
+    ``warning_classes`` (or one without a message). NumPy's LinAlgError is a ValueError, but
+    not an argument check: it fails as an internal error.
     """
-    known = KNOWN_WARNINGS if known is None else known
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             value = call()
         except accepted as error:
             assert str(error).strip(), f"{type(error).__name__} raised without a message"
-            if isinstance(error, np.linalg.LinAlgError):
-                assert isinstance(error, known_errors), f"internal error: {error!r}"
-                _count(f"known: {error!r}")
+            assert not isinstance(error, np.linalg.LinAlgError), f"internal error: {error!r}"
             _count(type(error).__name__ + (f": {str(error)[:70]}" if DETAIL else ""))
             value = Raised(error)
         else:
             _count("returned")
     for warning in caught:
-        if is_known_warning(warning, known):
-            _count(f"known: {warning.message}")
-            continue
         assert issubclass(warning.category, warning_classes), (
             f"unexpected {warning.category.__name__}: {warning.message} "
             f"({warning.filename}:{warning.lineno})")
@@ -252,9 +197,8 @@ def assert_finite(value, name: str) -> None:
         assert np.isfinite(array).all(), f"{name} has NaN or inf: {array!r}"
 
 
-def check_result(result, T: int, d: int, s: int | None, tiny_x: bool = False) -> None:
-    """A MetaSPResult as fit, polish and the baselines promise it (``tiny_x``: X has entries
-    of 1e-100 or less, see test_known_step_history_overflows_on_tiny_X)."""
+def check_result(result, T: int, d: int, s: int | None) -> None:
+    """A MetaSPResult as fit, polish and the baselines promise it."""
     assert isinstance(result, metasp.MetaSPResult), type(result)
     s = result.B.shape[0] if s is None else s
     assert result.B.shape == (s, d), ("B", result.B.shape, (s, d))
@@ -270,12 +214,6 @@ def check_result(result, T: int, d: int, s: int | None, tiny_x: bool = False) ->
     for key, value in result.history.items():
         if key in ("step", "beta") and polish.any():  # NaN in the polish phase
             value = np.asarray(value)[~polish[:len(value)]]
-        if key == "start_loss" and np.isnan(value).any():
-            _count("known: NaN start_loss")  # test_known_diverged_fit_has_nan_start_loss
-            value = np.asarray(value)[~np.isnan(value)]
-        if key == "step" and tiny_x and np.isposinf(value).any():
-            _count("known: step overflowed")  # test_known_step_history_overflows_on_tiny_X
-            value = np.asarray(value)[~np.isposinf(value)]
         assert_finite(value, f"history[{key!r}]")
     assert result.status in RESULT_STATUSES, result.status
     if result.status == "converged":
@@ -636,12 +574,7 @@ def check_fit(spec: dict) -> None:
     outcome = guarded(lambda: metasp.fit(*task_input(data), s, **kwargs),
                       accepted=_accepted_float_errors(*data_scales(data)))
     if not isinstance(outcome, Raised):
-        check_result(outcome, *_expected_shapes(data), int(s), tiny_x=has_tiny_x(data))
-
-
-def has_tiny_x(data: dict) -> bool:
-    return any(0 < scale <= 1e-100 for scale in (data["x"]["scale"],
-                                                  *(data["task_scales"] or ())))
+        check_result(outcome, *_expected_shapes(data), int(s))
 
 
 POLISH_MENUS = {
@@ -687,18 +620,14 @@ def select_rank_specs(draw):
 def check_select_rank(spec: dict) -> None:
     data = spec["data"]
     kwargs = {key: evaluate(value) for key, value in spec["options"].items()}
-    # Known violation: held-out MSEs whose squares leave float64 (SELECT_RANK_OVERFLOW).
-    large_y = max_magnitude(*task_values(data)[1]) * data["y"]["scale"] >= 1e70
-    known = KNOWN_WARNINGS + (SELECT_RANK_OVERFLOW if large_y else [])
     outcome = guarded(lambda: metasp.select_rank(*task_input(data), **kwargs),
-                      accepted=_accepted_float_errors(*data_scales(data)), known=known)
+                      accepted=_accepted_float_errors(*data_scales(data)))
     if isinstance(outcome, Raised):
         return
     assert isinstance(outcome, metasp.RankSelection)
     assert outcome.best_rank in set(outcome.ranks.tolist())
     for name in ("mean_mse", "std_mse"):
-        if not large_y:
-            assert_finite(getattr(outcome, name), name)
+        assert_finite(getattr(outcome, name), name)
 
 
 OFFSET_VARIANTS = ("empty_task", "past_end", "negative", "decreasing", "single", "none",
@@ -918,36 +847,20 @@ def check_adapt_predict(spec: dict) -> None:
     X, y = hostile(X, options["x"], seed), hostile(y, options["y"], seed + 1)
     prior, ridge = evaluate(options["prior"]), evaluate(options["ridge"])
     scales = (model["x_scale"], model["y_scale"], options["x"]["scale"], options["y"]["scale"])
-    accepted = _accepted_float_errors(*scales)
-    # Known violation: products beyond float64 (see ADAPT_OVERFLOW).
-    largest_X = max_magnitude(X)
-    with np.errstate(over="ignore", divide="ignore"):
-        smallest_X = min_magnitude(X)
-        overflows = (np.float64(largest_X) * max(largest_X, max_magnitude(y))
-                     * max(np.size(X), 1) >= 1e300
-                     or (smallest_X > 0 and max_magnitude(y) / smallest_X >= 1e300))
-    known = KNOWN_WARNINGS + (ADAPT_OVERFLOW if overflows else [])
-    # Known violation: LinAlgError where Z = X B^T is rank deficient (fewer samples than s,
-    # or repeated rows) and X large (test_known_adapt_singular_with_fewer_samples_than_rank).
-    singular = (np.linalg.LinAlgError,) if options["m"] < s or largest_X >= 1e10 else ()
-    w = guarded(lambda: result.adapt(X, y, prior=prior, ridge=ridge), accepted=accepted,
-                known=known, known_errors=singular)
+    # A head or prediction beyond float64 is a FloatingPointError, never inf.
+    accepted = _accepted_float_errors(*scales) + (FloatingPointError,)
+    w = guarded(lambda: result.adapt(X, y, prior=prior, ridge=ridge), accepted=accepted)
     if not isinstance(w, Raised):
         assert np.shape(w) == (s,), np.shape(w)
-        if not overflows:
-            assert_finite(w, "adapt's head")
+        assert_finite(w, "adapt's head")
     w_in = {"adapted": w if not isinstance(w, Raised) else result.W[0], "W0": result.W[0],
             "nan": np.full(s, np.nan), "short": np.zeros(s + 1),
             "object": result.W[0].astype(object), "complex": result.W[0] + 1j,
             "list": result.W[0].tolist()}[options["w"]]
-    with np.errstate(over="ignore"):
-        overflows = overflows or np.float64(largest_X) * max_magnitude(w_in) * d >= 1e300
-    known = KNOWN_WARNINGS + (ADAPT_OVERFLOW if overflows else [])
-    prediction = guarded(lambda: result.predict(X, w_in), accepted=accepted, known=known)
+    prediction = guarded(lambda: result.predict(X, w_in), accepted=accepted)
     if not isinstance(prediction, Raised):
         assert np.shape(prediction) == (np.shape(X)[0],)
-        if not overflows:
-            assert_finite(prediction, "predict's output")
+        assert_finite(prediction, "predict's output")
 
 
 RS, NJ = knob(RANDOM_STATE[0][:6], RANDOM_STATE[1]), knob(N_JOBS[0][:10], N_JOBS[1])
@@ -999,13 +912,7 @@ def check_baseline(spec: dict) -> None:
     kwargs = {key: evaluate(value, names) for key, value in options.items()}
     function = getattr(baselines, method)
     accepted = _accepted_float_errors(*data_scales(data))
-    if method == "anil":
-        accepted += (FloatingPointError,)  # test_known_anil_large_inner_lr_overflows
-    # test_known_single_task_ridge_is_singular_on_large_X:
-    singular = ((np.linalg.LinAlgError,) if method == "single_task"
-                and options.get("ridge", "0.0") != "0.0" else ())
-    outcome = guarded(lambda: function(*task_input(data), s, **kwargs), accepted=accepted,
-                      known_errors=singular)
+    outcome = guarded(lambda: function(*task_input(data), s, **kwargs), accepted=accepted)
     if isinstance(outcome, Raised):
         return
     if method == "noise_level":
@@ -1326,8 +1233,6 @@ def _finite_outputs(value, name="output", conjugate=False):
     if isinstance(value, dict):
         polish = np.asarray(value.get("phase", ())) != 0
         for key, item in value.items():
-            if key == "start_loss":  # test_known_diverged_fit_has_nan_start_loss
-                item = np.asarray(item)[~np.isnan(item)]
             if key == "beta" and not conjugate:  # NaN without conjugate adaptive steps
                 continue
             if key in ("step", "beta") and polish.any():  # NaN in the polish phase
@@ -1345,13 +1250,12 @@ def check_raw(spec: dict) -> None:
     arguments = raw_arguments(spec)
     function = getattr(_core, entry)
     long_run = any(value in LONG_VALUES for value in variants.values())
-    known = KNOWN_WARNINGS + (RAW_COMPLEX if "complex" in variants.values() else [])
     accepted: tuple = (ValueError, TypeError)
     if entry == "truncated_svd" and variants.get("A") in ("huge", "max"):
         accepted += (OverflowError,)  # documented: top singular values beyond float64
     try:
         with watchdog(LONG_EXAMPLE_SECONDS) if long_run else contextlib.nullcontext():
-            outcome = guarded(lambda: function(**arguments), accepted=accepted, known=known)
+            outcome = guarded(lambda: function(**arguments), accepted=accepted)
     except ExampleTimeout:
         if long_run:
             reject()
@@ -1520,12 +1424,9 @@ def test_replay_runs_one_example():
 
 
 # -------------------------------------------------------------------------------------------
-# Known violations, pinned to minimal inputs
+# Regressions: minimal inputs of violations the fuzzing found
 # -------------------------------------------------------------------------------------------
-# Each is left out of the fuzzing by a narrow exemption above and pinned here by a strict
-# xfail: when the library is fixed, the test passes, the xfail fails the run, and the test's
-# mark and its exemption in the fuzzing are to be removed together. None of them crashes, so
-# they run in this process.
+# None of them crashes, so they run in this process.
 
 
 def _strictly(call):
@@ -1542,10 +1443,7 @@ def _tiny_problem(T=20, m=10, d=5, s=2):
     return X, y
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "KNOWN_WARNINGS: _validation.scaled_step overflows np.ldexp for a fixed step on X beyond "
-    "2^64 and lets NumPy's RuntimeWarning through"))
-def test_known_fixed_step_on_large_X_warns_from_numpy():
+def test_fixed_step_on_large_X_warns_with_metasp_classes_only():
     X, y = _tiny_problem()
     result, others = _strictly(lambda: metasp.fit(X * 1e160, y, 2, heads="fixed", step=1.0,
                                                   max_iter=5))
@@ -1587,43 +1485,48 @@ def test_random_heads_trial_steps_beyond_exps_range_step_back():
     check_result(result, 2, 4, 1)
 
 
-def _no_stray_warning(call):
-    """``call()`` may raise ValueError or TypeError, but warn with metasp's classes only."""
+def _no_stray_warning(call, reraise=False):
+    """``call()`` may raise ValueError or TypeError (re-raised with ``reraise``), but warn
+    with metasp's classes only."""
+    raised = []
+
     def guarded_call():
         try:
             call()
-        except (ValueError, TypeError):
-            pass
+        except (ValueError, TypeError) as error:
+            raised.append(error)
 
     _, others = _strictly(guarded_call)
     assert not others, others
+    if reraise and raised:
+        raise raised[0]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "KNOWN_WARNINGS: Tasks.from_list(dtype=np.float32) on X beyond float32 warns from the "
-    "cast (and then blames NaN or inf in X)"))
-def test_known_from_list_float32_overflow_warns():
-    _no_stray_warning(lambda: metasp.Tasks.from_list([[[1e160]]], [[1.0]], dtype=np.float32))
+def test_from_list_float32_overflow_is_a_clean_error():
+    # The cast used to warn, and the message that followed blamed NaN or inf in X.
+    with pytest.raises(ValueError, match="beyond the range of float32"):
+        _no_stray_warning(lambda: metasp.Tasks.from_list([[[1e160]]], [[1.0]],
+                                                         dtype=np.float32), reraise=True)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "KNOWN_WARNINGS: baselines.nuclear_norm on X = 0 divides by a zero Lipschitz constant "
-    "(and then blames NaN or inf in A)"))
-def test_known_nuclear_norm_on_zero_X_warns():
-    _no_stray_warning(lambda: baselines.nuclear_norm([np.zeros((3, 2))] * 2, [np.ones(3)] * 2,
-                                                     1, lam=0.1, max_iter=5))
+def test_nuclear_norm_on_zero_X_is_a_clean_error():
+    # 1 / (a Lipschitz constant of 0) used to warn, then blame NaN or inf in "A".
+    with pytest.raises(ValueError, match="X is 0 in every task"):
+        _no_stray_warning(lambda: baselines.nuclear_norm([np.zeros((3, 2))] * 2,
+                                                         [np.ones(3)] * 2, 1, lam=0.1,
+                                                         max_iter=5), reraise=True)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "KNOWN_WARNINGS: select_rank(holdout='tasks') with a task 1e-250 below the others: "
-    "np.ldexp overflows in the posterior heads before the scale error"))
-def test_known_select_rank_tiny_task_warns():
+def test_select_rank_refuses_a_tiny_task_before_splitting():
+    # The held-out tasks' posterior heads used to overflow np.ldexp before the scale error.
     Xs = [np.array([[0.4e-250], [1.3e-250], [0.9e-250]]), np.array([[0.04], [-2.3], [-0.2]]),
           np.array([[-0.3]]), np.array([[1.0]])]
     ys = [np.array([-1.2e-251, -3e-251, -1.9e-251]), np.array([-0.1, -1.6, -0.2]),
           np.array([0.008]), np.array([-0.57])]
-    _no_stray_warning(lambda: metasp.select_rank(Xs, ys, ranks=(1,), cv=2, holdout="tasks",
-                                                 shots=(1, 2), random_state=0))
+    with pytest.raises(ValueError, match="task 0 .* below 2\\^-200"):
+        _no_stray_warning(lambda: metasp.select_rank(Xs, ys, ranks=(1,), cv=2, holdout="tasks",
+                                                     shots=(1, 2), random_state=0),
+                          reraise=True)
 
 
 _X5 = np.array([[-0.8028369359828766, 0.2428499070790021],
@@ -1653,127 +1556,104 @@ def test_random_heads_lbfgs_does_not_overflow_on_tiny_problems(case):
     assert not others, others
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "anil whose inner loop diverges (inner_lr 1e10 here; 0.1 on X of 1e5 too) raises "
-    "FloatingPointError from kernels.gradient instead of its DivergenceWarning"))
-def test_known_anil_large_inner_lr_overflows():
+def test_anil_whose_inner_loop_overflows_reports_divergence():
+    # kernels.gradient's FloatingPointError used to escape anil.
     X, y = _tiny_problem(T=10, m=4, d=3, s=1)
-    try:
-        _strictly(lambda: baselines.anil(X, y, 1, inner_lr=1e10, max_iter=3, random_state=0))
-    except FloatingPointError as error:
-        raise AssertionError(f"FloatingPointError: {error}") from None
+    with pytest.warns(metasp.DivergenceWarning, match="anil diverged"):
+        result = baselines.anil(X, y, 1, inner_lr=1e10, max_iter=3, random_state=0)
+    assert result.status == "diverged"
+    check_result(result, 10, 3, 1)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "single_task(ridge > 0) solves the dual system X X^T + m ridge I, singular in float64 "
-    "where ridge is below eps |X|^2: LinAlgError('Singular matrix')"))
-def test_known_single_task_ridge_is_singular_on_large_X():
-    try:
-        baselines.single_task([np.array([[1e10], [2e10]])], [np.array([1.0, 2.0])], 1,
-                              ridge=1.0)
-    except np.linalg.LinAlgError as error:
-        raise AssertionError(f"LinAlgError: {error}") from None
+def test_single_task_ridge_on_large_X_is_solved():
+    # The dual system X X^T + m ridge I is singular in float64 here (LinAlgError before); the
+    # solution is X^T y / (|X|^2 + m ridge).
+    X, y = np.array([[1e10], [2e10]]), np.array([1.0, 2.0])
+    result = baselines.single_task([X], [y], 1, ridge=1.0)
+    expected = X[:, 0] @ y / (X[:, 0] @ X[:, 0] + 2 * 1.0)
+    np.testing.assert_allclose(result.Theta, [[expected]], rtol=1e-12)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "adapt (empirical prior) on a new task whose Z = X B^T is rank deficient (fewer samples "
-    "than s here) with X of 1e20: Z^T Z + noise / cov is singular in float64, "
-    "LinAlgError('Singular matrix')"))
-def test_known_adapt_singular_with_fewer_samples_than_rank():
+def test_adapt_with_fewer_samples_than_rank_on_large_X():
+    # Z^T Z + noise / cov is singular in float64 here (LinAlgError before). With X of 1e20 the
+    # samples pin Z w = y, that is Z' w = 1e-20 y ~ 0 for Z' = Z / 1e20, and the prior fills in
+    # the rest: to float64 precision the head is mu projected onto Z' w = 0 in the prior's
+    # metric, mu - Sigma Z'^T (Z' Sigma Z'^T)^-1 Z' mu.
     X, y = _tiny_problem(T=4, m=3, d=4, s=4)
     result, _ = _strictly(lambda: metasp.fit(X, y, 4, max_iter=50, random_state=0))
     rng = np.random.default_rng(0)
     for _ in range(3):  # the third of these new tasks
         X_new, y_new = rng.standard_normal((3, 4)) * 1e20, rng.standard_normal(3)
-    try:
-        _strictly(lambda: result.adapt(X_new, y_new))
-    except np.linalg.LinAlgError as error:
-        raise AssertionError(f"LinAlgError: {error}") from None
+    w, others = _strictly(lambda: result.adapt(X_new, y_new))
+    assert not others, others
+    Z, mu, Sigma = X_new * 1e-20 @ result.B.T, result.head_mean, result.head_cov
+    expected = mu - Sigma @ Z.T @ np.linalg.solve(Z @ Sigma @ Z.T, Z @ mu)
+    np.testing.assert_allclose(w, expected, rtol=1e-8, atol=1e-8 * np.abs(expected).max())
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "history['start_loss'] is NaN for every diverged start (of a diverged fit, or one of "
-    "n_starts)"))
-def test_known_diverged_fit_has_nan_start_loss():
+def test_diverged_start_reports_its_last_finite_loss():
+    # It used to be NaN.
     X, y = _tiny_problem()
     result, _ = _strictly(lambda: metasp.fit(X, y, 2, heads="fixed", step=1e300))
     assert result.status == "diverged"
-    assert np.isfinite(result.history["start_loss"]).all(), result.history["start_loss"]
+    np.testing.assert_allclose(result.history["start_loss"], [np.mean(y**2)], rtol=1e-12)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "history['step'] is inf where X is tiny (1e-300): the step in the data's units, about "
-    "1 / |X|^2, is beyond float64"))
-def test_known_step_history_overflows_on_tiny_X():
+def test_step_history_saturates_on_tiny_X():
+    # The step in the data's units, about 1 / |X|^2, is beyond float64: it used to be inf.
     X, y = _tiny_problem()
     result, _ = _strictly(lambda: metasp.fit(X * 1e-300, y, 2, heads="fixed", max_iter=50))
     iht = result.history["phase"] == "iht"
-    assert np.isfinite(result.history["step"][iht]).all(), result.history["step"]
+    assert (result.history["step"][iht] == np.finfo(float).max).all(), result.history["step"]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "ADAPT_OVERFLOW: adapt(prior='ridge') on X of 1e300 (the training data's scale) "
-    "overflows Z^T Z: NumPy's RuntimeWarning and a head of -0"))
-def test_known_adapt_overflows_on_large_X():
+def test_adapt_ridge_on_large_X_does_not_overflow():
+    # Z^T Z used to overflow, with NumPy's warning and a head of -0.
     X, y = _tiny_problem(T=2, m=2, d=1, s=1)
     result, _ = _strictly(lambda: metasp.fit(X * 1e300, y, 1, max_iter=50, random_state=0))
     rng = np.random.default_rng(5)
-    w, others = _strictly(lambda: result.adapt(rng.standard_normal((3, 1)) * 1e300,
-                                               rng.standard_normal(3), ridge=1.0))
+    X_new, y_new = rng.standard_normal((3, 1)) * 1e300, rng.standard_normal(3)
+    w, others = _strictly(lambda: result.adapt(X_new, y_new, ridge=1.0))
     assert not others, (others, w)
+    z, b = X_new[:, 0] * 1e-300 * result.B[0, 0], y_new  # least squares, on a safe scale
+    np.testing.assert_allclose(w * 1e300, [z @ b / (z @ z)], rtol=1e-12)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "ADAPT_OVERFLOW: adapt(prior='none') returns [inf], silently, where the head y / X is "
-    "beyond float64 (fit raises FloatingPointError there)"))
-def test_known_adapt_returns_inf_head():
+def test_adapt_head_beyond_float64_raises():
+    # It used to return [inf], silently.
     X, y = _tiny_problem(T=2, m=2, d=1, s=1)
     result, _ = _strictly(lambda: metasp.fit(X * 1e-300, y, 1, max_iter=50, random_state=0))
-    try:
-        w, others = _strictly(lambda: result.adapt([[1e-300], [2e-300], [-1e-300]],
-                                                   [1e20, 2e20, -1e20], prior="none"))
-    except (ValueError, FloatingPointError):
-        return
-    assert not others and np.isfinite(w).all(), (others, w)
+    with pytest.raises(FloatingPointError, match="the head is beyond the float64 range"):
+        _strictly(lambda: result.adapt([[1e-300], [2e-300], [-1e-300]], [1e20, 2e20, -1e20],
+                                       prior="none"))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "ADAPT_OVERFLOW: predict returns inf (with NumPy's RuntimeWarning) where X B^T w is "
-    "beyond float64"))
-def test_known_predict_overflows():
+def test_predict_beyond_float64_raises():
+    # It used to return inf, with NumPy's warning.
     X, y = _tiny_problem(T=2, m=2, d=1, s=1)
     result, _ = _strictly(lambda: metasp.fit(X, y, 1, random_state=0))
-    try:
-        prediction, others = _strictly(lambda: result.predict([[1e300]], [1e10]))
-    except (ValueError, FloatingPointError):
-        return
-    assert not others and np.isfinite(prediction).all(), (others, prediction)
+    with pytest.raises(FloatingPointError, match="the prediction is beyond the float64 range"):
+        _strictly(lambda: result.predict([[1e300]], [1e10]))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "SELECT_RANK_OVERFLOW: select_rank on |y| of about 1e80: std_mse is inf, with NumPy's "
-    "RuntimeWarning (metasp.fit accepts |y| up to 2^511)"))
-def test_known_select_rank_overflows_on_large_y():
+def test_select_rank_spread_is_finite_on_large_y():
+    # The squares of MSEs of about 1e160 used to overflow: std_mse was inf.
     X, y = _tiny_problem(T=10, m=6, d=3, s=1)
-    selection, others = _strictly(lambda: metasp.select_rank(X, y * 1e80, ranks=(1, 2), cv=2,
-                                                             random_state=0))
-    assert not others and np.isfinite(selection.std_mse).all(), (others, selection.std_mse)
+    fit = {"ranks": (1, 2), "cv": 2, "random_state": 0}
+    selection, others = _strictly(lambda: metasp.select_rank(X, y * 1e80, **fit))
+    assert not others, others
+    unscaled = metasp.select_rank(X, y, **fit)
+    np.testing.assert_allclose(selection.std_mse, unscaled.std_mse * 1e160, rtol=1e-3)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "RAW_COMPLEX: _core arguments without .noconvert() take a complex array, drop its "
-    "imaginary part with a ComplexWarning, and compute"))
-def test_known_raw_core_takes_complex_arrays():
+def test_raw_core_refuses_complex_arrays():
+    # Arguments without .noconvert() used to drop the imaginary part, with a ComplexWarning.
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((4, 2)), rng.standard_normal(4)
     offsets = np.array([0, 2, 4], dtype=np.int64)
     V = np.linalg.qr(rng.standard_normal((2, 1)))[0] + 1j
-    try:
-        out, others = _strictly(lambda: _core.task_gradient(X, y, offsets, np.zeros((2, 2)), V,
-                                                            1))
-    except TypeError:
-        return
-    raise AssertionError(f"a complex V was read as its real part: {others}")
+    with pytest.raises(TypeError):
+        _strictly(lambda: _core.task_gradient(X, y, offsets, np.zeros((2, 2)), V, 1))
 
 
 def main(argv) -> int:

@@ -17,7 +17,9 @@ namespace metasp::bindings {
 namespace py = pybind11;
 
 // Zero-copy views: with .noconvert() pybind11 raises TypeError for any dtype or memory layout
-// that would need a copy, so a copy can only ever happen, on purpose, in Python.
+// that would need a copy, so a copy can only ever happen, on purpose, in Python. The small
+// owned arguments (V, B, mean, cov, ...) take .noconvert() too: they are copied, but only from
+// float64 arrays, so a complex or object array is a TypeError, never silently its real part.
 using RowMatrixIn = Eigen::Ref<const RowMatrix>;
 using VectorIn = Eigen::Ref<const Vector>;
 using OffsetsIn = Eigen::Ref<const Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1>>;

@@ -79,7 +79,7 @@ void bind_kernels(py::module_& m) {
                                   std::move(curvature));
         },
         py::arg("X").noconvert(), py::arg("y").noconvert(), py::arg("offsets").noconvert(),
-        py::arg("Theta").noconvert(), py::arg("V"), py::arg("n_threads"));
+        py::arg("Theta").noconvert(), py::arg("V").noconvert(), py::arg("n_threads"));
 
     m.def(
         "task_curvature",
@@ -95,7 +95,7 @@ void bind_kernels(py::module_& m) {
             return curvature;
         },
         py::arg("X").noconvert(), py::arg("y").noconvert(), py::arg("offsets").noconvert(),
-        py::arg("C").noconvert(), py::arg("B"), py::arg("n_threads"));
+        py::arg("C").noconvert(), py::arg("B").noconvert(), py::arg("n_threads"));
 
     m.def(
         "task_statistics",
@@ -127,7 +127,7 @@ void bind_kernels(py::module_& m) {
                                   std::move(G_array));
         },
         py::arg("X").noconvert(), py::arg("y").noconvert(), py::arg("offsets").noconvert(),
-        py::arg("V"), py::arg("W"), py::arg("n_threads"));
+        py::arg("V").noconvert(), py::arg("W").noconvert(), py::arg("n_threads"));
 
     m.def(
         "marginal_pass",
@@ -144,7 +144,7 @@ void bind_kernels(py::module_& m) {
                                   std::move(out.heads), std::move(out.task_loss));
         },
         py::arg("X").noconvert(), py::arg("y").noconvert(), py::arg("offsets").noconvert(),
-        py::arg("U"), py::arg("noise"), py::arg("n_threads"));
+        py::arg("U").noconvert(), py::arg("noise"), py::arg("n_threads"));
 
     m.def(
         "head_prior_em_step",
@@ -164,7 +164,7 @@ void bind_kernels(py::module_& m) {
                                   step.next.noise, step.log_likelihood);
         },
         py::arg("gram").noconvert(), py::arg("cross").noconvert(), py::arg("squares").noconvert(),
-        py::arg("mean"), py::arg("cov"), py::arg("noise"), py::arg("n"), py::arg("floor"),
+        py::arg("mean").noconvert(), py::arg("cov").noconvert(), py::arg("noise"), py::arg("n"), py::arg("floor"),
         py::arg("n_threads"));
 
     m.def(
@@ -188,7 +188,7 @@ void bind_kernels(py::module_& m) {
             out["converged"] = svd.converged;
             return out;
         },
-        py::arg("A").noconvert(), py::arg("s"), py::arg("warm_start"), py::arg("seed"),
+        py::arg("A").noconvert(), py::arg("s"), py::arg("warm_start").noconvert(), py::arg("seed"),
         py::arg("n_threads"), py::arg("tol"), py::arg("max_steps"));
 }
 

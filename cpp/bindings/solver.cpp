@@ -96,11 +96,11 @@ void bind_solver(py::module_& m) {
         },
         py::arg("X").noconvert(), py::arg("y").noconvert(), py::arg("offsets").noconvert(),
         py::arg("s"), py::arg("adaptive_step"), py::arg("step"), py::arg("max_iter"),
-        py::arg("tol"), py::arg("n_threads"), py::arg("seed"), py::arg("reference_B"), py::arg("divergence_factor"),
+        py::arg("tol"), py::arg("n_threads"), py::arg("seed"), py::arg("reference_B").noconvert(), py::arg("divergence_factor"),
         py::arg("svd_tol"), py::arg("svd_max_steps"), py::arg("svd_relative_tol") = 0.0,
         py::arg("conjugate") = false,
-        py::arg("refine") = false, py::arg("init") = "zero", py::arg("init_B") = py::none(),
-        py::arg("starts") = std::vector<Matrix>(), py::arg("sin_tol") = 0.0, py::arg("switch_tol") = 1e-2,
+        py::arg("refine") = false, py::arg("init") = "zero", py::arg("init_B").noconvert() = py::none(),
+        py::arg("starts").noconvert() = std::vector<Matrix>(), py::arg("sin_tol") = 0.0, py::arg("switch_tol") = 1e-2,
         py::arg("switch_window") = 10, py::arg("patience") = 100,
         py::arg("max_dense") = kMaxDenseNormal);
     m.attr("MAX_DENSE_NORMAL") = kMaxDenseNormal;
@@ -143,8 +143,8 @@ void bind_solver(py::module_& m) {
             return out;
         },
         py::arg("X").noconvert(), py::arg("y").noconvert(), py::arg("offsets").noconvert(),
-        py::arg("V0"), py::arg("max_iter"), py::arg("tol"), py::arg("n_threads"),
-        py::arg("reference_B") = py::none(), py::arg("sin_tol") = 0.0,
+        py::arg("V0").noconvert(), py::arg("max_iter"), py::arg("tol"), py::arg("n_threads"),
+        py::arg("reference_B").noconvert() = py::none(), py::arg("sin_tol") = 0.0,
         py::arg("max_dense") = kMaxDenseNormal, py::arg("newton") = true,
         py::arg("newton_solve") = "auto");
 }

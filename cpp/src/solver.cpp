@@ -539,7 +539,7 @@ SolveResult solve(const TasksView& tasks, Index s, const SolveOptions& options,
         }
         SolveResult run = run_start(tasks, s, options, init, V0, options.seed + std::uint64_t(start),
                                     stop_requested);
-        start_loss.push_back(run.status == Status::diverged ? kNaN : final_loss(run));
+        start_loss.push_back(final_loss(run));  // a diverged start: its last finite iterate
         start_iter.push_back(run.n_iter);
         const bool interrupted = run.status == Status::interrupted;
         const bool better = start == 0 || (run.status != Status::diverged &&

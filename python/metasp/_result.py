@@ -65,7 +65,8 @@ class MetaSPResult:
         than 1e-5 of its value over 10 polish sweeps, or not at all) before ``tol`` was met.
     history : dict of str to ndarray
         One entry per iteration: ``"loss"`` (mean over tasks of the mean squared residual of the
-        new iterate), ``"step"``, ``"rel_change"`` (``||Theta^{k+1} - Theta^k||_F /
+        new iterate), ``"step"`` (in the data's units; the largest float64 where X is so small,
+        below about 1e-154, that the step is beyond float64), ``"rel_change"`` (``||Theta^{k+1} - Theta^k||_F /
         ||Theta^{k+1}||_F``), ``"sin_angle"`` when ``reference_B`` was given,
         (C++ solver only) ``"svd_steps"`` (subspace-iteration steps of the truncated SVD),
         ``"seconds"`` and ``"svd_seconds"`` (wall-clock time of the iteration and of its
@@ -73,7 +74,8 @@ class MetaSPResult:
         ``"beta"`` (conjugacy coefficient, 0 on a restart; with ``accel="cg"``), ``"phase"``
         (``"iht"`` for hard thresholding, ``"polish"`` for least squares, ``step`` is NaN
         there; ``"random_heads"`` for the L-BFGS iterations of the random-heads fit), and
-        ``"start_loss"`` (final loss of each start). With random heads, ``"loss"`` is taken
+        ``"start_loss"`` (final loss of each start; of its last finite iterate for a start that
+        diverged, which is never chosen). With random heads, ``"loss"`` is taken
         at the posterior heads, ``"marginal_nll"`` is the negative log marginal likelihood per
         sample (less log(2 pi) / 2), and ``"noise_candidates"`` and ``"holdout_score"`` (not
         per iteration) are the noise variances tried, as shares of the mean squared target,
@@ -170,6 +172,9 @@ class MetaSPResult:
         ValueError
             For ``prior="empirical"`` on a result without a head prior (a result built by hand
             or by a baseline): call :meth:`fit_prior` with the training tasks first.
+        FloatingPointError
+            Where the head is beyond the float64 range (targets far larger than the features
+            can explain).
         """
         X = self._check_design(X)
         y = np.asarray(_numeric_array(y, "y"), dtype=np.float64)
@@ -190,22 +195,26 @@ class MetaSPResult:
         elif ridge is not None:
             raise ValueError(f"ridge={ridge!r} only applies with prior='ridge'; "
                              f"got prior={prior!r}")
-        features = X @ self.B.T
-        if prior == "empirical":
-            if self.head_mean is None or self.head_cov is None or self.noise_variance is None:
-                raise ValueError(
-                    "this result has no head prior (head_mean, head_cov, noise_variance): call "
-                    "result.fit_prior(Xs, ys) with the training tasks first, or use "
-                    "prior='ridge' or prior='none'"
-                )
-            prior_precision = self.noise_variance * np.linalg.inv(self.head_cov)
-            return np.linalg.solve(features.T @ features + prior_precision,
-                                   features.T @ y + prior_precision @ self.head_mean)
-        if prior == "none" or ridge == 0:
-            return np.linalg.lstsq(features, y, rcond=None)[0]
-        gram = features.T @ features + ridge * np.eye(self.rank)
-        return np.linalg.solve(gram, features.T @ y)
-
+        if prior == "empirical" and (self.head_mean is None or self.head_cov is None
+                                     or self.noise_variance is None):
+            raise ValueError(
+                "this result has no head prior (head_mean, head_cov, noise_variance): call "
+                "result.fit_prior(Xs, ys) with the training tasks first, or use "
+                "prior='ridge' or prior='none'"
+            )
+        with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+            features = X @ self.B.T
+            if prior == "empirical":
+                # Whitened by the prior, w = mu + L v with Sigma = L L^T: a ridge problem in v
+                # of strength sigma^2, exact even where Z^T Z + sigma^2 Sigma^-1 is singular
+                # in float64.
+                root = np.linalg.cholesky(self.head_cov)
+                v = _ridge_solve(features @ root, y - features @ self.head_mean,
+                                 float(self.noise_variance))
+                w = self.head_mean + root @ v
+            else:
+                w = _ridge_solve(features, y, 0.0 if prior == "none" else float(ridge))
+        return _finite_or_raise(w, "the head", X, y)
     def fit_prior(self, Xs, ys=None, *, max_iter=100, tol=1e-5) -> MetaSPResult:
         r"""Learn the Gaussian prior on task heads used by ``adapt(prior="empirical")``.
 
@@ -282,13 +291,20 @@ class MetaSPResult:
         Returns
         -------
         ndarray of shape (m,)
+
+        Raises
+        ------
+        FloatingPointError
+            Where a prediction is beyond the float64 range.
         """
         X = self._check_design(X)
         w = np.asarray(_numeric_array(w, "w"), dtype=np.float64)
         if w.shape != (self.rank,):
             raise ValueError(f"w must have shape ({self.rank},); got {w.shape}")
         _check_finite(w, "w")
-        return X @ (self.B.T @ w)
+        with np.errstate(over="ignore", invalid="ignore"):
+            prediction = X @ (self.B.T @ w)
+        return _finite_or_raise(prediction, "the prediction", X, w)
 
     def save(self, path):
         """Save to one ``.npz`` file (arrays plus JSON metadata, no pickle); read it with
@@ -317,6 +333,28 @@ class MetaSPResult:
             if len(self.history.get("loss", ()))
             else f"MetaSPResult(T={T}, d={d}, s={self.rank}, status={self.status!r}, n_iter=0)"
         )
+
+
+def _ridge_solve(A: np.ndarray, b: np.ndarray, ridge: float) -> np.ndarray:
+    """argmin_w ||b - A w||^2 + ridge ||w||^2, minimum-norm for ``ridge=0``, from the SVD
+    A = U S V^T as V S / (S^2 + ridge) U^T b: no normal equations, so neither a singular
+    A^T A + ridge I nor the overflow of S^2 gets in the way. Singular values below
+    lstsq's cutoff (eps max(m, s) S_max) count as 0."""
+    U, S, Vt = np.linalg.svd(A, full_matrices=False)
+    keep = S > np.finfo(float).eps * max(A.shape) * S.max(initial=0.0)
+    S = S[keep]
+    # S / (S^2 + ridge), written so that neither S^2 nor ridge / S can make it NaN.
+    gain = 1.0 / (S + ridge / S)
+    return Vt[keep].T @ (gain * (U[:, keep].T @ b))
+
+
+def _finite_or_raise(values: np.ndarray, what: str, *inputs) -> np.ndarray:
+    if np.isfinite(values).all():
+        return values
+    largest = ", ".join(f"{np.abs(a).max(initial=0.0):.3g}" for a in inputs)
+    raise FloatingPointError(
+        f"{what} is beyond the float64 range (largest |entries| of the inputs: {largest}): "
+        "rescale X or y by a power of ten towards 1")
 
 
 def _task_sufficient_statistics(tasks, B, n_jobs=None):

@@ -10,7 +10,7 @@ import numpy as np
 from ._progress import progress
 from ._result import ConvergenceWarning, posterior_heads
 from ._tasks import _rank_within_tasks, as_tasks
-from ._validation import check_rank, check_shots, is_integer
+from ._validation import check_rank, check_shots, data_scale, is_integer
 
 __all__ = ["RankSelection", "select_rank"]
 
@@ -225,6 +225,7 @@ def select_rank(Xs, ys=None, ranks=DEFAULT_RANKS, cv=5, random_state=None, *,
         raise ValueError(f"holdout must be 'samples' or 'tasks'; got {holdout!r}")
     if "s" in fit_options:
         raise TypeError("pass the candidate ranks as ranks=..., not s=")
+    data_scale(tasks)  # a task too far below the others' scale is refused before any split
     rng = np.random.default_rng(random_state)
     if holdout == "samples":
         if (tasks.task_sizes < 2).all():
@@ -251,8 +252,10 @@ def select_rank(Xs, ys=None, ranks=DEFAULT_RANKS, cv=5, random_state=None, *,
         n_unconverged[i] += result.status == "max_iter"
         fold_mse[i, fold] = score(result)
     used = ~np.isnan(fold_mse[0])
-    mean_mse = fold_mse[:, used].mean(axis=1)
-    std_mse = fold_mse[:, used].std(axis=1)
+    # On a power-of-two scale, so that the sums and squares of large MSEs stay finite.
+    unit = np.ldexp(1.0, int(np.frexp(np.abs(fold_mse[:, used]).max(initial=1.0))[1]))
+    mean_mse = (fold_mse[:, used] / unit).mean(axis=1) * unit
+    std_mse = (fold_mse[:, used] / unit).std(axis=1) * unit
     if n_unconverged.any():
         warnings.warn(
             f"select_rank: {int(n_unconverged.sum())} of {ranks.size * int(used.sum())} fits "

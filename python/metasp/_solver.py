@@ -319,8 +319,8 @@ def unscaled(result: MetaSPResult, scale: Scale) -> MetaSPResult:
     for key in ("loss", "start_loss"):  # squared residuals: units of y^2
         if key in history:
             history[key] = times(history[key], 2 * scale.y)
-    if "step" in history:  # gamma X^T X is invariant
-        history["step"] = times(history["step"], -2 * scale.x)
+    if "step" in history:  # gamma X^T X is invariant; saturated where beyond float64
+        history["step"] = np.minimum(times(history["step"], -2 * scale.x), np.finfo(float).max)
     for key in ("marginal_nll", "holdout_score"):  # -log density per sample: + log(2^y)
         if key in history:
             history[key] = np.asarray(history[key]) + scale.y * np.log(2.0)

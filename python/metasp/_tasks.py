@@ -352,7 +352,12 @@ class Tasks:
         if dtype is None:
             dtype = np.float32 if all(_is_float32(X) for X in Xs) else np.float64
         # One copy, straight into the stored dtype, whatever the per-task dtypes.
-        X = np.concatenate(Xs, axis=0, dtype=dtype)
+        try:
+            with np.errstate(over="raise"):
+                X = np.concatenate(Xs, axis=0, dtype=dtype)
+        except FloatingPointError:
+            raise ValueError(f"Xs have values beyond the range of {np.dtype(dtype).name}; keep "
+                             "them in float64 (dtype=None)") from None
         return cls(X, np.concatenate(ys, dtype=np.float64), offsets)
 
     @classmethod

@@ -373,8 +373,9 @@ def rescaled_arguments(args: FitArguments) -> tuple[FitArguments, Scale]:
     tasks, scale = rescaled(args.tasks)
     step = args.step
     if not args.adaptive:
-        step = float(np.clip(np.ldexp(step, 2 * scale.x), np.nextafter(0.0, 1.0),
-                             np.finfo(float).max))
+        with np.errstate(over="ignore"):  # saturates, then clipped
+            step = float(np.clip(np.ldexp(step, 2 * scale.x), np.nextafter(0.0, 1.0),
+                                 np.finfo(float).max))
     return args._replace(tasks=tasks, step=step), scale
 
 

@@ -184,7 +184,7 @@ def fit(
     for kind, V0 in starts:
         run = _run_start(args, kind, V0)
         final = run["loss"][-1] if len(run["loss"]) else run["initial_loss"]
-        start_loss.append(np.nan if run["status"] == "diverged" else final)
+        start_loss.append(final)  # a diverged start: its last finite iterate
         start_iter.append(run["n_iter"])
         if best is None or (run["status"] != "diverged" and (
                 best["status"] == "diverged" or final < best["final_loss"])):

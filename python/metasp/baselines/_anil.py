@@ -130,8 +130,12 @@ def anil(Xs, ys=None, s=None, *, order=1, inner_lr=0.1, inner_steps=3, outer_lr=
     status = "max_iter"
     with np.errstate(over="ignore", invalid="ignore"):
         for k in range(max_iter):
-            loss, grad_B = _anil_meta_gradient(support, support_without_y, query, B, alpha,
-                                               steps, order, n_jobs)
+            try:
+                loss, grad_B = _anil_meta_gradient(support, support_without_y, query, B, alpha,
+                                                   steps, order, n_jobs)
+            except FloatingPointError:  # the inner heads overflowed (kernels.gradient)
+                status = "diverged"
+                break
             if k == 0:
                 initial_loss = loss
             if not np.isfinite(loss) or loss > DIVERGENCE_FACTOR * initial_loss:

@@ -103,7 +103,11 @@ def oracle(Xs, ys=None, s=None, B_true=None):
 
 
 def _ridge_solutions(tasks: Tasks, ridge: float) -> np.ndarray:
-    """Row t: argmin ||y_t - X_t theta||^2 / (2 m_t) + ridge ||theta||^2 / 2 (min-norm if 0)."""
+    """Row t: argmin ||y_t - X_t theta||^2 / (2 m_t) + ridge ||theta||^2 / 2 (min-norm if 0).
+
+    With a ridge, from the SVD X_t = U S V^T as V S / (S^2 + m_t ridge) U^T y_t, which stays
+    exact where X_t X_t^T + m_t ridge I is singular in float64 (ridge below eps |X_t|^2).
+    """
     sizes = tasks.task_sizes
     d = tasks.n_features
     Theta = np.empty((tasks.n_tasks, d))
@@ -113,15 +117,16 @@ def _ridge_solutions(tasks: Tasks, ridge: float) -> np.ndarray:
         y = tasks.y.reshape(tasks.n_tasks, m, 1)
         if ridge == 0:
             return (np.linalg.pinv(X) @ y)[:, :, 0]
-        gram = X @ X.transpose(0, 2, 1) + m * ridge * np.eye(m)
-        return np.einsum("tmd,tm->td", X, np.linalg.solve(gram, y)[:, :, 0])
+        U, S, Vt = np.linalg.svd(X, full_matrices=False)
+        shrunk = S / (S**2 + m * ridge) * (U.transpose(0, 2, 1) @ y)[:, :, 0]
+        return np.einsum("tkd,tk->td", Vt, shrunk)
     for t in range(tasks.n_tasks):
         X, y = tasks[t]
         if ridge == 0:
             Theta[t] = np.linalg.lstsq(X, y, rcond=None)[0]
         else:
-            gram = X @ X.T + X.shape[0] * ridge * np.eye(X.shape[0])
-            Theta[t] = X.T @ np.linalg.solve(gram, y)
+            U, S, Vt = np.linalg.svd(X, full_matrices=False)
+            Theta[t] = Vt.T @ (S / (S**2 + X.shape[0] * ridge) * (U.T @ y))
     return Theta
 
 

@@ -117,6 +117,9 @@ def _fista(tasks, lam, *, max_iter, tol, seed, n_jobs):
     """FISTA with gradient-based adaptive restart on (1/T) L + lam/sqrt(T) ||Theta||_*."""
     T, d = tasks.n_tasks, tasks.n_features
     lipschitz = _lipschitz(tasks)
+    if lipschitz == 0:
+        raise ValueError("X is 0 in every task: the loss does not depend on Theta, so the "
+                         "trace-norm solution is 0 and has no subspace")
     # Multiplying the objective by T: L(Theta) + lam sqrt(T) ||Theta||_*, step 1 / lipschitz.
     threshold = lam * np.sqrt(T) / lipschitz
     Theta = np.zeros((T, d))
