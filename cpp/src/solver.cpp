@@ -11,6 +11,7 @@
 #include <array>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <stdexcept>
 #include <utility>
 
@@ -37,10 +38,6 @@ double sin_angle(const Matrix& V, const RowMatrix& B) {
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-// Factor on switch_tol when the polish has no Newton step (see run_start).
-constexpr double kSlowPolishSwitch = 1e-6;
-// Consecutive step halvings of CGIHT's backtracking before the loss counts as diverging.
-constexpr int kMaxRetries = 40;
 // Below this Frobenius norm the iterate's sums of squares may have underflowed.
 constexpr double kTinyNorm = 1e-100;
 
@@ -196,24 +193,37 @@ Matrix orthonormal_columns(const Matrix& Y) {
     return qr.householderQ() * Matrix::Identity(Y.rows(), Y.cols());
 }
 
-// The loss stopped improving: over the last `window` entries it fell by at most a relative rtol
-// (or rose).
-bool plateau(const std::vector<double>& loss, int window, double rtol) {
-    const size_t n = loss.size();
+// The loss stopped improving: over the last `window` iterations it fell by at most a relative
+// rtol (or rose).
+bool plateau(const std::vector<IterationRecord>& history, int window, double rtol) {
+    const size_t n = history.size();
     if (n <= size_t(window)) return false;
-    return loss[n - 1 - window] - loss[n - 1] <= rtol * std::abs(loss[n - 1]);
+    const double last = history[n - 1].loss;
+    return history[n - 1 - window].loss - last <= rtol * std::abs(last);
 }
 
 // Neither the best loss nor the best relative change improved over the last `patience`
-// iterations (checked every `patience` iterations, so the cost stays linear).
-bool stalled(const std::vector<double>& loss, const std::vector<double>& rel_change, int patience) {
-    const size_t n = rel_change.size(), p = size_t(patience);
-    if (n < 2 * p || n % p != 0 || loss.size() < n) return false;
-    const auto best = [](const std::vector<double>& v, size_t begin, size_t end) {
-        return *std::min_element(v.begin() + begin, v.begin() + end);
+// iterations (checked every `patience` iterations, so the cost stays linear). The relative
+// changes are those of `history` and `current`; the losses must cover all of them, but the
+// current iterate's loss is only known at the next pass over X, so as called from the stop
+// test this is never true (see reference._stalled, which agrees).
+bool stalled(const std::vector<IterationRecord>& history, const IterationRecord& current,
+             int patience) {
+    const size_t n = history.size() + 1, p = size_t(patience);
+    const size_t n_losses = history.size();
+    if (n < 2 * p || n % p != 0 || n_losses < n) return false;
+    const auto at = [&](size_t i) -> const IterationRecord& {
+        return i < history.size() ? history[i] : current;
     };
+    const auto best = [&](auto field, size_t begin, size_t end) {
+        double out = field(at(begin));
+        for (size_t i = begin + 1; i < end; ++i) out = std::min(out, field(at(i)));
+        return out;
+    };
+    const auto loss = [](const IterationRecord& r) { return r.loss; };
+    const auto change = [](const IterationRecord& r) { return r.rel_change; };
     const double loss_before = best(loss, 0, n - p), loss_now = best(loss, n - p, n);
-    const double change_before = best(rel_change, 0, n - p), change_now = best(rel_change, n - p, n);
+    const double change_before = best(change, 0, n - p), change_now = best(change, n - p, n);
     return loss_now >= loss_before * (1 - 1e-12) && change_now >= 0.5 * change_before;
 }
 
@@ -227,295 +237,388 @@ Status status_of(RefineStatus status) {
     return Status::stalled;
 }
 
-// One start: hard thresholding from `init` (V0 for a given or random start), then the
-// least-squares polish when options.refine.
-SolveResult run_start(const TasksView& tasks, Index s, const SolveOptions& options, Init init,
-                      const Matrix& V0, std::uint64_t seed, const StopRequested& stop_requested) {
-    const Index T = tasks.n_tasks(), d = tasks.n_features();
-    const int n_threads = options.n_threads;
-    const bool conjugate = options.adaptive_step && options.conjugate;
-    const bool track = options.reference_B.size() > 0;
-    const auto stop = [&] { return stop_requested && stop_requested(); };
-
-    SolveResult out;
-    RowMatrix theta = RowMatrix::Zero(T, d);
-    RowMatrix work(T, d);  // gradient, then the step's target, then the next iterate
-    RowMatrix direction;  // CGIHT only
-    RowMatrix Cr(T, s), Cp(T, s);  // V^T g_t and V^T (direction)_t, rows t, from its pass
-    Vector per_task(T);
-    TruncatedSVD svd;      // its basis warm-starts the next truncated SVD
-    bool have_subspace = false, have_direction = false, done = false;
-    out.status = Status::max_iter;
-
-    {   // loss at Theta = 0, as the gradient pass would sum it
-        double total = 0;
-        for (Index t = 0; t < T; ++t) {
-            double loss = 0;
-            for (Index i = tasks.begin(t), end = i + tasks.size(t); i < end; ++i) loss += tasks.y[i] * tasks.y[i];
-            total += loss / double(tasks.size(t));
-        }
-        out.initial_loss = total / double(T);
+// Mean over tasks of ||y_t||^2 / m_t, the loss at Theta = 0 as the gradient pass sums it.
+double zero_loss(const TasksView& tasks) {
+    double total = 0;
+    for (Index t = 0; t < tasks.n_tasks(); ++t) {
+        double loss = 0;
+        for (Index i = tasks.begin(t), end = i + tasks.size(t); i < end; ++i) loss += tasks.y[i] * tasks.y[i];
+        total += loss / double(tasks.size(t));
     }
-    const auto diverging = [&](double loss) {
-        return !std::isfinite(loss) || loss > options.divergence_factor * out.initial_loss;
-    };
+    return total / double(tasks.n_tasks());
+}
 
-    if (init != Init::zero) {
-        Matrix V = V0;
-        if (init == Init::spectral) {  // top-s row space of the stacked X_t^T y_t / m_t
-            task_gradient(tasks, theta, work, per_task, n_threads);
-            V = truncated_svd(work, s, Matrix(), seed, n_threads, options.svd, stop_requested).V;
-        }
-        RowMatrix W(T, s);
-        task_heads(tasks, V, W, per_task, n_threads);
-        const Factors start = canonical_factors(W, V);
-        tall_product(start.W, start.V.transpose(), theta, n_threads);
-        svd.V = start.V;
-        svd.W = start.W;
-        svd.singular_values = start.singular_values;
-        svd.basis = start.V;
-        have_subspace = true;
+// Which pass over X an iteration makes: the plain gradient; the gradient with the sums of the
+// exact step along its projection on the row space (normalized IHT); or with the sums of the
+// conjugate step too (CGIHT).
+enum class Pass { plain, fused, conjugate };
+
+// The iterate's norm and its change, measured when it is formed.
+struct Movement {
+    double norm = 0, change = 0;
+};
+
+// One start: hard thresholding from its first iterate, then the least-squares polish when
+// options.polish. An iteration is: pass_over_x, then step_rule (or backtrack, CGIHT's undo
+// of a step that raised the loss), threshold and stop_test; reference._Start has the same
+// steps under the same names.
+class Start {
+public:
+    Start(const TasksView& tasks, Index s, const SolveOptions& options, std::uint64_t seed,
+          const StopRequested& stop_requested)
+        : tasks_(tasks), s_(s), options_(options), seed_(seed), stop_requested_(stop_requested),
+          T_(tasks.n_tasks()), d_(tasks.n_features()), n_threads_(options.n_threads),
+          conjugate_(options.adaptive_step && options.conjugate),
+          track_(options.reference_B.size() > 0) {}
+
+    SolveResult run(Init init, const Matrix& V0);
+
+private:
+    void start(Init init, const Matrix& V0);
+    double pass_over_x();
+    double step_rule(int k, double loss, IterationRecord& record);
+    double line_search();
+    double conjugate_step(double& beta);
+    double backtrack(IterationRecord& record);
+    std::optional<Movement> threshold(IterationRecord& record);
+    bool stop_test(const IterationRecord& record, const Movement& movement);
+    bool polish();
+    void finish_factors(bool polished);
+
+    // The one place an iteration's record joins the history.
+    void append(const IterationRecord& record) { out_.history.push_back(record); }
+    bool stop() const { return stop_requested_ && stop_requested_(); }
+    bool diverging(double loss) const {
+        return !std::isfinite(loss) || loss > options_.divergence_factor * out_.initial_loss;
     }
 
-    Vector projected(T), curvature(T), aa(T), ad(T), dd(T);
-    // Exact minimiser along the gradient projected on the row space. When that projection
-    // vanishes (the gradient is orthogonal to the row space, e.g. when s = T), the ratio is
-    // rounding noise: search along the whole gradient instead.
-    const auto line_search = [&] {
-        const double gradient_norm = squared_norm(work, n_threads);
-        double numerator = sum(projected);
-        if (numerator <= kVanishingProjection * gradient_norm) {
-            task_curvature(tasks, work, curvature, n_threads);
-            numerator = gradient_norm;
-        }
-        const double denominator = sum(curvature);
-        return denominator > 0 ? numerator / denominator : 0.0;
-    };
+    const TasksView& tasks_;
+    const Index s_;
+    const SolveOptions& options_;
+    const std::uint64_t seed_;
+    const StopRequested& stop_requested_;
+    const Index T_, d_;
+    const int n_threads_;
+    const bool conjugate_, track_;
+    Init init_ = Init::zero;
 
-    // CGIHT: p = G + beta p_prev with beta making P p conjugate to P p_prev (P: projection on
-    // the current row space), then the exact line search along p restricted to the row space.
-    // Uses Cr, Cp, aa, ad and dd from the pass over X (task_gradient_conjugate); returns the
-    // step and sets beta (conjugate_update then forms p).
-    double beta = kNaN;
-    const auto conjugate_step = [&] {
-        const double gradient_norm = squared_norm(work, n_threads), rr = Cr.squaredNorm();
-        double numerator, denominator;
-        beta = 0;
-        if (rr <= kVanishingProjection * gradient_norm) {  // as in line_search
-            task_curvature(tasks, work, curvature, n_threads);
-            numerator = gradient_norm;
-            denominator = sum(curvature);
-        } else {
-            const double Saa = sum(aa), Sad = sum(ad), Sdd = sum(dd);
-            const double rp = (Cr.array() * Cp.array()).sum();
-            const double b = -Sad / Sdd;
-            numerator = rr + b * rp;
-            denominator = Saa + 2 * b * Sad + b * b * Sdd;
-            const bool restart = !(Sdd > 0) || !std::isfinite(b) ||
-                                 std::abs(b) * std::sqrt(Cp.squaredNorm()) > kMaxConjugacy * std::sqrt(rr) ||
-                                 !(numerator > kMinConjugateShare * rr) ||
-                                 !(denominator > kMinConjugateShare * Saa);
-            if (restart) {
-                numerator = rr;
-                denominator = Saa;
-            } else {
-                beta = b;
-            }
-        }
-        return denominator > 0 ? numerator / denominator : 0.0;
-    };
-
+    SolveResult out_;
+    RowMatrix theta_;
+    RowMatrix work_;       // gradient, then the step's target, then the next iterate
+    RowMatrix direction_;  // CGIHT only
+    RowMatrix Cr_, Cp_;    // V^T g_t and V^T (direction)_t, rows t, from the conjugate pass
+    Vector per_task_, projected_, curvature_, aa_, ad_, dd_;
+    TruncatedSVD svd_;     // its basis warm-starts the next truncated SVD
+    bool have_subspace_ = false, have_direction_ = false, done_ = false;
+    Pass pass_ = Pass::plain;
     // Backtracking state of CGIHT: the last iterate that lowered the loss.
-    RowMatrix accepted_theta;
-    TruncatedSVD accepted_svd;
-    double accepted_loss = 0;
-    int retries = 0;
-    const int iht_budget = options.refine ? std::max(1, options.max_iter / 2) : options.max_iter;
-    // Without the Newton step (d * s too large for dense normal equations) the polish is plain
-    // alternating least squares, which converges slowly: hard thresholding then runs much
-    // longer before handing over.
-    const bool newton_polish = d * s <= options.basis.max_dense;
-    const double switch_tol = newton_polish ? options.switch_tol : kSlowPolishSwitch * options.switch_tol;
+    RowMatrix accepted_theta_;
+    TruncatedSVD accepted_svd_;
+    double accepted_loss_ = 0;
+    int retries_ = 0;
+};
+
+// The start: the loss at Theta = 0 and, unless from zero, the first iterate with
+// least-squares heads in the given or spectral row space.
+void Start::start(Init init, const Matrix& V0) {
+    init_ = init;
+    theta_ = RowMatrix::Zero(T_, d_);
+    work_.resize(T_, d_);
+    Cr_.resize(T_, s_);
+    Cp_.resize(T_, s_);
+    per_task_.resize(T_);
+    projected_.resize(T_);
+    curvature_.resize(T_);
+    aa_.resize(T_);
+    ad_.resize(T_);
+    dd_.resize(T_);
+    out_.status = Status::max_iter;
+    out_.initial_loss = zero_loss(tasks_);
+    if (init == Init::zero) return;
+    Matrix V = V0;
+    if (init == Init::spectral) {  // top-s row space of the stacked X_t^T y_t / m_t
+        task_gradient(tasks_, theta_, work_, per_task_, n_threads_);
+        V = truncated_svd(work_, s_, Matrix(), seed_, n_threads_, options_.svd, stop_requested_).V;
+    }
+    RowMatrix W(T_, s_);
+    task_heads(tasks_, V, W, per_task_, n_threads_);
+    const Factors first = canonical_factors(W, V);
+    tall_product(first.W, first.V.transpose(), theta_, n_threads_);
+    svd_.V = first.V;
+    svd_.W = first.W;
+    svd_.singular_values = first.singular_values;
+    svd_.basis = first.V;
+    have_subspace_ = true;
+}
+
+// The pass over X: the gradient into work_ and the loss of the current iterate; with a row
+// space, also the sums of the exact step along the gradient projected on it (normalized
+// IHT) or along the conjugate direction (CGIHT), in the same pass.
+double Start::pass_over_x() {
+    const bool cg_step = conjugate_ && have_direction_ && have_subspace_;
+    pass_ = cg_step ? Pass::conjugate
+                    : (options_.adaptive_step && have_subspace_ ? Pass::fused : Pass::plain);
+    if (pass_ == Pass::conjugate)
+        task_gradient_conjugate(tasks_, theta_, direction_, work_, per_task_, svd_.V, Cr_, Cp_,
+                                aa_, ad_, dd_, n_threads_);
+    else if (pass_ == Pass::fused)
+        task_gradient(tasks_, theta_, work_, per_task_, n_threads_, svd_.V, projected_, curvature_);
+    else
+        task_gradient(tasks_, theta_, work_, per_task_, n_threads_);
+    return mean(per_task_);
+}
+
+// Exact minimiser along the gradient projected on the row space. When that projection
+// vanishes (the gradient is orthogonal to the row space, e.g. when s = T), the ratio is
+// rounding noise: search along the whole gradient instead.
+double Start::line_search() {
+    const double gradient_norm = squared_norm(work_, n_threads_);
+    double numerator = sum(projected_);
+    if (numerator <= kVanishingProjection * gradient_norm) {
+        task_curvature(tasks_, work_, curvature_, n_threads_);
+        numerator = gradient_norm;
+    }
+    const double denominator = sum(curvature_);
+    return denominator > 0 ? numerator / denominator : 0.0;
+}
+
+// CGIHT: p = G + beta p_prev with beta making P p conjugate to P p_prev (P: projection on the
+// current row space), then the exact line search along p restricted to the row space. Uses
+// the sums of the conjugate pass over X; returns the step and sets beta (0: a restart).
+double Start::conjugate_step(double& beta) {
+    const double gradient_norm = squared_norm(work_, n_threads_), rr = Cr_.squaredNorm();
+    double numerator, denominator;
+    beta = 0;
+    if (rr <= kVanishingProjection * gradient_norm) {  // as in line_search
+        task_curvature(tasks_, work_, curvature_, n_threads_);
+        numerator = gradient_norm;
+        denominator = sum(curvature_);
+    } else {
+        const double Saa = sum(aa_), Sad = sum(ad_), Sdd = sum(dd_);
+        const double rp = (Cr_.array() * Cp_.array()).sum();
+        const double b = -Sad / Sdd;
+        numerator = rr + b * rp;
+        denominator = Saa + 2 * b * Sad + b * b * Sdd;
+        const bool restart = !(Sdd > 0) || !std::isfinite(b) ||
+                             std::abs(b) * std::sqrt(Cp_.squaredNorm()) > kMaxConjugacy * std::sqrt(rr) ||
+                             !(numerator > kMinConjugateShare * rr) ||
+                             !(denominator > kMinConjugateShare * Saa);
+        if (restart) {
+            numerator = rr;
+            denominator = Saa;
+        } else {
+            beta = b;
+        }
+    }
+    return denominator > 0 ? numerator / denominator : 0.0;
+}
+
+// The step rule: the step (fixed, the exact line search, or CGIHT's), then the step's target
+// Theta + step * direction in work_; returns ||target||_F^2. With CGIHT the iterate it
+// leaves is kept first, for backtracking.
+double Start::step_rule(int k, double loss, IterationRecord& record) {
+    record.beta = conjugate_ ? 0.0 : kNaN;
+    if (conjugate_) {
+        retries_ = 0;
+        accepted_loss_ = k > 0 ? loss : (init_ == Init::zero ? out_.initial_loss : loss);
+        copy_rows(theta_, accepted_theta_, n_threads_);
+        accepted_svd_ = svd_;
+    }
+    double step = options_.step;
+    if (pass_ == Pass::conjugate) {
+        step = conjugate_step(record.beta);
+    } else if (pass_ == Pass::fused) {
+        step = line_search();
+    } else if (options_.adaptive_step) {
+        // No subspace yet: take the top-s row space of the gradient itself.
+        svd_ = truncated_svd(work_, s_, Matrix(), seed_, n_threads_, options_.svd, stop_requested_);
+        have_subspace_ = true;
+        RowMatrix C(T_, s_);
+        tall_product(work_, svd_.V, C, n_threads_);
+        task_curvature(tasks_, C, svd_.V, curvature_, n_threads_);
+        projected_ = C.rowwise().squaredNorm();
+        step = line_search();
+    }
+    record.step = step;
+    if (pass_ == Pass::conjugate) {
+        // Only the old direction's part inside the row space carries over: that is where the
+        // line search measured it; its outside part would be an unmeasured step.
+        return conjugate_update(theta_, step, work_, record.beta, Cp_, svd_.V, direction_, work_,
+                                n_threads_);
+    }
+    if (conjugate_) copy_rows(work_, direction_, n_threads_);  // a restart: the gradient
+    return add_scaled(theta_, step, work_, work_, n_threads_);  // before hard thresholding
+}
+
+// CGIHT's safeguard: the update raised the loss, so it is undone and retried with half the
+// step along the same direction; returns ||target||_F^2 as step_rule does.
+double Start::backtrack(IterationRecord& record) {
+    ++retries_;
+    copy_rows(accepted_theta_, theta_, n_threads_);
+    svd_ = accepted_svd_;
+    record.beta = 0;
+    record.step = 0.5 * out_.history.back().step;
+    return add_scaled(theta_, record.step, direction_, work_, n_threads_);
+}
+
+// Hard thresholding: the truncated SVD of the target in work_ (warm-started from the last
+// basis), and H_s, the rank-s iterate, with its norm and its change in the same pass. Fills
+// the record's SVD fields, relative change and sin angle; nullopt when interrupted.
+std::optional<Movement> Start::threshold(IterationRecord& record) {
+    const Matrix warm_start = have_subspace_ ? svd_.basis : Matrix();
+    std::optional<double> last_change;
+    if (!out_.history.empty()) last_change = out_.history.back().rel_change;
+    const Clock::time_point svd_started = Clock::now();
+    svd_ = truncated_svd(work_, s_, warm_start, seed_, n_threads_,
+                         options_.svd.following(last_change), stop_requested_);
+    record.svd_seconds = seconds_since(svd_started);
+    record.svd_steps = svd_.n_steps;
+    have_subspace_ = true;
+    if (stop()) return std::nullopt;
+    const RowMatrix Vt = svd_.V.transpose();
+    const auto sums = chunk_sums<2>(T_, d_, n_threads_, [&](Index r0, Index r1) {
+        std::array<double, 2> chunk;
+        expand_rows(svd_.W.data() + r0, svd_.W.outerStride(), Vt.data(), s_, d_,
+                    theta_.row(r0).data(), r1 - r0, work_.row(r0).data(), chunk.data());
+        return chunk;
+    });
+    Movement movement{std::sqrt(sums[0]), std::sqrt(sums[1])};
+    if (movement.norm < kTinyNorm) {
+        // The squares underflowed (a tiny step on small data): measured again, by norms that
+        // scale before they square. Rare, so the extra passes do not matter.
+        movement.norm = work_.stableNorm();
+        movement.change = (work_ - theta_).stableNorm();
+    }
+    std::swap(theta_, work_);
+    record.phase = 0;
+    record.rel_change = movement.norm > 0 ? movement.change / movement.norm : 0.0;
+    record.sin_angle = track_ ? sin_angle(svd_.V, options_.reference_B) : kNaN;
+    return movement;
+}
+
+// The stop test after an iteration: converged (the sin angle to the reference, or the
+// relative change, below its tolerance), the hand-over to the polish, or stalled. Sets the
+// status; true: leave hard thresholding.
+bool Start::stop_test(const IterationRecord& record, const Movement& movement) {
+    if (track_ && options_.sin_tol > 0 && record.sin_angle <= options_.sin_tol) {
+        out_.status = Status::converged;
+        done_ = true;
+        return true;
+    }
+    // A zero iterate has converged only where the gradient at it vanishes (as for all-zero
+    // targets); else the step was too small to move it at all.
+    const bool stationary = movement.norm > 0 ? movement.change <= options_.tol * movement.norm
+                                              : zero_gradient(tasks_, n_threads_);
+    if (options_.tol > 0 && stationary) {
+        out_.status = Status::converged;
+        return true;
+    }
+    if (options_.polish) {
+        const bool newton_polish = d_ * s_ <= options_.basis.max_dense;
+        const double switch_tol =
+            newton_polish ? options_.switch_tol : kSlowPolishSwitch * options_.switch_tol;
+        return record.rel_change <= switch_tol ||
+               plateau(out_.history, options_.switch_window, switch_tol * switch_tol);
+    }
+    if (options_.tol > 0 && stalled(out_.history, record, options_.patience)) {
+        out_.status = Status::stalled;
+        return true;
+    }
+    return false;
+}
+
+SolveResult Start::run(Init init, const Matrix& V0) {
+    start(init, V0);
+    std::optional<IterationRecord> pending;  // the last iteration's, until its loss is known
+    const int iht_budget = options_.polish ? std::max(1, options_.max_iter / 2) : options_.max_iter;
     for (int k = 0; k < iht_budget; ++k) {
         const Clock::time_point started = Clock::now();
-        const bool cg_step = conjugate && have_direction && have_subspace;
-        // Normalized IHT: the step is an exact line search along the gradient projected on
-        // the current row space, computed in the same pass over X as the gradient.
-        const bool fused_step = options.adaptive_step && have_subspace && !cg_step;
-        if (cg_step)
-            task_gradient_conjugate(tasks, theta, direction, work, per_task, svd.V, Cr, Cp, aa, ad,
-                                    dd, n_threads);
-        else if (fused_step)
-            task_gradient(tasks, theta, work, per_task, n_threads, svd.V, projected, curvature);
-        else
-            task_gradient(tasks, theta, work, per_task, n_threads);
-        const double loss = mean(per_task);
-        // CGIHT is safeguarded by backtracking: an update that raised the loss is undone and
-        // retried with half the step along the same direction, then the directions restart.
-        const bool retry = conjugate && k > 0 && !(loss <= accepted_loss) && retries < kMaxRetries;
-        if (k > 0) {
-            out.loss.push_back(loss);
-            if (!retry && diverging(loss)) { out.status = Status::diverged; break; }
+        const double loss = pass_over_x();
+        const bool retry = conjugate_ && k > 0 && !(loss <= accepted_loss_) && retries_ < kMaxRetries;
+        if (pending) {
+            pending->loss = loss;
+            append(*pending);
+            pending.reset();
+            if (!retry && diverging(loss)) { out_.status = Status::diverged; break; }
         }
-        if (stop()) { out.status = Status::interrupted; break; }
-
-        double step = options.step, target_norm = 0;
-        beta = conjugate ? 0.0 : kNaN;
-        if (retry) {
-            ++retries;
-            copy_rows(accepted_theta, theta, n_threads);
-            svd = accepted_svd;
-            step = 0.5 * out.step.back();
-            target_norm = add_scaled(theta, step, direction, work, n_threads);
-        } else {
-            if (conjugate) {
-                retries = 0;
-                accepted_loss = k > 0 ? loss : (init == Init::zero ? out.initial_loss : loss);
-                copy_rows(theta, accepted_theta, n_threads);
-                accepted_svd = svd;
-            }
-            if (cg_step) {
-                step = conjugate_step();
-            } else if (fused_step) {
-                step = line_search();
-            } else if (options.adaptive_step) {
-                // No subspace yet: take the top-s row space of the gradient itself.
-                svd = truncated_svd(work, s, Matrix(), seed, n_threads, options.svd, stop_requested);
-                have_subspace = true;
-                RowMatrix C(T, s);
-                tall_product(work, svd.V, C, n_threads);
-                task_curvature(tasks, C, svd.V, curvature, n_threads);
-                projected = C.rowwise().squaredNorm();
-                step = line_search();
-            }
-            if (cg_step) {
-                // Only the old direction's part inside the row space carries over: that is
-                // where the line search measured it; its outside part would be an unmeasured
-                // step.
-                target_norm = conjugate_update(theta, step, work, beta, Cp, svd.V, direction, work,
-                                               n_threads);
-            } else {
-                if (conjugate) copy_rows(work, direction, n_threads);  // a restart: the gradient
-                // the gradient step, before hard thresholding
-                target_norm = add_scaled(theta, step, work, work, n_threads);
-            }
-        }
-        have_direction = conjugate && !retry;
-        if (!std::isfinite(target_norm)) { out.status = Status::diverged; break; }
-        if (stop()) { out.status = Status::interrupted; break; }
-
-        const Matrix warm_start = have_subspace ? svd.basis : Matrix();
-        const Clock::time_point svd_started = Clock::now();
-        svd = truncated_svd(work, s, warm_start, seed, n_threads,
-                            options.svd.following(out.rel_change), stop_requested);
-        const double svd_seconds = seconds_since(svd_started);
-        have_subspace = true;
-        if (stop()) { out.status = Status::interrupted; break; }
-        // H_s: the rank-s iterate, with its norm and its change in the same pass.
-        const RowMatrix Vt = svd.V.transpose();
-        const auto sums = chunk_sums<2>(T, d, n_threads, [&](Index r0, Index r1) {
-            std::array<double, 2> chunk;
-            expand_rows(svd.W.data() + r0, svd.W.outerStride(), Vt.data(), s, d,
-                        theta.row(r0).data(), r1 - r0, work.row(r0).data(), chunk.data());
-            return chunk;
-        });
-        double norm = std::sqrt(sums[0]), change = std::sqrt(sums[1]);
-        if (norm < kTinyNorm) {
-            // The squares underflowed (a tiny step on small data): measured again, by norms
-            // that scale before they square. Rare, so the extra passes do not matter.
-            norm = work.stableNorm();
-            change = (work - theta).stableNorm();
-        }
-        std::swap(theta, work);
-        out.n_iter = k + 1;
-        out.step.push_back(step);
-        out.beta.push_back(beta);
-        out.rel_change.push_back(norm > 0 ? change / norm : 0.0);
-        out.svd_steps.push_back(svd.n_steps);
-        out.phase.push_back(0);
-        out.seconds.push_back(seconds_since(started));
-        out.svd_seconds.push_back(svd_seconds);
-        if (track) out.sin_angle.push_back(sin_angle(svd.V, options.reference_B));
-        if (track && options.sin_tol > 0 && out.sin_angle.back() <= options.sin_tol) {
-            out.status = Status::converged;
-            done = true;
-            break;
-        }
-        // A zero iterate has converged only where the gradient at it vanishes (as for all-zero
-        // targets); else the step was too small to move it at all.
-        const bool stationary =
-            norm > 0 ? change <= options.tol * norm : zero_gradient(tasks, n_threads);
-        if (options.tol > 0 && stationary) {
-            out.status = Status::converged;
-            break;
-        }
-        if (options.refine) {
-            if (out.rel_change.back() <= switch_tol ||
-                plateau(out.loss, options.switch_window, switch_tol * switch_tol))
-                break;
-        } else if (options.tol > 0 && stalled(out.loss, out.rel_change, options.patience)) {
-            out.status = Status::stalled;
-            break;
-        }
+        if (stop()) { out_.status = Status::interrupted; break; }
+        IterationRecord record;
+        const double target_norm = retry ? backtrack(record) : step_rule(k, loss, record);
+        have_direction_ = conjugate_ && !retry;
+        if (!std::isfinite(target_norm)) { out_.status = Status::diverged; break; }
+        if (stop()) { out_.status = Status::interrupted; break; }
+        const std::optional<Movement> movement = threshold(record);
+        if (!movement) { out_.status = Status::interrupted; break; }
+        record.seconds = seconds_since(started);
+        out_.n_iter = k + 1;
+        pending = record;
+        if (stop_test(record, *movement)) break;
     }
-    out.n_iht_iter = out.n_iter;
-
-    if (out.status != Status::diverged && out.status != Status::interrupted) {
-        task_loss(tasks, theta, per_task, n_threads);
-        out.loss.push_back(mean(per_task));
-        if (diverging(out.loss.back())) out.status = Status::diverged;
+    out_.n_iht_iter = out_.n_iter;
+    if (pending) {  // the last iterate's loss, once more over X
+        task_loss(tasks_, theta_, per_task_, n_threads_);
+        pending->loss = mean(per_task_);
+        append(*pending);
+        if (diverging(pending->loss)) out_.status = Status::diverged;
     }
+    finish_factors(polish());
+    return std::move(out_);
+}
 
-    bool refined = false;
-    if (options.refine && !done && have_subspace && out.status != Status::diverged &&
-        out.status != Status::interrupted) {
-        RefineOptions refine_options;
-        refine_options.max_iter = options.max_iter - out.n_iter;
-        refine_options.tol = options.tol;
-        refine_options.sin_tol = options.sin_tol;
-        refine_options.n_threads = n_threads;
-        refine_options.reference_B = options.reference_B;
-        refine_options.basis = options.basis;
-        RefineResult polished = refine(tasks, svd.V, refine_options, stop_requested);
-        out.status = status_of(polished.status);
-        if (polished.n_iter > 0) {
-            refined = true;
-            out.n_iter += polished.n_iter;
-            for (int k = 0; k < polished.n_iter; ++k) {
-                out.loss.push_back(polished.loss[k]);
-                out.rel_change.push_back(polished.rel_change[k]);
-                if (track) out.sin_angle.push_back(polished.sin_angle[k]);
-                out.step.push_back(kNaN);
-                out.beta.push_back(kNaN);
-                out.svd_steps.push_back(0);
-                out.phase.push_back(1);
-                out.seconds.push_back(polished.seconds[k]);
-                out.svd_seconds.push_back(0);
-            }
-            out.Theta = std::move(polished.Theta);
-            out.W = std::move(polished.factors.W);
-            out.B = polished.factors.V.transpose();
-            out.singular_values = std::move(polished.factors.singular_values);
-        }
+// The least-squares polish from the hard-thresholding subspace, when asked for and it can
+// help; its sweeps join the history as phase 1. True if it took at least one sweep.
+bool Start::polish() {
+    if (!options_.polish || done_ || !have_subspace_ || out_.status == Status::diverged ||
+        out_.status == Status::interrupted)
+        return false;
+    RefineOptions polish_options;
+    polish_options.max_iter = options_.max_iter - out_.n_iter;
+    polish_options.tol = options_.tol;
+    polish_options.sin_tol = options_.sin_tol;
+    polish_options.n_threads = n_threads_;
+    polish_options.reference_B = options_.reference_B;
+    polish_options.basis = options_.basis;
+    RefineResult polished = refine(tasks_, svd_.V, polish_options, stop_requested_);
+    out_.status = status_of(polished.status);
+    if (polished.n_iter == 0) return false;
+    out_.n_iter += polished.n_iter;
+    for (int k = 0; k < polished.n_iter; ++k) {
+        IterationRecord record;
+        record.loss = polished.loss[k];
+        record.step = kNaN;
+        record.beta = kNaN;
+        record.rel_change = polished.rel_change[k];
+        record.sin_angle = track_ ? polished.sin_angle[k] : kNaN;
+        record.svd_steps = 0;
+        record.phase = 1;
+        record.seconds = polished.seconds[k];
+        record.svd_seconds = 0;
+        append(record);
     }
+    out_.Theta = std::move(polished.Theta);
+    out_.W = std::move(polished.factors.W);
+    out_.B = polished.factors.V.transpose();
+    out_.singular_values = std::move(polished.factors.singular_values);
+    return true;
+}
 
-    if (!refined) {
-        out.Theta = std::move(theta);
-        if (have_subspace) {
-            out.W = svd.W;
-            out.B = svd.V.transpose();
-            out.singular_values = svd.singular_values;
-        } else {  // stopped before the first update: Theta is still zero
-            out.W = RowMatrix::Zero(T, s);
-            out.B = RowMatrix::Identity(s, d);
-            out.singular_values = Vector::Zero(s);
-        }
+// The returned factors, from the hard-thresholding iterate where the polish did not run.
+void Start::finish_factors(bool polished) {
+    if (polished) return;
+    out_.Theta = std::move(theta_);
+    if (have_subspace_) {
+        out_.W = svd_.W;
+        out_.B = svd_.V.transpose();
+        out_.singular_values = svd_.singular_values;
+    } else {  // stopped before the first update: Theta is still zero
+        out_.W = RowMatrix::Zero(T_, s_);
+        out_.B = RowMatrix::Identity(s_, d_);
+        out_.singular_values = Vector::Zero(s_);
     }
-    return out;
 }
 
 double final_loss(const SolveResult& result) {
-    return result.loss.empty() ? result.initial_loss : result.loss.back();
+    return result.history.empty() ? result.initial_loss : result.history.back().loss;
 }
 
 }  // namespace
@@ -537,8 +640,8 @@ SolveResult solve(const TasksView& tasks, Index s, const SolveOptions& options,
         } else if (init == Init::given) {
             V0 = orthonormal_columns(options.init_B.transpose());
         }
-        SolveResult run = run_start(tasks, s, options, init, V0, options.seed + std::uint64_t(start),
-                                    stop_requested);
+        SolveResult run = Start(tasks, s, options, options.seed + std::uint64_t(start), stop_requested)
+                              .run(init, V0);
         start_loss.push_back(final_loss(run));  // a diverged start: its last finite iterate
         start_iter.push_back(run.n_iter);
         const bool interrupted = run.status == Status::interrupted;

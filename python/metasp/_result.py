@@ -548,7 +548,7 @@ def warn_about_status(result: MetaSPResult, adaptive: bool, step: float, tol: fl
         else:
             advice = (
                 "neither the loss nor the change improved any more. Use step='auto' with the "
-                "default polish (refine='auto'), or try n_starts=5."
+                "default polish (polish='auto'), or try n_starts=5."
             )
         warnings.warn(
             f"Meta-SP stalled after {result.n_iter} iterations: {advice}",

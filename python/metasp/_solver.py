@@ -7,18 +7,27 @@ import numpy as np
 from . import _core, kernels, metrics
 from ._diagnostics import checks_rank, diagnose
 from ._random_heads import NEGLIGIBLE_NOISE, fit_random_heads, spectral_start
-from ._result import (Diagnostic, MetaSPResult, _fit_head_prior, checked,
-                      warn_about_diagnostics, warn_about_status)
-from ._validation import (DIVERGENCE_FACTOR, Scale, check_fit_arguments, check_polish_arguments,
-                          rescaled, rescaled_arguments)
+from ._result import (
+    MetaSPResult,
+    _fit_head_prior,
+    checked,
+    warn_about_diagnostics,
+    warn_about_status,
+)
+from ._solve_result import make_result, unscaled
+from ._validation import (
+    Scale,
+    check_fit_arguments,
+    check_polish_arguments,
+    renamed_refine,
+    rescaled,
+    rescaled_arguments,
+)
 
-# Truncated-SVD accuracy inside the solver: Ritz residuals below 1e-12 of the largest
-# eigenvalue of A^T A, which keeps the C++ iterates within ~1e-10 of exact-SVD iterates.
-SVD_TOL = 1e-12
-SVD_MAX_STEPS = 300
-# ... or below this fraction of the iterate's last relative change, whichever is larger: the
-# SVD need not be much more accurate than the iterate's own movement (0: always SVD_TOL).
-SVD_RELATIVE_TOL = 1e-4
+# Each truncated SVD inside the solver stops at this fraction of the iterate's last relative
+# change (or at the C++ core's SVD tolerance, whichever is larger): the core's default, read
+# here so that trajectory comparisons with the exact-SVD reference can set it to 0.
+SVD_RELATIVE_TOL = _core.constants["svd_relative_tol"]
 
 
 def fit(
@@ -29,7 +38,7 @@ def fit(
     heads="auto",
     step="auto",
     accel="cg",
-    refine="auto",
+    polish="auto",
     init="zero",
     n_starts=1,
     max_iter=1000,
@@ -38,6 +47,7 @@ def fit(
     n_jobs=None,
     random_state=None,
     reference_B=None,
+    refine="deprecated",
 ) -> MetaSPResult:
     r"""Learn the subspace shared by T linear regression tasks with Meta Subspace Pursuit.
 
@@ -89,7 +99,7 @@ def fit(
     heads : {"auto", "random", "fixed"}, default "auto"
         ``"random"``: heads integrated out (the marginal likelihood); ``"fixed"``: least-squares
         heads, the paper's estimator; ``"auto"``: ``"random"`` unless an option of the
-        fixed-heads solver below (``step``, ``accel``, ``refine``, ``n_starts``) is changed
+        fixed-heads solver below (``step``, ``accel``, ``polish``, ``n_starts``) is changed
         from its default. Those options apply to ``heads="fixed"`` only.
     step : "auto" or float, default "auto"
         ``"auto"``: an exact line search along the (conjugate) direction restricted to the
@@ -101,9 +111,10 @@ def fit(
         conjugacy coefficient blows up, safeguarded by halving a step that raised the loss);
         ``None`` for normalized IHT (steepest descent with the exact step). Ignored with a fixed
         step.
-    refine : {"auto", "als", None}, default "auto"
-        The least-squares polish after hard thresholding. ``"auto"``: on with ``step="auto"``,
-        off with a fixed step (the paper's algorithm); ``"als"``: on; ``None``: off.
+    polish : {"auto", "als", None}, default "auto"
+        The least-squares polish after hard thresholding (:func:`metasp.polish` from the
+        subspace it found). ``"auto"``: on with ``step="auto"``, off with a fixed step (the
+        paper's algorithm); ``"als"``: on; ``None``: off.
     init : {"zero", "spectral"} or array_like of shape (s, d), default "zero"
         Starting point. ``"zero"``: the paper's :math:`\Theta^0 = 0` (with random heads, which
         need a subspace to start from: as ``"spectral"``). ``"spectral"``: the top-s row space
@@ -135,6 +146,9 @@ def fit(
     reference_B : array_like of shape (s, d), optional
         The true subspace, in simulations: the sine of the largest principal angle to it is
         recorded in ``history["sin_angle"]`` after every iteration.
+    refine : {"auto", "als", None}, optional
+        The former name of ``polish``; still accepted with a :class:`FutureWarning` for one
+        release.
 
     Returns
     -------
@@ -192,23 +206,41 @@ def fit(
     >>> bool(metasp.metrics.sin_angle(result.B, B) < 1e-10)
     True
     """
+    polish = renamed_refine(refine, polish)
     args = check_fit_arguments(
         Xs, ys, s, step, init, max_iter, tol, n_jobs, random_state, reference_B,
-        available_threads=_core.max_threads(), accel=accel, refine=refine, n_starts=n_starts,
+        available_threads=_core.max_threads(), accel=accel, polish=polish, n_starts=n_starts,
         sin_tol=sin_tol, heads=heads,
     )
     work, scale = rescaled_arguments(args)
     tasks = work.tasks
     if args.heads == "random":
         return _finish(_fit_random_heads(work), args, work, scale)
-    out = _core.solve(
-        *kernels._core_arrays(tasks), work.s, work.adaptive, work.step, work.max_iter,
-        work.tol, work.n_threads, work.seed, work.reference_B, DIVERGENCE_FACTOR, SVD_TOL,
-        SVD_MAX_STEPS, svd_relative_tol=SVD_RELATIVE_TOL, conjugate=work.conjugate,
-        refine=work.refine, init=work.init, init_B=work.init_B, starts=work.starts,
-        sin_tol=work.sin_tol,
-    )
+    out = _core.solve(*kernels._core_arrays(tasks), work.s, solve_options(work))
     return _finish(make_result(out, work), args, work, scale)
+
+
+def solve_options(args) -> _core.SolveOptions:
+    """The C++ solver's options for validated fit arguments; the rest keep C++'s defaults."""
+    options = _core.SolveOptions()
+    options.adaptive_step, options.step = args.adaptive, args.step
+    options.conjugate, options.polish = args.conjugate, args.polish
+    options.max_iter, options.tol, options.sin_tol = args.max_iter, args.tol, args.sin_tol
+    options.n_threads, options.seed = args.n_threads, args.seed
+    options.init, options.init_B, options.starts = args.init, args.init_B, args.starts
+    options.reference_B = args.reference_B
+    options.svd.relative_tol = SVD_RELATIVE_TOL
+    return options
+
+
+def polish_options(args, reference_B=None) -> _core.PolishOptions:
+    """The C++ polish's options for validated arguments (``max_iter``, ``tol``, ``n_threads``,
+    ``sin_tol``); the rest keep C++'s defaults."""
+    options = _core.PolishOptions()
+    options.max_iter, options.tol, options.n_threads = args.max_iter, args.tol, args.n_threads
+    options.sin_tol = args.sin_tol
+    options.reference_B = reference_B
+    return options
 
 
 def _fit_random_heads(args) -> MetaSPResult:
@@ -240,9 +272,8 @@ def _fit_random_heads(args) -> MetaSPResult:
     if fitted.noise_share < NEGLIGIBLE_NOISE and not reached:
         # Noise this small shrinks no head: both estimates coincide, and the least-squares
         # polish converges fast (and exactly on noiseless data) where L-BFGS crawls.
-        out = _core.refine(*kernels._core_arrays(tasks), np.asfortranarray(fitted.U),
-                           args.max_iter, args.tol, args.n_threads, reference,
-                           sin_tol=args.sin_tol)
+        out = _core.polish(*kernels._core_arrays(tasks), np.asfortranarray(fitted.U),
+                           polish_options(args, reference))
         n = out["n_iter"]
         for key in ("loss", "rel_change") + (("sin_angle",) if reference is not None else ()):
             history[key] = np.concatenate([history[key], out[key]])
@@ -298,50 +329,6 @@ def _finish(result: MetaSPResult, args, work, scale: Scale) -> MetaSPResult:
     return result
 
 
-def unscaled(result: MetaSPResult, scale: Scale) -> MetaSPResult:
-    """``result``, fitted to X * 2^-x and y * 2^-y, in the data's units (in place)."""
-    if scale.identity:
-        return result
-    heads = scale.y - scale.x  # theta = W B scales as y / X; B is the same
-
-    def times(values, exponent):
-        with np.errstate(over="ignore"):  # overflow is reported by checked()
-            return np.ldexp(np.asarray(values, dtype=np.float64), exponent)
-
-    result.W, result.Theta = times(result.W, heads), times(result.Theta, heads)
-    result.singular_values = times(result.singular_values, heads)
-    if not (np.isfinite(result.W).all() and np.isfinite(result.Theta).all()):
-        raise FloatingPointError(
-            f"the fitted heads are of order y / X = 2^{heads} (largest |y| about 2^{scale.y}, "
-            f"largest |X| about 2^{scale.x}), beyond the float64 range: divide y (or multiply "
-            f"X) by a large power of ten before fitting")
-    history = result.history
-    for key in ("loss", "start_loss"):  # squared residuals: units of y^2
-        if key in history:
-            history[key] = times(history[key], 2 * scale.y)
-    if "step" in history:  # gamma X^T X is invariant; saturated where beyond float64
-        history["step"] = np.minimum(times(history["step"], -2 * scale.x), np.finfo(float).max)
-    for key in ("marginal_nll", "holdout_score"):  # -log density per sample: + log(2^y)
-        if key in history:
-            history[key] = np.asarray(history[key]) + scale.y * np.log(2.0)
-    if result.head_mean is not None:
-        mean, cov = times(result.head_mean, heads), times(result.head_cov, 2 * heads)
-        noise = float(times(result.noise_variance, 2 * scale.y))
-        tiny = np.finfo(float).tiny  # below it, float64 keeps too few digits for an inverse
-        if np.isfinite(cov).all() and np.diag(cov).min() >= tiny and tiny <= noise < np.inf:
-            result.head_mean, result.head_cov, result.noise_variance = mean, cov, noise
-        else:
-            noise_exponent = int(np.log2(result.noise_variance)) + 2 * scale.y
-            cov_exponent = int(np.log2(np.diag(result.head_cov).max())) + 2 * heads
-            result.head_mean = result.head_cov = result.noise_variance = None
-            result.diagnostics.append(Diagnostic("prior_out_of_range", (
-                f"The head prior is beyond the float64 range in the data's units (noise "
-                f"variance about 2^{noise_exponent}, head variances about 2^{cov_exponent}), so "
-                f"it is left unset and adapt(prior='empirical') is unavailable. Scale y (or X) "
-                f"by a power of ten towards 1 before fitting, or adapt with prior='ridge'.")))
-    return result
-
-
 def polish(Xs, ys=None, B=None, *, max_iter=100, tol=1e-10, n_jobs=None, reference_B=None):
     r"""The least-squares polish alone, started from the subspace spanned by the rows of ``B``.
 
@@ -384,8 +371,8 @@ def polish(Xs, ys=None, B=None, *, max_iter=100, tol=1e-10, n_jobs=None, referen
     args = check_polish_arguments(Xs, ys, B, max_iter, tol, n_jobs, reference_B,
                                   available_threads=_core.max_threads())
     tasks, scale = rescaled(args.tasks)
-    out = _core.refine(*kernels._core_arrays(tasks), np.asfortranarray(args.init_B.T),
-                       args.max_iter, args.tol, args.n_threads, args.reference_B)
+    out = _core.polish(*kernels._core_arrays(tasks), np.asfortranarray(args.init_B.T),
+                       polish_options(args, args.reference_B))
     n = out["n_iter"]
     history = {"loss": out["loss"], "rel_change": out["rel_change"],
                "phase": np.full(n, "polish"), "seconds": out["seconds"]}
@@ -398,21 +385,3 @@ def polish(Xs, ys=None, B=None, *, max_iter=100, tol=1e-10, n_jobs=None, referen
     result = checked(unscaled(result, scale))
     warn_about_status(result, True, 1.0, args.tol)
     return result
-
-
-def make_result(out: dict, args) -> MetaSPResult:
-    """A MetaSPResult from the dictionary ``_core.solve`` (or the reference) returns."""
-    history = {key: np.asarray(out[key]) for key in ("loss", "step", "rel_change")}
-    if args.conjugate:
-        history["beta"] = np.asarray(out["beta"])
-    if args.reference_B is not None:
-        history["sin_angle"] = np.asarray(out["sin_angle"])
-    for key in ("svd_steps", "seconds", "svd_seconds"):  # C++ solver only
-        if key in out:
-            history[key] = np.asarray(out[key])
-    history["phase"] = np.where(np.asarray(out["phase"]) == 0, "iht", "polish")
-    history["start_loss"] = np.asarray(out["start_loss"])
-    return MetaSPResult(
-        B=out["B"], W=out["W"], Theta=out["Theta"], singular_values=out["singular_values"],
-        n_iter=out["n_iter"], status=out["status"], history=history,
-    )

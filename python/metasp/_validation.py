@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -11,11 +12,12 @@ import numpy as np
 from . import _core
 from ._tasks import Tasks, as_tasks
 
-# A loss this many times the loss at Theta = 0 means the iteration is diverging.
-DIVERGENCE_FACTOR = 1e8
+# A loss this many times the loss at Theta = 0 means the iteration is diverging (the C++
+# core's constant, shared with the baselines).
+DIVERGENCE_FACTOR = _core.constants["divergence_factor"]
 # The adaptive step falls back to the whole gradient when its projection on the row space has a
 # squared norm below this fraction of the gradient's: the C++ core's constant, shared.
-VANISHING_PROJECTION = _core.VANISHING_PROJECTION
+VANISHING_PROJECTION = _core.constants["vanishing_projection"]
 
 
 def is_integer(value) -> bool:
@@ -95,34 +97,46 @@ def check_accel(accel) -> bool:
     raise ValueError(f"accel must be 'cg' (conjugate directions) or None (plain NIHT); got {accel!r}")
 
 
-def check_refine(refine, adaptive: bool) -> bool:
+def check_polish(polish, adaptive: bool) -> bool:
     """Return whether to run the least-squares polish; "auto" means yes with step="auto"."""
-    if refine is None:
+    if polish is None:
         return False
-    if isinstance(refine, str) and refine in ("auto", "als"):
-        return adaptive if refine == "auto" else True
+    if isinstance(polish, str) and polish in ("auto", "als"):
+        return adaptive if polish == "auto" else True
     raise ValueError(
-        f"refine must be 'auto' (on with step='auto', off with a fixed step), 'als' or None; "
-        f"got {refine!r}"
+        f"polish must be 'auto' (on with step='auto', off with a fixed step), 'als' or None; "
+        f"got {polish!r}"
     )
+
+
+def renamed_refine(refine, polish):
+    """The value of ``polish``, taken from ``refine`` (its former name, with a FutureWarning)
+    where only that was given."""
+    if isinstance(refine, str) and refine == "deprecated":
+        return polish
+    if not (isinstance(polish, str) and polish == "auto"):
+        raise TypeError("refine is the former name of polish: pass polish only")
+    warnings.warn("refine was renamed polish; refine= stops working in the next release: "
+                  f"pass polish={refine!r} instead", FutureWarning, stacklevel=3)
+    return refine
 
 
 HEADS_OPTIONS = ("auto", "random", "fixed")
 
 
-def check_heads(heads, adaptive: bool, accel, refine, n_starts) -> str:
+def check_heads(heads, adaptive: bool, accel, polish, n_starts) -> str:
     """Return "random" or "fixed"; "auto" is "random" unless an option of the fixed-heads
-    solver (a fixed step, accel, refine, n_starts) was changed from its default."""
+    solver (a fixed step, accel, polish, n_starts) was changed from its default."""
     if not (isinstance(heads, str) and heads in HEADS_OPTIONS):
         raise ValueError(
             f"heads must be 'auto', 'random' (heads integrated out: the marginal likelihood) or "
             f"'fixed' (least-squares heads, the paper's estimator); got {heads!r}")
-    solver_options = not (adaptive and accel == "cg" and refine == "auto" and n_starts == 1)
+    solver_options = not (adaptive and accel == "cg" and polish == "auto" and n_starts == 1)
     if heads == "auto":
         return "fixed" if solver_options else "random"
     if heads == "random" and solver_options:
         raise ValueError(
-            "step, accel, refine and n_starts are options of the fixed-heads solver; leave them "
+            "step, accel, polish and n_starts are options of the fixed-heads solver; leave them "
             "at their defaults with heads='random', or pass heads='fixed'")
     return heads
 
@@ -390,7 +404,7 @@ class FitArguments(NamedTuple):
     seed: int
     reference_B: np.ndarray | None
     conjugate: bool = False
-    refine: bool = False
+    polish: bool = False
     init: str = "zero"
     init_B: np.ndarray | None = None
     starts: list = []
@@ -400,7 +414,7 @@ class FitArguments(NamedTuple):
 
 def check_fit_arguments(
     Xs, ys, s, step, init, max_iter, tol, n_jobs, random_state, reference_B, available_threads,
-    accel=None, refine=None, n_starts=1, sin_tol=None, heads="fixed",
+    accel=None, polish=None, n_starts=1, sin_tol=None, heads="fixed",
 ) -> FitArguments:
     """Validate everything :func:`metasp.fit` and :func:`metasp.reference.fit` accept."""
     tasks = as_tasks(Xs, ys)
@@ -420,12 +434,12 @@ def check_fit_arguments(
         seed=seed,
         reference_B=reference_B,
         conjugate=check_accel(accel) and adaptive,
-        refine=check_refine(refine, adaptive),
+        polish=check_polish(polish, adaptive),
         init=init,
         init_B=init_B,
         starts=random_starts(check_n_starts(n_starts), s, tasks.n_features, seed),
         sin_tol=check_sin_tol(sin_tol, reference_B),
-        heads=check_heads(heads, adaptive, accel, refine, n_starts),
+        heads=check_heads(heads, adaptive, accel, polish, n_starts),
     )
 
 
@@ -439,6 +453,6 @@ def check_polish_arguments(Xs, ys, B, max_iter, tol, n_jobs, reference_B, availa
     return FitArguments(
         tasks=tasks, s=s, adaptive=True, step=1.0, max_iter=check_max_iter(max_iter),
         tol=check_tol(tol), n_threads=resolve_n_jobs(n_jobs, available_threads), seed=0,
-        reference_B=check_reference_B(reference_B, s, tasks.n_features), refine=True,
+        reference_B=check_reference_B(reference_B, s, tasks.n_features), polish=True,
         init="given", init_B=init_B,
     )

@@ -13,7 +13,14 @@ import numpy as np
 
 from . import _core
 from ._tasks import Tasks, _check_finite, _float64, _numeric_array
-from ._validation import as_float, check_max_iter, check_tol, is_real, resolve_n_jobs, seed_from
+from ._validation import (
+    as_float,
+    check_max_iter,
+    check_tol,
+    is_real,
+    resolve_n_jobs,
+    seed_from,
+)
 
 __all__ = ["GradientPass", "MarginalPass", "TaskStatistics", "TruncatedSVD", "curvature",
            "gradient", "marginal_pass", "task_statistics", "truncated_svd"]
@@ -250,7 +257,8 @@ def marginal_pass(tasks: Tasks, U, noise, *, n_jobs=None) -> MarginalPass:
 
 
 def truncated_svd(
-    A, s, *, warm_start=None, tol=1e-12, max_steps=300, random_state=None, n_jobs=None
+    A, s, *, warm_start=None, tol=_core.constants["svd_tol"],
+    max_steps=_core.constants["svd_max_steps"], random_state=None, n_jobs=None
 ) -> TruncatedSVD:
     """Top-s singular triplets of ``A`` by block subspace iteration (no full SVD).
 
@@ -268,7 +276,9 @@ def truncated_svd(
         ``1 <= s <= min(T, d)``.
     warm_start : array_like of shape (d, k), optional
     tol : float, default 1e-12
+        The C++ core's default (``metasp._core.constants["svd_tol"]``).
     max_steps : int, default 300
+        The C++ core's default (``metasp._core.constants["svd_max_steps"]``).
     random_state : None, int or numpy.random.Generator
     n_jobs : int or None
 

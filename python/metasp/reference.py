@@ -7,13 +7,15 @@ clarity rather than speed: every iteration forms (N, d) temporaries and a full t
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 
 from . import _core
 from ._result import MetaSPResult, _fit_head_prior, _residual_sums, warn_about_status
+from ._solve_result import make_result, unscaled
 from ._tasks import Tasks
-from ._validation import (DIVERGENCE_FACTOR, VANISHING_PROJECTION, check_fit_arguments,
-                          rescaled_arguments)
+from ._validation import check_fit_arguments, renamed_refine, rescaled_arguments
 from .kernels import GradientPass, MarginalPass, TaskStatistics, TruncatedSVD
 from .metrics import sin_angle
 
@@ -152,7 +154,7 @@ def fit(
     *,
     step="auto",
     accel="cg",
-    refine="auto",
+    polish="auto",
     init="zero",
     n_starts=1,
     max_iter=1000,
@@ -161,6 +163,7 @@ def fit(
     n_jobs=None,
     random_state=None,
     reference_B=None,
+    refine="deprecated",
 ) -> MetaSPResult:
     """Meta-SP in NumPy: same signature, algorithm and result as :func:`metasp.fit`.
 
@@ -170,11 +173,10 @@ def fit(
     """
     from ._diagnostics import diagnose
     from ._result import checked, warn_about_diagnostics
-    from ._solver import make_result, unscaled
-
+    polish = renamed_refine(refine, polish)
     given = check_fit_arguments(
         Xs, ys, s, step, init, max_iter, tol, n_jobs, random_state, reference_B,
-        available_threads=1, accel=accel, refine=refine, n_starts=n_starts, sin_tol=sin_tol,
+        available_threads=1, accel=accel, polish=polish, n_starts=n_starts, sin_tol=sin_tol,
     )
     # Data of extreme scale are fitted scaled by powers of two, as metasp.fit fits them.
     args, scale = rescaled_arguments(given)
@@ -182,14 +184,15 @@ def fit(
     starts = [(args.init, None if args.init_B is None else args.init_B.T)]
     starts += [("given", V0) for V0 in args.starts]
     for kind, V0 in starts:
-        run = _run_start(args, kind, V0)
-        final = run["loss"][-1] if len(run["loss"]) else run["initial_loss"]
-        start_loss.append(final)  # a diverged start: its last finite iterate
-        start_iter.append(run["n_iter"])
-        if best is None or (run["status"] != "diverged" and (
-                best["status"] == "diverged" or final < best["final_loss"])):
-            best = dict(run, final_loss=final)
-    best["start_loss"], best["start_iter"] = start_loss, start_iter
+        run = _Start(args, kind, V0).run()
+        loss = run.history["loss"]
+        run.final_loss = loss[-1] if len(loss) else run.initial_loss
+        start_loss.append(run.final_loss)  # a diverged start: its last finite iterate
+        start_iter.append(run.n_iter)
+        if best is None or (run.status != "diverged" and (
+                best.status == "diverged" or run.final_loss < best.final_loss)):
+            best = run
+    best.start_loss, best.start_iter = start_loss, start_iter
     result = make_result(best, args)
     result.diagnostics = diagnose(result, args._replace(step=given.step),
                                   lambda Theta: gradient(args.tasks, Theta).G)
@@ -199,13 +202,9 @@ def fit(
     return result
 
 
-# Switch to the polish (the C++ SolveOptions defaults), "stalled" patience, CGIHT constants.
-SWITCH_TOL, SWITCH_WINDOW, PATIENCE = 1e-2, 10, 100
-SLOW_POLISH_SWITCH = 1e-6
-MAX_CONJUGACY, MAX_RETRIES = 2.0, 40
-# The conjugate direction's descent and curvature, relative to the gradient's, below which
-# they are rounding: restart (see kMinConjugateShare in cpp/include/metasp/solver.hpp).
-MIN_CONJUGATE_SHARE = 1e-12
+# The C++ core's constants: the polish hand-over and "stalled" patience (SolveOptions'
+# defaults), the vanishing projection and the CGIHT restart and backtracking rules.
+_CONSTANTS = _core.constants
 
 
 def _plateau(loss, window, rtol):
@@ -221,139 +220,223 @@ def _stalled(loss, rel_change, patience):
     return loss_now >= loss_before * (1 - 1e-12) and change_now >= 0.5 * change_before
 
 
-def _run_start(args, kind, V0) -> dict:
-    """One start: hard thresholding, then the polish; see ``run_start`` in cpp/src/solver.cpp."""
-    tasks, s = args.tasks, args.s
-    T, d = tasks.n_tasks, tasks.n_features
-    conjugate = args.adaptive and args.conjugate
-    Theta = np.zeros((T, d))
-    svd, direction = None, None
-    have_direction = False  # the last update was not a backtracking one: beta may be used
-    hist = {"loss": [], "step": [], "beta": [], "rel_change": [], "sin_angle": [], "phase": []}
-    status, n_iter, done = "max_iter", 0, False
-    initial_loss = np.mean(np.add.reduceat(tasks.y**2, tasks.offsets[:-1]) / tasks.task_sizes)
+_HISTORY = ("loss", "step", "beta", "rel_change", "sin_angle", "phase")
 
-    def diverging(loss):
-        return not np.isfinite(loss) or loss > DIVERGENCE_FACTOR * initial_loss
 
-    if kind != "zero":
-        if kind == "spectral":
-            V0 = truncated_svd(gradient(tasks, Theta).G, s).V
+class _Start:
+    """One start: hard thresholding, then the polish; the NumPy twin of ``Start`` in
+    cpp/src/solver.cpp, with the same steps under the same names. An iteration is
+    :meth:`pass_over_x`, then :meth:`step_rule` (or :meth:`backtrack`, CGIHT's undo of a step
+    that raised the loss), :meth:`threshold` and :meth:`stop_test`."""
+
+    def __init__(self, args, kind, V0):
+        self.args, self.kind, self.V0 = args, kind, V0
+        self.tasks, self.s = args.tasks, args.s
+        self.conjugate = args.adaptive and args.conjugate
+        self.history = []  # one record (a dict of _HISTORY) per iteration
+        self.status, self.n_iter, self.done = "max_iter", 0, False
+        self.svd, self.direction = None, None
+        # The last update was not a backtracking one: beta may be used.
+        self.have_direction = False
+        self.accepted = None  # CGIHT backtracking: (Theta, svd, loss) of the last accepted iterate
+        self.retries = 0
+
+    def _append(self, record):
+        """The one place an iteration's record joins the history."""
+        self.history.append(record)
+
+    def diverging(self, loss):
+        factor = _CONSTANTS["divergence_factor"]
+        return not np.isfinite(loss) or loss > factor * self.initial_loss
+
+    def start(self):
+        """The loss at Theta = 0 and, unless from zero, the first iterate with least-squares
+        heads in the given or spectral row space."""
+        tasks, T, d = self.tasks, self.tasks.n_tasks, self.tasks.n_features
+        self.Theta = np.zeros((T, d))
+        self.initial_loss = np.mean(np.add.reduceat(tasks.y**2, tasks.offsets[:-1])
+                                    / tasks.task_sizes)
+        if self.kind == "zero":
+            return
+        V0 = self.V0
+        if self.kind == "spectral":
+            V0 = truncated_svd(gradient(tasks, self.Theta).G, self.s).V
         W0, _ = heads(tasks, V0)
         W0, V, S = canonical_factors(W0, V0)
-        Theta = W0 @ V.T
-        svd = TruncatedSVD(V=V, singular_values=S, W=W0, basis=V, n_steps=0, converged=True)
+        self.Theta = W0 @ V.T
+        self.svd = TruncatedSVD(V=V, singular_values=S, W=W0, basis=V, n_steps=0, converged=True)
 
-    accepted = None  # CGIHT backtracking: (Theta, svd, loss) of the last accepted iterate
-    retries = 0
-    iht_budget = max(1, args.max_iter // 2) if args.refine else args.max_iter
-    # Without the Newton step (d * s beyond dense normal equations) the polish is slow ALS.
-    switch_tol = SWITCH_TOL * (1.0 if d * s <= _core.MAX_DENSE_NORMAL else SLOW_POLISH_SWITCH)
-    for k in range(iht_budget):
-        G, task_loss, _, _ = gradient(tasks, Theta)
-        loss = task_loss.mean()
-        retry = conjugate and k > 0 and not loss <= accepted[2] and retries < MAX_RETRIES
-        if k > 0:
-            hist["loss"].append(loss)
-            if not retry and diverging(loss):
-                status = "diverged"
-                break
+    def pass_over_x(self):
+        """The gradient G and the loss of the current iterate."""
+        self.G, task_loss, _, _ = gradient(self.tasks, self.Theta)
+        return task_loss.mean()
+
+    def step_rule(self, k, loss, record):
+        """The step (fixed, the exact line search, or CGIHT's) and the step's target
+        Theta + step * direction; with CGIHT the iterate it leaves is kept, for backtracking."""
+        args, tasks, G = self.args, self.tasks, self.G
+        conjugate = self.conjugate
         step, beta = args.step, (0.0 if conjugate else np.nan)
-        if retry:
-            retries += 1
-            Theta, svd = accepted[0], accepted[1]
-            step = 0.5 * hist["step"][-1]
-            target = Theta + step * direction
-        else:
+        if conjugate:
+            self.retries = 0
+            self.accepted = (self.Theta, self.svd,
+                             loss if (k > 0 or self.kind != "zero") else self.initial_loss)
+        if args.adaptive:
+            V = (self.svd if self.svd is not None else truncated_svd(G, self.s)).V
+            Cr = G @ V
+            rr, gradient_norm = np.sum(Cr**2), np.sum(G**2)
+            whole = rr <= _CONSTANTS["vanishing_projection"] * gradient_norm
+            if whole:  # the gradient is orthogonal to the row space: search along all of it
+                numerator = gradient_norm
+                denominator = curvature(tasks, G, np.eye(tasks.n_features)).sum()
+            else:
+                numerator, denominator = rr, curvature(tasks, Cr, V).sum()
+            if conjugate and self.have_direction and not whole:
+                Cp = self.direction @ V
+                Pr, Pp = Cr @ V.T, Cp @ V.T
+                aa, ad, dd = _curvature_pair(tasks, Pr, Pp)
+                b = -ad / dd if dd > 0 else np.nan
+                num = rr + b * np.sum(Cr * Cp)
+                den = aa + 2 * b * ad + b * b * dd
+                restart = (not dd > 0 or not np.isfinite(b)
+                           or abs(b) * np.sqrt(np.sum(Cp**2))
+                           > _CONSTANTS["max_conjugacy"] * np.sqrt(rr)
+                           or not num > _CONSTANTS["min_conjugate_share"] * rr
+                           or not den > _CONSTANTS["min_conjugate_share"] * aa)
+                if not restart:
+                    numerator, denominator, beta = num, den, b
+            step = numerator / denominator if denominator > 0 else 0.0
             if conjugate:
-                retries = 0
-                accepted = (Theta, svd, loss if (k > 0 or kind != "zero") else initial_loss)
-            if args.adaptive:
-                V = (svd if svd is not None else truncated_svd(G, s)).V
-                Cr = G @ V
-                rr, gradient_norm = np.sum(Cr**2), np.sum(G**2)
-                whole = rr <= VANISHING_PROJECTION * gradient_norm
-                if whole:  # the gradient is orthogonal to the row space: search along all of it
-                    numerator, denominator = gradient_norm, curvature(tasks, G, np.eye(d)).sum()
-                else:
-                    numerator, denominator = rr, curvature(tasks, Cr, V).sum()
-                if conjugate and have_direction and not whole:
-                    Cp = direction @ V
-                    Pr, Pp = Cr @ V.T, Cp @ V.T
-                    aa, ad, dd = _curvature_pair(tasks, Pr, Pp)
-                    b = -ad / dd if dd > 0 else np.nan
-                    num = rr + b * np.sum(Cr * Cp)
-                    den = aa + 2 * b * ad + b * b * dd
-                    restart = (not dd > 0 or not np.isfinite(b)
-                               or abs(b) * np.sqrt(np.sum(Cp**2)) > MAX_CONJUGACY * np.sqrt(rr)
-                               or not num > MIN_CONJUGATE_SHARE * rr
-                               or not den > MIN_CONJUGATE_SHARE * aa)
-                    if not restart:
-                        numerator, denominator, beta = num, den, b
-                step = numerator / denominator if denominator > 0 else 0.0
-                if conjugate:
-                    direction = G + beta * Pp if beta != 0 else G
-            target = Theta + step * (direction if conjugate else G)
-        if not np.isfinite(np.sum(target**2)):
-            status = "diverged"
-            break
-        svd = truncated_svd(target, s)
-        new_Theta = svd.W @ svd.V.T
+                self.direction = G + beta * Pp if beta != 0 else G
+        record.update(step=step, beta=beta)
+        return self.Theta + step * (self.direction if conjugate else G)
+
+    def backtrack(self, record):
+        """CGIHT's safeguard: the update raised the loss, so it is undone and retried with half
+        the step along the same direction; returns the target as :meth:`step_rule` does."""
+        self.retries += 1
+        self.Theta, self.svd = self.accepted[0], self.accepted[1]
+        record.update(step=0.5 * self.history[-1]["step"], beta=0.0)
+        return self.Theta + record["step"] * self.direction
+
+    def threshold(self, target, record):
+        """Hard thresholding: the (exact) truncated SVD of the target and the rank-s iterate;
+        fills the record's relative change and sin angle, returns (norm, change)."""
+        self.svd = truncated_svd(target, self.s)
+        new_Theta = self.svd.W @ self.svd.V.T
         norm = np.linalg.norm(new_Theta)
-        change = np.linalg.norm(new_Theta - Theta)
-        Theta, n_iter = new_Theta, k + 1
-        # The directions restart after a backtracking step; a further backtracking step still
-        # halves along the same direction.
-        have_direction = conjugate and not retry
-        hist["step"].append(step)
-        hist["beta"].append(beta)
-        hist["rel_change"].append(change / norm if norm > 0 else 0.0)
-        hist["phase"].append(0)
-        if args.reference_B is not None:
-            hist["sin_angle"].append(sin_angle(svd.V.T, args.reference_B))
-            if args.sin_tol > 0 and hist["sin_angle"][-1] <= args.sin_tol:
-                status, done = "converged", True
-                break
+        change = np.linalg.norm(new_Theta - self.Theta)
+        self.Theta = new_Theta
+        reference = self.args.reference_B
+        record.update(rel_change=change / norm if norm > 0 else 0.0, phase=0,
+                      sin_angle=np.nan if reference is None else sin_angle(self.svd.V.T, reference))
+        return norm, change
+
+    def stop_test(self, record, norm, change):
+        """Converged (sin angle or relative change), the hand-over to the polish, or stalled;
+        sets the status, True: leave hard thresholding."""
+        args = self.args
+        if args.reference_B is not None and args.sin_tol > 0 and record["sin_angle"] <= args.sin_tol:
+            self.status, self.done = "converged", True
+            return True
         # A zero iterate has converged only where the gradient at it vanishes.
         stationary = (change <= args.tol * norm if norm > 0
-                      else not np.any(gradient(args.tasks, np.zeros_like(Theta)).G))
+                      else not np.any(gradient(args.tasks, np.zeros_like(self.Theta)).G))
         if args.tol > 0 and stationary:
-            status = "converged"
-            break
-        if args.refine:
-            if (hist["rel_change"][-1] <= switch_tol
-                    or _plateau(hist["loss"], SWITCH_WINDOW, switch_tol**2)):
-                break
-        elif args.tol > 0 and _stalled(hist["loss"], hist["rel_change"], PATIENCE):
-            status = "stalled"
-            break
-    n_iht = n_iter
+            self.status = "converged"
+            return True
+        if args.polish:
+            # Without the Newton step (d * s beyond dense normal equations) the polish is slow
+            # ALS: hard thresholding goes further before handing over.
+            slow = self.tasks.n_features * self.s > _CONSTANTS["max_dense_normal"]
+            switch_tol = _CONSTANTS["switch_tol"] * (_CONSTANTS["slow_polish_switch"] if slow else 1.0)
+            return (record["rel_change"] <= switch_tol
+                    or _plateau([r["loss"] for r in self.history], _CONSTANTS["switch_window"],
+                                switch_tol**2))
+        # The current iterate's loss is known only at the next pass over X (as in C++).
+        if args.tol > 0 and _stalled([r["loss"] for r in self.history],
+                                     [r["rel_change"] for r in self.history + [record]],
+                                     _CONSTANTS["patience"]):
+            self.status = "stalled"
+            return True
+        return False
 
-    if status not in ("diverged", "interrupted"):
-        hist["loss"].append(gradient(tasks, Theta).task_loss.mean())
-        if diverging(hist["loss"][-1]):
-            status = "diverged"
-    W, B, singular_values = ((svd.W, svd.V.T, svd.singular_values) if svd is not None
-                             else (np.zeros((T, s)), np.eye(s, d), np.zeros(s)))
-    if args.refine and not done and svd is not None and status != "diverged":
-        polished = refine_path(tasks, svd.V, max_iter=args.max_iter - n_iter, tol=args.tol,
-                               sin_tol=args.sin_tol, reference_B=args.reference_B)
-        status = polished["status"]
+    def polish(self):
+        """The least-squares polish from the hard-thresholding subspace, when asked for and it
+        can help; its sweeps join the history as phase 1. True if it took a sweep."""
+        args = self.args
+        if not args.polish or self.done or self.svd is None or self.status == "diverged":
+            return False
+        polished = polish_path(self.tasks, self.svd.V, max_iter=args.max_iter - self.n_iter,
+                               tol=args.tol, sin_tol=args.sin_tol, reference_B=args.reference_B)
+        self.status = polished["status"]
         n = polished["n_iter"]
-        if n > 0:
-            n_iter += n
-            hist["loss"] += list(polished["loss"])
-            hist["rel_change"] += list(polished["rel_change"])
-            hist["sin_angle"] += list(polished["sin_angle"])
-            hist["step"] += [np.nan] * n
-            hist["beta"] += [np.nan] * n
-            hist["phase"] += [1] * n
-            Theta, W, B = polished["Theta"], polished["W"], polished["B"]
-            singular_values = polished["singular_values"]
-    out = {key: np.asarray(value) for key, value in hist.items()}
-    out.update(Theta=Theta, W=W, B=np.ascontiguousarray(B), singular_values=singular_values,
-               n_iter=n_iter, n_iht_iter=n_iht, status=status, initial_loss=initial_loss)
-    return out
+        if n == 0:
+            return False
+        self.n_iter += n
+        for k in range(n):
+            angle = polished["sin_angle"][k] if args.reference_B is not None else np.nan
+            self._append({"loss": polished["loss"][k], "step": np.nan, "beta": np.nan,
+                              "rel_change": polished["rel_change"][k], "sin_angle": angle, "phase": 1})
+        self.Theta, self.W, self.B = polished["Theta"], polished["W"], polished["B"]
+        self.singular_values = polished["singular_values"]
+        return True
+
+    def run(self):
+        """The start's run, with the attributes of ``metasp._core.SolveResult``."""
+        args = self.args
+        self.start()
+        pending = None  # the last iteration's record, until its loss is known
+        iht_budget = max(1, args.max_iter // 2) if args.polish else args.max_iter
+        for k in range(iht_budget):
+            loss = self.pass_over_x()
+            retry = (self.conjugate and k > 0 and not loss <= self.accepted[2]
+                     and self.retries < _CONSTANTS["max_retries"])
+            if pending is not None:
+                pending["loss"] = loss
+                self._append(pending)
+                pending = None
+                if not retry and self.diverging(loss):
+                    self.status = "diverged"
+                    break
+            record = {}
+            target = self.backtrack(record) if retry else self.step_rule(k, loss, record)
+            # The directions restart after a backtracking step; a further backtracking step
+            # still halves along the same direction.
+            self.have_direction = self.conjugate and not retry
+            if not np.isfinite(np.sum(target**2)):
+                self.status = "diverged"
+                break
+            norm, change = self.threshold(target, record)
+            self.n_iter = k + 1
+            pending = record
+            if self.stop_test(record, norm, change):
+                break
+        n_iht = self.n_iter
+        if pending is not None:  # the last iterate's loss, once more over X
+            pending["loss"] = gradient(self.tasks, self.Theta).task_loss.mean()
+            self._append(pending)
+            if self.diverging(pending["loss"]):
+                self.status = "diverged"
+        if not self.polish():
+            self._hard_thresholding_factors()
+        records = {key: np.asarray([r[key] for r in self.history], dtype=float)
+                   for key in _HISTORY}
+        records["phase"] = records["phase"].astype(int)
+        if args.reference_B is None:
+            records["sin_angle"] = np.empty(0)
+        return SimpleNamespace(Theta=self.Theta, W=self.W, B=np.ascontiguousarray(self.B),
+                               singular_values=self.singular_values, n_iter=self.n_iter,
+                               n_iht_iter=n_iht, status=self.status,
+                               initial_loss=self.initial_loss, history=records)
+
+    def _hard_thresholding_factors(self):
+        T, d, s = self.tasks.n_tasks, self.tasks.n_features, self.s
+        if self.svd is None:  # stopped before the first update: Theta is still zero
+            self.W, self.B, self.singular_values = np.zeros((T, s)), np.eye(s, d), np.zeros(s)
+        else:
+            self.W, self.B = self.svd.W, self.svd.V.T
+            self.singular_values = self.svd.singular_values
 
 
 def _curvature_pair(tasks: Tasks, A: np.ndarray, D: np.ndarray):
@@ -365,7 +448,7 @@ def _curvature_pair(tasks: Tasks, A: np.ndarray, D: np.ndarray):
 
 
 # ---------------------------------------------------------------------------------------------
-# The least-squares polish (cpp/src/refine.cpp), in NumPy.
+# The least-squares polish (metasp::refine, cpp/src/refine.cpp), in NumPy.
 
 
 def heads(tasks: Tasks, V: np.ndarray):
@@ -538,12 +621,12 @@ def _orthonormal(U: np.ndarray) -> np.ndarray:
     return np.linalg.qr(U)[0]
 
 
-def refine_path(tasks: Tasks, V0: np.ndarray, *, max_iter: int, tol: float, sin_tol: float = 0.0,
+def polish_path(tasks: Tasks, V0: np.ndarray, *, max_iter: int, tol: float, sin_tol: float = 0.0,
                 reference_B=None, newton: bool = True, newton_solve: str = "auto") -> dict:
     """Alternating least squares with damped Newton basis steps from span(V0).
 
     The NumPy twin of ``metasp::refine`` (cpp/src/refine.cpp): same steps, same acceptance
-    rules, same stopping rule; returns the same keys as ``metasp._core.refine``.
+    rules, same stopping rule; returns the same keys as ``metasp._core.polish``.
     ``newton_solve``: ``"auto"``, ``"dense"`` (Cholesky) or ``"cg"`` (:func:`newton_cg`, on
     the dense matrix here, matrix-free in C++).
     """

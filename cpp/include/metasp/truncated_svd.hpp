@@ -5,24 +5,30 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <vector>
+#include <optional>
 
 namespace metasp {
 
+// Ritz residual tolerance (relative to lambda_1) and step budget of a truncated SVD: within
+// ~1e-10 of an exact SVD's iterates inside the solver.
+constexpr double kSVDTol = 1e-12;
+constexpr int kSVDMaxSteps = 300;
+
 struct SVDOptions {
     // Stop when every top-s Ritz pair satisfies ||A^T A v_i - lambda_i v_i|| <= tol * lambda_1.
-    double tol = 1e-12;
-    int max_steps = 300;
+    double tol = kSVDTol;
+    int max_steps = kSVDMaxSteps;
     // Inside an outer iteration: also stop once the residual is below relative_tol times the
     // outer iterate's last relative change (see `following`). 0: always `tol`.
     double relative_tol = 0;
 
-    // The options for the next SVD of an outer iteration whose relative changes so far are
-    // `changes`: an SVD far more accurate than the iterate's own movement is wasted work, and
-    // as the iteration converges the tolerance tightens down to `tol` by itself.
-    SVDOptions following(const std::vector<double>& changes) const {
+    // The options for the next SVD of an outer iteration whose last relative change is
+    // `last_change` (none before the first): an SVD far more accurate than the iterate's own
+    // movement is wasted work, and as the iteration converges the tolerance tightens down to
+    // `tol` by itself.
+    SVDOptions following(std::optional<double> last_change) const {
         SVDOptions out = *this;
-        if (!changes.empty()) out.tol = std::max(tol, relative_tol * changes.back());
+        if (last_change) out.tol = std::max(tol, relative_tol * *last_change);
         return out;
     }
 };
