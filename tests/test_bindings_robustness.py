@@ -26,10 +26,13 @@ B = np.linalg.qr(_rng.standard_normal((D, S)))[0]  # (d, r), as task_curvature t
 A = _rng.standard_normal((T, D))
 
 
-def solve(X=X, y=Y, offsets=OFFSETS, s=S, adaptive_step=True, step=1.0, max_iter=3, tol=0.0,
-          n_threads=1, seed=0, reference_B=None):
-    return _core.solve(X, y, offsets, s, adaptive_step, step, max_iter, tol, n_threads, seed,
-                       reference_B, 1e8, 1e-12, 300)
+def solve(X=X, y=Y, offsets=OFFSETS, s=S, **fields):
+    """_core.solve with SolveOptions' fields set from ``fields`` (3 iterations, tol 0 unless
+    given): a bad field value is refused where it is set or in the call."""
+    options = _core.SolveOptions()
+    for name, value in {"max_iter": 3, "tol": 0.0, **fields}.items():
+        setattr(options, name, value)
+    return _core.solve(X, y, offsets, s, options)
 
 
 def gradient(X=X, y=Y, offsets=OFFSETS, Theta=THETA, V=None, n_threads=1):
@@ -334,7 +337,7 @@ def test_baseline_calls_succeed(baseline):
     assert baseline["curvature"].shape == (T,) and (baseline["curvature"] > 0).all()
     V, out = baseline["V"], baseline["solve"]
     np.testing.assert_allclose(V.T @ V, np.eye(S), atol=1e-12)
-    assert out["Theta"].shape == (T, D) and out["n_iter"] == 3 and len(out["sin_angle"]) == 3
+    assert out.Theta.shape == (T, D) and out.n_iter == 3 and len(out.history["sin_angle"]) == 3
     assert _core.max_threads() >= 1
     gram, cross, squares, none = baseline["statistics"]
     np.testing.assert_allclose(gram, GRAM, rtol=1e-12)
@@ -387,6 +390,15 @@ G = kernels.gradient(tasks, Theta).G
 offsets = np.asarray(tasks.offsets, dtype=np.int64)
 stats = kernels.task_statistics(tasks, U.T)
 fit_options = dict(max_iter=5, tol=1e-6, random_state=0)
+
+
+def solve_options(**fields):
+    options = _core.SolveOptions()
+    for name, value in fields.items():
+        setattr(options, name, value)
+    return options
+
+
 ENTRIES = {
     "fit": lambda n: metasp.fit(X, y, s, n_jobs=n, **fit_options),
     "fit heads=fixed": lambda n: metasp.fit(X, y, s, heads="fixed", n_jobs=n, **fit_options),
@@ -416,8 +428,9 @@ ENTRIES = {
     "_core.head_prior_em_step": lambda n: _core.head_prior_em_step(
         stats.gram, stats.cross, stats.squares, np.zeros(s), np.eye(s), 1.0, float(T * m),
         0.0, min(n, 2**31 - 1)),
-    "_core.solve": lambda n: _core.solve(tasks.X, tasks.y, offsets, s, True, 1.0, 3, 0.0,
-                                         min(n, 2**31 - 1), 0, None, 1e8, 1e-12, 300),
+    "_core.solve": lambda n: _core.solve(tasks.X, tasks.y, offsets, s,
+                                         solve_options(max_iter=3, tol=0.0,
+                                                       n_threads=min(n, 2**31 - 1))),
 }
 for n in map(int, sys.argv[1:]):
     for name, call in ENTRIES.items():
@@ -466,7 +479,7 @@ X, y, _, _ = metasp.datasets.make_hps(T=3000, m=30, d=100, s=5, sigma=0.1, rando
 A = np.random.default_rng(0).standard_normal((3000, 2000))
 calls = {  # each takes seconds
     "fit": lambda: metasp.fit(X, y, 5, n_jobs=1),
-    "fit heads=fixed": lambda: metasp.fit(X, y, 5, heads="fixed", refine=None, tol=0,
+    "fit heads=fixed": lambda: metasp.fit(X, y, 5, heads="fixed", polish=None, tol=0,
                                           max_iter=10**6),
     "truncated_svd": lambda: kernels.truncated_svd(A, 10, tol=1e-14),
 }
@@ -509,7 +522,7 @@ started = threading.Event()
 def work():
     started.set()
     if heads == "fixed":  # plain hard thresholding for a million iterations: minutes
-        metasp.fit(X, y, 5, heads="fixed", refine=None, tol=0, max_iter=10**6)
+        metasp.fit(X, y, 5, heads="fixed", polish=None, tol=0, max_iter=10**6)
     else:
         metasp.fit(X, y, 5, n_jobs=1)
 

@@ -491,12 +491,12 @@ SUBSPACE = knob(("B_good",) * 3 + ("B_fortran", "B_int", "B_huge", "B_tiny"),
 def iteration_knobs(knobs: dict) -> dict:
     """A huge max_iter comes with options that let the run stop: tol > 0 (tol=0 runs max_iter
     iterations, as documented), and for fixed heads the adaptive step with the polish, whose
-    stall test ends it. Hard thresholding alone (a fixed step, or refine=None) may crawl on
+    stall test ends it. Hard thresholding alone (a fixed step, or polish=None) may crawl on
     an underdetermined problem, its loss still falling by a little every iteration, for all
     of a max_iter of 2^31: asked for, not a hang."""
     if knobs.get("max_iter") in HUGE_MAX_ITER:
         knobs["tol"] = "1e-6"
-        for name, value in (("step", "'auto'"), ("refine", "'auto'")):
+        for name, value in (("step", "'auto'"), ("polish", "'auto'")):
             if name in knobs:
                 knobs[name] = value
     return knobs
@@ -554,7 +554,7 @@ FIXED_MENUS = {
     "step": knob(("'auto'",) * 3 + ("1.0", "0.5", "1e-300", "1e300"),
                  ("0", "-1", "float('nan')", "float('inf')", "'big'", "None", "True")),
     "accel": knob(("'cg'", "'cg'", "None"), ("'x'", "1")),
-    "refine": knob(("'auto'", "'auto'", "'als'", "None"), ("'x'", "True")),
+    "polish": knob(("'auto'", "'auto'", "'als'", "None"), ("'x'", "True")),
     "n_starts": knob(("1", "1", "2", "3"), ("0", "1001", "2.0", "None")),
 }
 AUTO_MENUS = {"heads": knob(("'auto'",) * 3 + ("'random'",), ("'bogus'", "None", "'fixed '"))}
@@ -1124,14 +1124,32 @@ RAW_ENTRIES = {
                   step="real", max_iter="count", tol="real", n_threads="count", seed="seed",
                   reference_B="Bt?", divergence_factor="real", svd_tol="real",
                   svd_max_steps="count", svd_relative_tol="real=", conjugate="flag=",
-                  refine="flag=", init="text=", init_B="Bt?=", starts="starts=",
+                  polish="flag=", init="text=", init_B="Bt?=", starts="starts=",
                   sin_tol="real=", switch_tol="real=", switch_window="count=",
                   patience="count=", max_dense="count="),
-    "refine": dict(X="design", y="vector", offsets="offsets", V0="V", max_iter="count",
+    "polish": dict(X="design", y="vector", offsets="offsets", V0="V", max_iter="count",
                    tol="real", n_threads="count", reference_B="Bt?=", sin_tol="real=",
                    max_dense="count=", newton="flag=", newton_solve="text="),
     "max_threads": dict(),
 }
+# The arguments of solve and polish that are fields of their options object (SolveOptions,
+# PolishOptions), by their path in it; the rest are passed to the call.
+RAW_OPTION_FIELDS = {
+    "solve": {"adaptive_step": "adaptive_step", "step": "step", "max_iter": "max_iter",
+              "tol": "tol", "n_threads": "n_threads", "seed": "seed",
+              "reference_B": "reference_B", "divergence_factor": "divergence_factor",
+              "svd_tol": "svd.tol", "svd_max_steps": "svd.max_steps",
+              "svd_relative_tol": "svd.relative_tol", "conjugate": "conjugate",
+              "polish": "polish", "init": "init", "init_B": "init_B", "starts": "starts",
+              "sin_tol": "sin_tol", "switch_tol": "switch_tol",
+              "switch_window": "switch_window", "patience": "patience",
+              "max_dense": "basis.max_dense"},
+    "polish": {"max_iter": "max_iter", "tol": "tol", "n_threads": "n_threads",
+               "reference_B": "reference_B", "sin_tol": "sin_tol",
+               "max_dense": "basis.max_dense", "newton": "newton",
+               "newton_solve": "basis.newton_solve"},
+}
+RAW_OPTION_CLASSES = {"solve": "SolveOptions", "polish": "PolishOptions"}
 RAW_SCALARS = {"count": INT_VARIANTS, "real": FLOAT_VARIANTS, "flag": BOOL_VARIANTS,
                "seed": SEED_VARIANTS, "text": TEXT_VARIANTS, "starts": STARTS_VARIANTS,
                "offsets": RAW_OFFSET_VARIANTS}
@@ -1142,7 +1160,7 @@ RAW_NAMED_DEFAULTS = {
     ("head_prior_em_step", "n"): 20.0, ("head_prior_em_step", "floor"): 0.0,
     ("solve", "step"): 1.0, ("solve", "divergence_factor"): 1e8, ("solve", "svd_tol"): 1e-12,
     ("solve", "svd_max_steps"): 300, ("truncated_svd", "tol"): 1e-12,
-    ("truncated_svd", "max_steps"): 300, ("solve", "max_iter"): 5, ("refine", "max_iter"): 5,
+    ("truncated_svd", "max_steps"): 300, ("solve", "max_iter"): 5, ("polish", "max_iter"): 5,
     ("head_prior_em_step", "n_threads"): 1, ("truncated_svd", "n_threads"): 1,
     ("solve", "n_threads"): 1,
 }
@@ -1229,6 +1247,35 @@ def raw_arguments(spec: dict) -> dict:
     return arguments
 
 
+def raw_call(entry: str, arguments: dict):
+    """The call of _core's ``entry`` with ``arguments``; for solve and polish those that are
+    option fields are set on a fresh options object (where a bad value may already raise)."""
+    function = getattr(_core, entry)
+    fields = RAW_OPTION_FIELDS.get(entry)
+    if fields is None:
+        return lambda: function(**arguments)
+
+    def call():
+        options = getattr(_core, RAW_OPTION_CLASSES[entry])()
+        passed = {}
+        for name, value in arguments.items():
+            if name not in fields:
+                passed[name] = value
+                continue
+            *parents, field = fields[name].split(".")
+            target = options
+            for parent in parents:
+                target = getattr(target, parent)
+            setattr(target, field, value)
+        out = function(**passed, options=options)
+        if isinstance(out, dict):
+            return out
+        return dict(Theta=out.Theta, W=out.W, B=out.B, singular_values=out.singular_values,
+                    n_iter=out.n_iter, status=out.status, start_loss=out.start_loss,
+                    **out.history)
+    return call
+
+
 def _finite_outputs(value, name="output", conjugate=False):
     if isinstance(value, dict):
         polish = np.asarray(value.get("phase", ())) != 0
@@ -1248,14 +1295,14 @@ def _finite_outputs(value, name="output", conjugate=False):
 def check_raw(spec: dict) -> None:
     entry, variants = spec["entry"], spec["variants"]
     arguments = raw_arguments(spec)
-    function = getattr(_core, entry)
+    call = raw_call(entry, arguments)
     long_run = any(value in LONG_VALUES for value in variants.values())
     accepted: tuple = (ValueError, TypeError)
     if entry == "truncated_svd" and variants.get("A") in ("huge", "max"):
         accepted += (OverflowError,)  # documented: top singular values beyond float64
     try:
         with watchdog(LONG_EXAMPLE_SECONDS) if long_run else contextlib.nullcontext():
-            outcome = guarded(lambda: function(**arguments), accepted=accepted)
+            outcome = guarded(call, accepted=accepted)
     except ExampleTimeout:
         if long_run:
             reject()

@@ -9,20 +9,33 @@ from conftest import DTYPES, ragged_tasks
 import metasp
 from metasp import _core
 
+
+def core_polish(tasks, start, max_iter, tol, n_threads=1, *, newton=True, newton_solve="auto",
+                max_dense=None):
+    """_core.polish from span(start) with PolishOptions set from the arguments."""
+    options = _core.PolishOptions()
+    options.max_iter, options.tol, options.n_threads = max_iter, tol, n_threads
+    options.newton = newton
+    options.basis.newton_solve = newton_solve
+    if max_dense is not None:
+        options.basis.max_dense = max_dense
+    return _core.polish(tasks.X, tasks.y, tasks.offsets, np.asfortranarray(start), options)
+
+
 S_VALUES = [1, 2, 5, 7]  # column groups of 4, 2 and 1 in the row kernels
 
 
-def refine_both(Xs, ys, B, s, dtype, newton_solve):
+def polish_both(Xs, ys, B, s, dtype, newton_solve):
     """Three polish sweeps in C++ (X in dtype) and in the reference (the same X in float64)."""
     Xs = [x.astype(dtype) for x in Xs]
     tasks = metasp.Tasks.from_list(Xs, ys)
     promoted = metasp.Tasks.from_list([x.astype(np.float64) for x in Xs], ys)
     start = np.linalg.qr(B.T + 0.3 * np.random.default_rng(s).standard_normal(B.T.shape))[0]
-    out = _core.refine(tasks.X, tasks.y, tasks.offsets, np.asfortranarray(start), 3, 0.0, 1,
+    out = core_polish(tasks, start, 3, 0.0, 1,
                        newton_solve=newton_solve)
     with warnings.catch_warnings():  # the reference's preconditioner on singular tasks
         warnings.simplefilter("ignore", RuntimeWarning)
-        expected = metasp.reference.refine_path(promoted, start, max_iter=3, tol=0,
+        expected = metasp.reference.polish_path(promoted, start, max_iter=3, tol=0,
                                                 newton_solve=newton_solve)
     assert out["n_iter"] == expected["n_iter"] == 3
     assert out["n_newton"] == expected["n_newton"] > 0
@@ -36,7 +49,7 @@ def test_polish_kernels_match_reference(s, dtype, newton_solve):
     """d = 23 (not a multiple of the 4- and 8-wide packs), ragged tasks down to s + 1 samples
     (some X_t V ill-conditioned enough for the heads' orthogonal decomposition)."""
     Xs, ys, B, _ = ragged_tasks(T=50, d=23, s=s, sigma=0.2, seed=s, sizes=(s + 1, 25))
-    out, expected = refine_both(Xs, ys, B, s, dtype, newton_solve)
+    out, expected = polish_both(Xs, ys, B, s, dtype, newton_solve)
     np.testing.assert_allclose(out["Theta"], expected["Theta"], rtol=0,
                                atol=1e-11 * np.abs(expected["Theta"]).max())
     np.testing.assert_allclose(out["loss"], expected["loss"], rtol=1e-12)
@@ -56,7 +69,7 @@ def test_polish_kernels_match_reference_on_singular_tasks(s, newton_solve):
         Xs[t] = rng.standard_normal((m, k)) @ rng.standard_normal((k, 23))
         Xs[t] += 3e-2 * rng.standard_normal((m, 23))
         ys[t] = Xs[t] @ (W[t] @ B) + 0.2 * rng.standard_normal(m)
-    out, expected = refine_both(Xs, ys, B, s, "float64", newton_solve)
+    out, expected = polish_both(Xs, ys, B, s, "float64", newton_solve)
     np.testing.assert_allclose(out["Theta"], expected["Theta"], rtol=0,
                                atol=1e-6 * np.abs(expected["Theta"]).max())
     np.testing.assert_allclose(out["loss"], expected["loss"], rtol=1e-8)
@@ -68,7 +81,7 @@ def test_polish_kernels_do_not_depend_on_the_thread_count(s):
     Xs, ys, B, _ = ragged_tasks(T=1500, d=30, s=s, sigma=0.2, seed=3, sizes=(2, 25))
     tasks = metasp.Tasks.from_list(Xs, ys)
     start = np.linalg.qr(B.T + 0.1 * np.random.default_rng(0).standard_normal(B.T.shape))[0]
-    one, two = (_core.refine(tasks.X, tasks.y, tasks.offsets, np.asfortranarray(start), 3, 0.0,
+    one, two = (core_polish(tasks, start, 3, 0.0,
                              n_threads, newton_solve="cg") for n_threads in (1, 2))
     assert one["n_iter"] == two["n_iter"] == 3
     np.testing.assert_array_equal(two["Theta"], one["Theta"])

@@ -42,7 +42,7 @@ def test_matches_reference(step, layout, dtype, strict_svd):
     X = with_dtype(X, dtype)
     assert as_tasks(X, y).X.dtype == dtype  # the C++ core reads X in this dtype
     # The plain NIHT / fixed-step path: no conjugate directions, no polish.
-    options = dict(step=step, tol=0, max_iter=40, reference_B=B, accel=None, refine=None)
+    options = dict(step=step, tol=0, max_iter=40, reference_B=B, accel=None, polish=None)
     result = metasp.fit(X, y, 3, random_state=0, **options)
     expected = metasp.reference.fit(with_dtype(X, "float64"), y, 3, **options)
     assert_same_fit(result, expected, rtol=1e-11)
@@ -55,8 +55,8 @@ def test_matches_reference(step, layout, dtype, strict_svd):
 
 def test_matches_reference_to_convergence():
     Xs, ys, _, _ = ragged_tasks(sigma=0.0, sizes=(10, 40))
-    result = metasp.fit(Xs, ys, 3, random_state=0, accel=None, refine=None)
-    expected = metasp.reference.fit(Xs, ys, 3, accel=None, refine=None)
+    result = metasp.fit(Xs, ys, 3, random_state=0, accel=None, polish=None)
+    expected = metasp.reference.fit(Xs, ys, 3, accel=None, polish=None)
     assert result.status == expected.status == "converged"
     assert abs(result.n_iter - expected.n_iter) <= 1
     np.testing.assert_allclose(result.Theta, expected.Theta, rtol=0,
@@ -147,7 +147,7 @@ def test_iterate_passes_do_not_depend_on_the_thread_count():
     X, y, _, _ = metasp.datasets.make_hps(T=20000, m=5, d=55, s=3, sigma=0.1, random_state=3)
     tasks = metasp.Tasks.from_array(X, y)
     for accel in ("cg", None):
-        options = dict(max_iter=5, tol=0, accel=accel, refine=None, random_state=5)
+        options = dict(max_iter=5, tol=0, accel=accel, polish=None, random_state=5)
         one, two = (metasp.fit(tasks, None, 3, n_jobs=n, **options) for n in (1, 2))
         np.testing.assert_array_equal(two.Theta, one.Theta)
         np.testing.assert_array_equal(two.history["loss"], one.history["loss"])
@@ -208,7 +208,7 @@ def test_matches_reference_on_tiny_ragged_problems(seed):
     Xs = [rng.standard_normal((int(rng.integers(1, 6)), d)) for _ in range(T)]
     ys = [rng.standard_normal(len(X)) for X in Xs]
     for step, accel in (("auto", None), (0.05, None), ("auto", "cg")):
-        options = dict(step=step, tol=0, max_iter=10, accel=accel, refine=None)
+        options = dict(step=step, tol=0, max_iter=10, accel=accel, polish=None)
         with warnings.catch_warnings():  # tiny problems are often below the information limit
             warnings.simplefilter("ignore", metasp.DiagnosticWarning)
             result = metasp.fit(Xs, ys, s, random_state=1, **options)
@@ -226,7 +226,7 @@ def test_consecutive_backtracking_steps_match_reference():
     s = int(rng.integers(1, min(T, d) + 1))
     Xs = [rng.standard_normal((int(rng.integers(1, 6)), d)) for _ in range(T)]
     ys = [rng.standard_normal(len(X)) for X in Xs]
-    options = dict(tol=0, max_iter=10, accel="cg", refine=None)
+    options = dict(tol=0, max_iter=10, accel="cg", polish=None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", metasp.DiagnosticWarning)
         result = metasp.fit(Xs, ys, s, random_state=1, **options)

@@ -11,6 +11,18 @@ from metasp import _core
 from metasp.metrics import sin_angle
 
 
+def core_polish(tasks, start, max_iter, tol, n_threads=1, *, newton=True, newton_solve="auto",
+                max_dense=None):
+    """_core.polish from span(start) with PolishOptions set from the arguments."""
+    options = _core.PolishOptions()
+    options.max_iter, options.tol, options.n_threads = max_iter, tol, n_threads
+    options.newton = newton
+    options.basis.newton_solve = newton_solve
+    if max_dense is not None:
+        options.basis.max_dense = max_dense
+    return _core.polish(tasks.X, tasks.y, tasks.offsets, np.asfortranarray(start), options)
+
+
 def projector(B):
     return B.T @ B
 
@@ -32,7 +44,7 @@ def test_cgiht_matches_reference(layout, dtype, strict_svd):
     else:
         X, y, B, _ = ragged_tasks()
     X = with_dtype(X, dtype)
-    options = dict(accel="cg", refine=None, tol=0, max_iter=30, reference_B=B)
+    options = dict(accel="cg", polish=None, tol=0, max_iter=30, reference_B=B)
     result = metasp.fit(X, y, 3, random_state=0, **options)
     expected = metasp.reference.fit(with_dtype(X, "float64"), y, 3, **options)
     assert result.n_iter == expected.n_iter == 30
@@ -53,12 +65,12 @@ def test_polish_matches_reference(dtype, newton_solve):
     tasks = metasp.Tasks.from_array(X, y, dtype=dtype)
     promoted = metasp.Tasks.from_array(tasks.X.reshape(X.shape), y, dtype=np.float64)
     start = np.linalg.qr(B.T + 0.3 * np.random.default_rng(0).standard_normal(B.T.shape))[0]
-    out = _core.refine(tasks.X, tasks.y, tasks.offsets, np.asfortranarray(start), 4, 0.0, 1,
+    out = core_polish(tasks, start, 4, 0.0, 1,
                        newton_solve=newton_solve)
-    expected = metasp.reference.refine_path(promoted, start, max_iter=4, tol=0,
+    expected = metasp.reference.polish_path(promoted, start, max_iter=4, tol=0,
                                             newton_solve=newton_solve)
     # The reference itself computes in float64 when given float32 X.
-    direct = metasp.reference.refine_path(tasks, start, max_iter=4, tol=0,
+    direct = metasp.reference.polish_path(tasks, start, max_iter=4, tol=0,
                                           newton_solve=newton_solve)
     np.testing.assert_allclose(direct["Theta"], expected["Theta"], rtol=0,
                                atol=1e-12 * np.abs(expected["Theta"]).max())
@@ -74,9 +86,9 @@ def test_converging_polish_matches_reference_with_conjugate_gradients():
     X, y, B, _ = small_noisy(sigma=0.3)
     tasks = metasp.Tasks.from_array(X, y)
     start = np.linalg.qr(B.T + 0.1 * np.random.default_rng(2).standard_normal(B.T.shape))[0]
-    out = _core.refine(tasks.X, tasks.y, tasks.offsets, np.asfortranarray(start), 100, 1e-10, 1,
+    out = core_polish(tasks, start, 100, 1e-10, 1,
                        newton_solve="cg")
-    expected = metasp.reference.refine_path(tasks, start, max_iter=100, tol=1e-10,
+    expected = metasp.reference.polish_path(tasks, start, max_iter=100, tol=1e-10,
                                             newton_solve="cg")
     assert out["status"] == expected["status"] == "converged"
     assert out["n_iter"] == expected["n_iter"] and out["n_newton"] == expected["n_newton"]
@@ -90,7 +102,7 @@ def test_newton_solves_reach_the_same_minimum():
     X, y, B, _ = small_noisy(sigma=0.3, T=300)
     tasks = metasp.Tasks.from_array(X, y)
     start = np.linalg.qr(B.T + 0.1 * np.random.default_rng(0).standard_normal(B.T.shape))[0]
-    runs = {how: _core.refine(tasks.X, tasks.y, tasks.offsets, np.asfortranarray(start), 100,
+    runs = {how: core_polish(tasks, start, 100,
                               1e-10, 1, newton_solve=how) for how in ("dense", "cg")}
     assert runs["dense"]["status"] == runs["cg"]["status"] == "converged"
     assert runs["cg"]["n_iter"] <= runs["dense"]["n_iter"] + 1
@@ -104,11 +116,11 @@ def test_newton_solve_must_be_known():
     X, y, B, _ = small_noisy()
     tasks = metasp.Tasks.from_array(X, y)
     with pytest.raises(ValueError, match="newton_solve must be"):
-        _core.refine(tasks.X, tasks.y, tasks.offsets, np.asfortranarray(B.T), 2, 0.0, 1,
+        core_polish(tasks, B.T, 2, 0.0, 1,
                      newton_solve="lu")
 
 
-@pytest.mark.parametrize("max_dense", [_core.MAX_DENSE_NORMAL, 1])
+@pytest.mark.parametrize("max_dense", [_core.constants["max_dense_normal"], 1])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_alternating_least_squares_matches_reference(max_dense, dtype):
     """Pure ALS (no Newton step), with the dense Cholesky and the conjugate-gradient solve."""
@@ -116,9 +128,9 @@ def test_alternating_least_squares_matches_reference(max_dense, dtype):
     tasks = metasp.Tasks.from_array(X, y, dtype=dtype)
     promoted = metasp.Tasks.from_array(tasks.X.reshape(X.shape), y, dtype=np.float64)
     start = np.linalg.qr(B.T + 0.3 * np.random.default_rng(1).standard_normal(B.T.shape))[0]
-    out = _core.refine(tasks.X, tasks.y, tasks.offsets, np.asfortranarray(start), 5, 0.0, 1,
+    out = core_polish(tasks, start, 5, 0.0, 1,
                        max_dense=max_dense, newton=False)
-    expected = metasp.reference.refine_path(promoted, start, max_iter=5, tol=0, newton=False)
+    expected = metasp.reference.polish_path(promoted, start, max_iter=5, tol=0, newton=False)
     assert out["n_iter"] == 5 and out["n_newton"] == expected["n_newton"] == 0
     np.testing.assert_allclose(out["Theta"], expected["Theta"], rtol=0,
                                atol=1e-9 * np.abs(expected["Theta"]).max())
@@ -149,7 +161,7 @@ def test_matrix_free_newton_does_not_depend_on_the_thread_count():
     tasks = metasp.Tasks.from_array(X, y)
     assert metasp.reference.newton_cg_budget(tasks, 3) > 0  # the default takes this path
     start = np.linalg.qr(B.T + 0.1 * np.random.default_rng(0).standard_normal(B.T.shape))[0]
-    one, two = (_core.refine(tasks.X, tasks.y, tasks.offsets, np.asfortranarray(start), 3, 0.0,
+    one, two = (core_polish(tasks, start, 3, 0.0,
                              n_threads) for n_threads in (1, 2))
     assert one["n_newton"] == two["n_newton"] >= 2 and one["n_iter"] == two["n_iter"]
     np.testing.assert_array_equal(two["Theta"], one["Theta"])
@@ -179,8 +191,8 @@ def test_fixed_heads_reach_the_oracle_least_squares_fit():
 
 def test_conjugate_directions_need_fewer_iterations_than_niht(noiseless):
     X, y, _, _ = noiseless
-    cg = metasp.fit(X, y, 3, refine=None, random_state=0)
-    niht = metasp.fit(X, y, 3, accel=None, refine=None, random_state=0)
+    cg = metasp.fit(X, y, 3, polish=None, random_state=0)
+    niht = metasp.fit(X, y, 3, accel=None, polish=None, random_state=0)
     assert cg.status == niht.status == "converged"
     assert cg.n_iter < niht.n_iter / 2
 
@@ -212,7 +224,7 @@ def test_initialisations_match_reference(init, dtype, strict_svd):
     X, y, B, _ = small_noisy()
     X = with_dtype(X, dtype)
     start = B + 0.5 * np.random.default_rng(0).standard_normal(B.shape) if init == "array" else init
-    options = dict(init=start, accel=None, refine=None, tol=0, max_iter=10)
+    options = dict(init=start, accel=None, polish=None, tol=0, max_iter=10)
     result = metasp.fit(X, y, 3, random_state=0, **options)
     expected = metasp.reference.fit(with_dtype(X, "float64"), y, 3, **options)
     np.testing.assert_allclose(result.Theta, expected.Theta, rtol=0,
@@ -242,7 +254,7 @@ def test_fixed_step_keeps_the_paper_algorithm_unless_asked(noiseless):
     X, y, _, _ = noiseless
     paper = metasp.fit(X, y, 3, step=0.25, random_state=0)
     assert set(paper.history["phase"]) == {"iht"} and "beta" not in paper.history
-    polished = metasp.fit(X, y, 3, step=0.25, refine="als", random_state=0)
+    polished = metasp.fit(X, y, 3, step=0.25, polish="als", random_state=0)
     assert polished.history["phase"][-1] == "polish"
     assert polished.n_iter < paper.n_iter
 
@@ -338,7 +350,7 @@ def test_diagnostics_stay_quiet_on_a_clean_fit(shape, seed):
 @pytest.mark.parametrize("fit", [metasp.fit, metasp.reference.fit])
 @pytest.mark.parametrize("options, error, match", [
     (dict(accel="fast"), ValueError, r"accel must be 'cg'"),
-    (dict(refine="newton"), ValueError, r"refine must be 'auto'"),
+    (dict(polish="newton"), ValueError, r"polish must be 'auto'"),
     (dict(n_starts=0), ValueError, r"n_starts must be between 1 and 1000"),
     (dict(n_starts=1.5), TypeError, r"n_starts must be an integer"),
     (dict(sin_tol=1e-3), ValueError, r"sin_tol needs reference_B"),
@@ -374,14 +386,15 @@ def test_stall_rule():
 def test_large_subspaces_polish_after_hard_thresholding_converges():
     """Beyond dense normal equations the polish is slow ALS: hard thresholding goes further."""
     X, y, B, _ = metasp.datasets.make_hps(T=60, m=30, d=70, s=3, sigma=0.05, random_state=0)
-    small = dict(accel="cg", refine="als", random_state=0)
+    small = dict(accel="cg", polish="als", random_state=0)
     dense = metasp.fit(X, y, 3, **small)
     tasks = metasp.Tasks.from_array(X, y)
-    out = _core.solve(tasks.X, tasks.y, tasks.offsets, 3, True, 1.0, 1000, 1e-10, 1, 0, None,
-                      1e8, 1e-12, 300, conjugate=True, refine=True, max_dense=100)
-    assert out["n_iht_iter"] > np.sum(dense.history["phase"] == "iht")
-    assert out["status"] == dense.status == "converged"
-    assert sin_angle(out["B"], dense.B) < 1e-8
+    options = _core.SolveOptions()
+    options.conjugate, options.polish, options.basis.max_dense = True, True, 100
+    out = _core.solve(tasks.X, tasks.y, tasks.offsets, 3, options)
+    assert out.n_iht_iter > np.sum(dense.history["phase"] == "iht")
+    assert out.status == dense.status == "converged"
+    assert sin_angle(out.B, dense.B) < 1e-8
 
 
 def test_polish_stops_when_the_loss_stagnates():

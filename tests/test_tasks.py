@@ -113,7 +113,7 @@ X = np.random.default_rng(0).standard_normal((T * m, d), dtype=np.float32)  # 40
 y = X[:, 0].astype(np.float64)
 tasks = metasp.Tasks(X, y, np.arange(T + 1) * m)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-metasp.fit(tasks, s=3, max_iter=2, tol=0, n_jobs=1, accel=None, refine=None)
+metasp.fit(tasks, s=3, max_iter=2, tol=0, n_jobs=1, accel=None, polish=None)
 metasp.fit(tasks, s=3, max_iter=2, tol=0, n_jobs=1)
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print("growth", (after - before) * 1024 / X.nbytes)
