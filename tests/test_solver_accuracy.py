@@ -411,3 +411,68 @@ def test_polish_stops_when_the_loss_stagnates():
     loss = result.history["loss"]
     assert loss[-11] - loss[-1] <= 1e-5 * loss[-1]
     assert twin.history["loss"][-1] == pytest.approx(loss[-1], rel=1e-6)
+
+
+@pytest.mark.parametrize("fit", [metasp.fit, metasp.reference.fit])
+def test_refine_is_the_former_name_of_polish(fit):
+    X, y, _, _ = metasp.datasets.make_hps(T=20, m=8, d=10, s=2, sigma=0.1, random_state=0)
+    options = dict(heads="fixed") if fit is metasp.fit else {}
+    with pytest.warns(FutureWarning, match="refine was renamed polish"):
+        renamed = fit(X, y, 2, refine=None, random_state=0, **options)
+    polished = fit(X, y, 2, polish=None, random_state=0, **options)
+    assert set(renamed.history["phase"]) == set(polished.history["phase"]) == {"iht"}
+    np.testing.assert_array_equal(renamed.Theta, polished.Theta)
+    with pytest.raises(TypeError, match="pass polish only"):
+        fit(X, y, 2, refine=None, polish="als")
+
+
+def test_solver_defaults_are_the_compiled_cores():
+    """SolveOptions' defaults and the exported constants are the same C++ values."""
+    options, constants = _core.SolveOptions(), _core.constants
+    for name in ("switch_tol", "switch_window", "patience", "divergence_factor"):
+        assert getattr(options, name) == constants[name]
+    assert options.svd.tol == constants["svd_tol"] and options.svd.max_steps == constants[
+        "svd_max_steps"]
+    assert options.svd.relative_tol == constants["svd_relative_tol"] > 0
+    assert options.basis.max_dense == constants["max_dense_normal"]
+    assert _core.PolishOptions().basis.max_dense == constants["max_dense_normal"]
+    assert options.init == "zero" and options.reference_B is None and options.starts == []
+    assert not options.polish and metasp._validation.DIVERGENCE_FACTOR == options.divergence_factor
+
+
+def test_solve_result_has_one_record_per_iteration():
+    X, y, B, _ = small_noisy()
+    tasks = metasp.Tasks.from_array(X, y)
+    options = _core.SolveOptions()
+    options.conjugate, options.polish, options.reference_B = True, True, B
+    out = _core.solve(tasks.X, tasks.y, tasks.offsets, 3, options)
+    history = out.history
+    assert set(history) == {"loss", "step", "beta", "rel_change", "sin_angle", "svd_steps",
+                            "phase", "seconds", "svd_seconds"}
+    assert all(len(values) == out.n_iter for values in history.values())
+    iht = history["phase"] == 0
+    assert iht.sum() == out.n_iht_iter and 0 < out.n_iht_iter < out.n_iter
+    assert np.isnan(history["step"][~iht]).all() and (history["svd_steps"][~iht] == 0).all()
+    assert np.isfinite(history["step"][iht]).all() and (history["svd_steps"][iht] > 0).all()
+    assert history["loss"][-1] == out.start_loss[0]
+    options.reference_B = None
+    assert len(_core.solve(tasks.X, tasks.y, tasks.offsets, 3, options).history["sin_angle"]) == 0
+
+
+@pytest.mark.parametrize("field, value, error, match", [
+    ("max_iter", -5, ValueError, "max_iter must be at least 1"),
+    ("tol", float("nan"), ValueError, "tol must be non-negative"),
+    ("divergence_factor", 0.5, ValueError, "divergence_factor must be greater than 1"),
+    ("switch_window", 0, ValueError, "switch_window >= 1"),
+    ("init", "bogus", ValueError, "init must be 'zero', 'spectral' or 'given'"),
+    ("max_iter", 2**40, TypeError, "incompatible function arguments"),
+    ("reference_B", np.eye(3, 25, dtype=np.complex128), TypeError,
+     "incompatible function arguments"),
+])
+def test_bad_solve_options_are_refused(field, value, error, match):
+    X, y, _, _ = small_noisy()
+    tasks = metasp.Tasks.from_array(X, y)
+    with pytest.raises(error, match=match):
+        options = _core.SolveOptions()
+        setattr(options, field, value)
+        _core.solve(tasks.X, tasks.y, tasks.offsets, 3, options)
