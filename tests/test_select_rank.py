@@ -1,14 +1,12 @@
 """select_rank: the rank by held-out prediction error, within tasks or on held-out tasks."""
 
-import warnings
 
 import numpy as np
 import pytest
+from conftest import ragged_tasks
 
 import metasp
 from metasp._select_rank import _choose, _sample_folds
-
-from conftest import ragged_tasks
 
 # Ranks above the truth converge slowly; the scores of capped fits are what is compared here.
 capped = pytest.mark.filterwarnings("ignore::metasp.ConvergenceWarning")

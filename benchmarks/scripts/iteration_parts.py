@@ -32,7 +32,7 @@ import argparse
 import os
 import statistics
 
-import _measure  # first: puts benchmarks/ (common.py) on the path
+import _measure  # noqa: F401  (first: puts benchmarks/, with common.py, on the path)
 import common
 import numpy as np
 from _measure import blas_multiply_add_rate, wall_time
