@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 import types
 
 from docutils import nodes
@@ -103,7 +104,19 @@ def skip_foreign_members(app, what, name, obj, skip, options):
     return None
 
 
+_SHAPE = re.compile(r"shape \([^)]*\)")
+_TRAILING_UNDERSCORE = re.compile(r"\b(\w+)_(?=[,)\s])")
+
+
+def escape_fitted_names_in_shapes(app, what, name, obj, options, lines):
+    """Shapes such as ``(n_samples, n_features_in_)`` name fitted attributes, whose trailing
+    underscore reStructuredText would read as a link reference: escape it there."""
+    for i, line in enumerate(lines):
+        lines[i] = _SHAPE.sub(lambda shape: _TRAILING_UNDERSCORE.sub(r"\1\\_", shape.group()), line)
+
+
 def setup(app):
+    app.connect("autodoc-process-docstring", escape_fitted_names_in_shapes)
     app.connect("autodoc-skip-member", skip_foreign_members)
     app.add_directive("public-api", PublicAPI)
     app.add_directive("public-modules", PublicModules)
