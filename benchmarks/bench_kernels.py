@@ -5,8 +5,16 @@ import numpy as np
 
 from metasp import kernels, reference
 
-from .common import (SEED, cpp_iteration, mid_fit_state, paper_iterations, parse_shape,
-                     problem, reference_iteration, shape_label)
+from .common import (
+    SEED,
+    cpp_iteration,
+    mid_fit_state,
+    paper_iterations,
+    parse_shape,
+    problem,
+    reference_iteration,
+    shape_label,
+)
 
 IMPLEMENTATIONS = ["cpp", "reference"]
 THREADS = [1, 2]

@@ -1,14 +1,12 @@
 """select_rank: the rank by held-out prediction error, within tasks or on held-out tasks."""
 
-import warnings
 
 import numpy as np
 import pytest
+from conftest import ragged_tasks
 
 import metasp
 from metasp._select_rank import _choose, _sample_folds
-
-from conftest import ragged_tasks
 
 # Ranks above the truth converge slowly; the scores of capped fits are what is compared here.
 capped = pytest.mark.filterwarnings("ignore::metasp.ConvergenceWarning")
@@ -100,6 +98,9 @@ def test_unconverged_fits_give_one_warning_with_a_count():
     ({"s": 2}, TypeError, "ranks=..., not s="),
     ({"heads": "ols"}, ValueError, "heads must be 'posterior' or 'fitted'"),
     ({"rule": "2se"}, ValueError, "rule must be 'min' or '1se'"),
+    ({"tie_rtol": -1e-3}, ValueError, "tie_rtol must be a non-negative number"),
+    ({"tie_rtol": float("nan")}, ValueError, "tie_rtol must be a non-negative number"),
+    ({"tie_rtol": "1e-3"}, TypeError, "tie_rtol must be a real number"),
 ])
 def test_rejects(kwargs, error, match):
     X, y, _, _ = metasp.datasets.make_hps(T=20, m=6, d=10, s=2, random_state=0)
@@ -127,6 +128,36 @@ def test_one_standard_error_rule_takes_the_smallest_rank_close_to_the_best():
     assert _choose(ranks, mean, se, "1se") == 4
     assert _choose(ranks, mean, np.full(5, 0.03), "1se") == 3
     assert _choose(ranks[::-1], mean[::-1], se, "1se") == 4  # order of candidates is irrelevant
+
+
+def test_scores_within_the_relative_tolerance_tie_and_the_smallest_rank_wins():
+    ranks = np.array([2, 3, 4, 5])
+    mean = np.array([0.5, 0.30020, 0.30000, 0.30010])  # 3 and 5 within 1e-3 of rank 4's
+    se = np.zeros(4)
+    assert _choose(ranks, mean, se, "min", tie_rtol=0.0) == 4
+    assert _choose(ranks, mean, se, "min", tie_rtol=1e-3) == 3
+    assert _choose(ranks, mean, se, "min", tie_rtol=1e-4) == 4  # 3 is 6.7e-4 above: no tie
+    assert _choose(ranks[::-1], mean[::-1], se, "min", tie_rtol=1e-3) == 3
+    # 1se: the reference is the smallest tied rank, and the threshold has the same tolerance.
+    se = np.array([0.0, 0.01, 0.02, 0.0])
+    assert _choose(ranks, mean, se, "1se", tie_rtol=0.0) == 3  # 0.3002 <= 0.30 + 0.02
+    assert _choose(ranks, np.array([0.5, 0.3102, 0.30, 0.3]), np.array([0, 0, 0.01, 0]), "1se",
+                   tie_rtol=0.0) == 4
+    # 0.3102 <= (0.30 + 0.01) * 1.001 = 0.31031: a tie with the threshold.
+    assert _choose(ranks, np.array([0.5, 0.3102, 0.30, 0.3]), np.array([0, 0, 0.01, 0]), "1se",
+                   tie_rtol=1e-3) == 3
+
+
+@capped
+def test_tie_tolerance_reaches_select_rank():
+    X, y, _, _ = metasp.datasets.make_hps(T=60, m=10, d=10, s=2, sigma=0.1, random_state=0)
+    exact = metasp.select_rank(X, y, ranks=[1, 2, 3], cv=3, random_state=7, rule="min",
+                               tie_rtol=0, **FAST)
+    loose = metasp.select_rank(X, y, ranks=[1, 2, 3], cv=3, random_state=7, rule="min",
+                               tie_rtol=np.inf, **FAST)
+    np.testing.assert_array_equal(exact.fold_mse, loose.fold_mse)
+    assert exact.best_rank == 2
+    assert loose.best_rank == 1  # every score ties with the lowest
 
 
 @capped

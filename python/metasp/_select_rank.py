@@ -24,8 +24,9 @@ class RankSelection:
     Attributes
     ----------
     best_rank : int
-        The chosen rank: the lowest mean held-out MSE (``rule="min"``), or the smallest rank
-        within one standard error of it (``rule="1se"``).
+        The chosen rank: the smallest rank whose mean held-out MSE ties with the lowest
+        (``rule="min"``), or the smallest rank within one standard error of it
+        (``rule="1se"``); scores within ``tie_rtol`` of each other are ties.
     ranks : ndarray of int, shape (n_ranks,)
         The candidate ranks, in the order given.
     mean_mse, std_mse : ndarray of shape (n_ranks,)
@@ -120,7 +121,7 @@ def _task_folds(tasks, cv: int, shots, rng):
 
 def select_rank(Xs, ys=None, ranks=DEFAULT_RANKS, cv=5, random_state=None, *,
                 holdout="samples", shots=(3, 5, 8), heads="posterior", rule="1se",
-                verbose=False, **fit_options):
+                tie_rtol=1e-3, verbose=False, **fit_options):
     r"""Choose the rank s by held-out prediction error, holding out samples or whole tasks.
 
     With ``holdout="samples"`` (the default), the samples of every task are split at random
@@ -178,6 +179,14 @@ def select_rank(Xs, ys=None, ranks=DEFAULT_RANKS, cv=5, random_state=None, *,
         standard deviation / sqrt(folds)) of the lowest. Once the true rank is reached, extra
         ranks fit noise and their scores flatten out within that error, so this prefers the
         lower-dimensional subspace. ``"min"``: the rank with the lowest mean score.
+    tie_rtol : float, default 1e-3
+        Relative tolerance under which two scores tie. Among the ranks whose mean score is
+        within ``tie_rtol`` of the lowest (``score <= lowest * (1 + tie_rtol)``) the smallest
+        is the best; ``rule="1se"`` then takes its standard error and counts a rank as within
+        one standard error when ``score <= (best + standard error) * (1 + tie_rtol)``. Scores
+        of near-equivalent ranks differ in their last digits between thread counts and
+        BLAS builds; the tolerance keeps those rounding differences from changing the
+        choice. ``0`` compares exactly.
     verbose : bool, default False
         Show a progress bar over the ``len(ranks) * cv`` fits.
     **fit_options
@@ -219,6 +228,11 @@ def select_rank(Xs, ys=None, ranks=DEFAULT_RANKS, cv=5, random_state=None, *,
         raise ValueError(f"cv must be at least 2; got {cv}")
     if rule not in ("min", "1se"):
         raise ValueError(f"rule must be 'min' or '1se'; got {rule!r}")
+    if isinstance(tie_rtol, (bool, np.bool_)) or not isinstance(tie_rtol, (int, float, np.number)):
+        raise TypeError(f"tie_rtol must be a real number; got {type(tie_rtol).__name__}")
+    if not tie_rtol >= 0:
+        raise ValueError(f"tie_rtol must be a non-negative number (0 compares exactly); "
+                         f"got {tie_rtol}")
     if heads not in ("posterior", "fitted"):
         raise ValueError(f"heads must be 'posterior' or 'fitted'; got {heads!r}")
     if holdout not in ("samples", "tasks"):
@@ -265,15 +279,18 @@ def select_rank(Xs, ys=None, ranks=DEFAULT_RANKS, cv=5, random_state=None, *,
             stacklevel=2,
         )
     return RankSelection(
-        best_rank=_choose(ranks, mean_mse, std_mse / np.sqrt(used.sum()), rule),
+        best_rank=_choose(ranks, mean_mse, std_mse / np.sqrt(used.sum()), rule, tie_rtol),
         ranks=ranks, mean_mse=mean_mse,
         std_mse=std_mse, fold_mse=fold_mse, n_unconverged=n_unconverged,
     )
 
 
-def _choose(ranks, mean_mse, standard_error, rule):
-    best = int(np.argmin(mean_mse))
+def _choose(ranks, mean_mse, standard_error, rule, tie_rtol=0.0):
+    """The chosen rank: ties (within ``tie_rtol``, relative) go to the smallest rank."""
+    scale = 1.0 + float(tie_rtol)
+    tied_with_lowest = mean_mse <= mean_mse.min() * scale
+    best = int(np.flatnonzero(tied_with_lowest)[np.argmin(ranks[tied_with_lowest])])
     if rule == "min":
         return int(ranks[best])
-    within = mean_mse <= mean_mse[best] + standard_error[best]
+    within = mean_mse <= (mean_mse[best] + standard_error[best]) * scale
     return int(ranks[within].min())

@@ -1,6 +1,6 @@
 """The gradient pass against NumPy reads of X (pure streams of the same bytes), same run.
 
-    OMP_NUM_THREADS=1 python benchmarks/bandwidth.py
+    OMP_NUM_THREADS=1 python benchmarks/scripts/bandwidth.py
 
 For each shape, interleaved and median of 9: X.sum(), X @ 1 (BLAS matrix-vector product with a
 vector of ones: the fastest single read of X we found in NumPy; X.sum() is slower because its
@@ -8,25 +8,19 @@ pairwise summation is bound by arithmetic, not memory), the gradient pass alone
 (metasp.kernels.gradient) and the fused pass with the step sums (subspace=V, what the solver
 runs), with one thread, on the CPU clock of the process (a busy machine inflates wall time
 by waiting for a core). "fraction" is time(X.sum()) / time(pass): the share of NumPy's
-summing bandwidth the pass reaches (the issue's measure). The kernel call includes allocating
+summing bandwidth the pass reaches. The kernel call includes allocating
 its (T, d) output, which the solver reuses across iterations.
 """
 
 import statistics
-import time
 
 import numpy as np
+from _measure import cpu_time
 
 import metasp
 from metasp import kernels
 
 SHAPES = [(2000, 20, 100, 5), (20000, 5, 50, 5), (100000, 10, 50, 5)]
-
-
-def cpu_time(run):
-    start = time.process_time()
-    run()
-    return time.process_time() - start
 
 
 def main():

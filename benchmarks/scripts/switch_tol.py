@@ -6,8 +6,8 @@ bad minima (final loss above the oracle-initialised polish's) and iterations on 
 shapes of ``accuracy_targets.py``, through the private binding (``switch_tol`` is not a public
 option). Writes ``switch_tol.csv``. Run from the repository root::
 
-    OMP_NUM_THREADS=2 python benchmarks/switch_tol.py --out results/accuracy
-    OMP_NUM_THREADS=2 python benchmarks/switch_tol.py --out results/accuracy \
+    OMP_NUM_THREADS=2 python benchmarks/scripts/switch_tol.py --out results/accuracy
+    OMP_NUM_THREADS=2 python benchmarks/scripts/switch_tol.py --out results/accuracy \
         --first-seed 100 --name switch_tol_seeds100.csv
 """
 

@@ -15,7 +15,7 @@ Measures, on data from :func:`metasp.datasets.make_hps`:
 Writes ``runs.csv`` (one row per fit), ``targets.csv`` (the summary), ``phase_transition.csv``
 and ``phase_transition.png`` to ``--out``. Run from the repository root::
 
-    OMP_NUM_THREADS=2 python benchmarks/accuracy_targets.py --out results/accuracy
+    OMP_NUM_THREADS=2 python benchmarks/scripts/accuracy_targets.py --out results/accuracy
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import time
 import warnings
 from pathlib import Path
 
+import _measure
 import numpy as np
 
 import metasp
@@ -68,9 +69,9 @@ def record(rows, shape, seed, method, result, B, seconds, **extra):
 
 
 def timed(function, *args, **kwargs):
-    start = time.perf_counter()
-    result = quiet(function, *args, **kwargs)
-    return result, time.perf_counter() - start
+    """(result, wall seconds) of one quiet call."""
+    result, wall, _ = _measure.timed(lambda: quiet(function, *args, **kwargs))
+    return result, wall
 
 
 def prototype(X, y, s, B):

@@ -1,6 +1,6 @@
 """float32 against float64 X: speed of the memory-bound passes, and what the rounding costs.
 
-    OMP_NUM_THREADS=1 python benchmarks/float32.py [--repeat 5] [--quick]
+    OMP_NUM_THREADS=1 python benchmarks/scripts/scripts/float32.py [--repeat 5] [--quick]
         [--shape T m d s ...] [--no-accuracy]
 
 Speed, one thread, CPU time of the process (a busy machine inflates wall time by waiting for
@@ -26,28 +26,19 @@ of each fit (one run each: a rough figure).
 
 import argparse
 import statistics
-import time
 import warnings
 
+import _measure  # first: puts benchmarks/ (common.py) on the path
 import numpy as np
+from _measure import cpu_time
+from common import paper_iterations
 
 import metasp
 from metasp import kernels
 
-try:
-    from .common import paper_iterations
-except ImportError:  # run as a script
-    from common import paper_iterations
-
 SPEED_SHAPES = [(20000, 20, 100, 5), (100000, 10, 50, 5)]
 ACCURACY_SHAPES = [(20000, 20, 100, 5), (2000, 20, 100, 5), (200, 15, 50, 3)]
 SHORT, LONG = 2, 12  # iterations of the two fits whose difference is timed
-
-
-def cpu_time(run):
-    start = time.process_time()
-    run()
-    return time.process_time() - start
 
 
 def speed(T, m, d, s, repeat):
@@ -100,9 +91,8 @@ def accuracy(T, m, d, s, sigma):
         tasks = metasp.Tasks.from_array(X, y, dtype=dtype)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", metasp.ConvergenceWarning)
-            start = time.process_time()
-            result = metasp.fit(tasks, None, s, heads="fixed", random_state=0, n_jobs=1)
-            seconds[np.dtype(dtype).name] = time.process_time() - start
+            result, _, seconds[np.dtype(dtype).name] = _measure.timed(
+                lambda: metasp.fit(tasks, None, s, heads="fixed", random_state=0, n_jobs=1))
         out[np.dtype(dtype).name] = result
     difference = (np.linalg.norm(out["float32"].Theta - out["float64"].Theta)
                   / np.linalg.norm(out["float64"].Theta))

@@ -1,7 +1,7 @@
 """Time per iteration with 1 and 2 threads at T = 2000 and 20000 (m=20, d=100, s=5).
 
-    python benchmarks/threads.py
-    OMP_WAIT_POLICY=passive python benchmarks/threads.py   # threads sleep while waiting
+    python benchmarks/scripts/threads.py
+    OMP_WAIT_POLICY=passive python benchmarks/scripts/threads.py   # threads sleep while waiting
 
 Per-iteration wall time: a fit of 11 iterations minus a fit of one, over 10; 1 and 2 threads
 interleaved, median of 5. On a busy machine spinning OpenMP threads wait for a core, so
@@ -15,34 +15,25 @@ pools would fight over the cores).
 
 import os
 import statistics
-import time
 import warnings
 
-import numpy as np
+from _measure import blas_read_seconds, wall_time
 
 import metasp
 
 
 def per_iteration(tasks, n_jobs):
     def fit(max_iter):
-        start = time.perf_counter()
-        metasp.fit(tasks, None, 5, max_iter=max_iter, tol=0, n_jobs=n_jobs, random_state=0,
-                   accel=None, refine=None)  # the IHT iteration only
-        return time.perf_counter() - start
+        return wall_time(lambda: metasp.fit(tasks, None, 5, max_iter=max_iter, tol=0,
+                                            n_jobs=n_jobs, random_state=0, accel=None,
+                                            refine=None))  # the IHT iteration only
 
     return (fit(11) - fit(1)) / 10
 
 
 def read_rate(X):
     """Bytes per second of ``X @ ones`` (BLAS), median of 9 after one warm-up call."""
-    ones = np.ones(X.shape[1])
-    X @ ones
-    seconds = []
-    for _ in range(9):
-        start = time.perf_counter()
-        X @ ones
-        seconds.append(time.perf_counter() - start)
-    return X.nbytes / statistics.median(seconds)
+    return X.nbytes / blas_read_seconds(X, repeats=9)
 
 
 def main():

@@ -1,6 +1,6 @@
 """Where one iteration's time goes, and which limit each part runs into.
 
-    OMP_NUM_THREADS=1 python benchmarks/iteration_parts.py [--shape T m d s ...]
+    OMP_NUM_THREADS=1 python benchmarks/scripts/iteration_parts.py [--shape T m d s ...]
         [--dtype float64 float32] [--n-jobs 1 2] [--repeat 7]
 
 The solver runs the paper's iteration (gradient pass, adaptive step, truncated SVD, rank-s
@@ -31,31 +31,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 
+import _measure  # noqa: F401  (first: puts benchmarks/, with common.py, on the path)
+import common
 import numpy as np
+from _measure import blas_multiply_add_rate, wall_time
 
 from metasp import kernels
 
-try:
-    from . import common
-except ImportError:  # run as a script
-    import common
-
 SHAPES = [(2000, 20, 100, 5), (20000, 20, 100, 5)]
-
-
-def wall_time(run):
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
-
-
-def blas_rate(repeat):
-    """Multiply-adds per second of a BLAS matrix product."""
-    rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((1000, 1000)), rng.standard_normal((1000, 1000))
-    return 1e9 / statistics.median(wall_time(lambda: a @ b) for _ in range(repeat))
 
 
 def parts(T, m, d, s, dtype, n_jobs, repeat, fma_rate):
@@ -104,7 +88,7 @@ def main():
     parser.add_argument("--n-jobs", nargs="+", type=int, default=[1])
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
-    fma_rate = blas_rate(args.repeat)
+    fma_rate = blas_multiply_add_rate(args.repeat)
     print(f"# BLAS on OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} threads: "
           f"matrix product {fma_rate / 1e9:.1f} G multiply-adds/s; wall time, medians of "
           f"{args.repeat} runs")

@@ -4,7 +4,7 @@ Runs the default fit with each start on the target shapes of ``accuracy_targets.
 ``init_comparison.csv`` (per shape: exact recoveries or median sin angle, and iterations).
 Run from the repository root::
 
-    OMP_NUM_THREADS=2 python benchmarks/init_comparison.py --out results/accuracy
+    OMP_NUM_THREADS=2 python benchmarks/scripts/init_comparison.py --out results/accuracy
 """
 
 from __future__ import annotations

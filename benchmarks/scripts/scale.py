@@ -1,7 +1,7 @@
 """Time per iteration and peak memory of metasp.fit as T grows, with no copy of X.
 
-    python benchmarks/scale.py                      # T = 1e4, 1e5 (m=10, d=50, s=5)
-    python benchmarks/scale.py --T 10000 100000 1000000 --n-jobs 1 2   # X is 4 GB at T=1e6
+    python benchmarks/scripts/scale.py                      # T = 1e4, 1e5 (m=10, d=50, s=5)
+    python benchmarks/scripts/scale.py --T 10000 100000 1000000 --n-jobs 1 2   # X is 4 GB at T=1e6
 
 Each T runs in a fresh process, so its peak resident memory (ru_maxrss) is its own. The data
 are generated in chunks straight into one (T*m, d) float64 array, so generating them never
@@ -19,10 +19,10 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 import warnings
 
 import numpy as np
+from _measure import timed
 
 M, D, S, SIGMA, SEED = 10, 50, 5, 0.1, 0
 CHUNK_TASKS = 5_000
@@ -66,10 +66,10 @@ def measure_one(T, n_jobs, n_iter, repeats):
     warnings.simplefilter("ignore", metasp.ConvergenceWarning)
 
     def fit_time(max_iter):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        result = metasp.fit(tasks, None, S, max_iter=max_iter, tol=0, n_jobs=n_jobs,
-                            random_state=SEED, accel=None, refine=None)  # IHT iterations
-        return time.perf_counter() - start, time.process_time() - cpu_start, result
+        result, wall, cpu = timed(lambda: metasp.fit(
+            tasks, None, S, max_iter=max_iter, tol=0, n_jobs=n_jobs, random_state=SEED,
+            accel=None, refine=None))  # IHT iterations
+        return wall, cpu, result
 
     # Interleaved, medians: the machine may be busy. CPU time (all threads) is reported too:
     # on a shared machine it is less affected by waiting for a core than wall time.

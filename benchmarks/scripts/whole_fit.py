@@ -1,7 +1,7 @@
 """Whole fit: metasp's default against the paper's fixed-step Meta-SP in the NumPy reference.
 
-    OMP_NUM_THREADS=1 python benchmarks/whole_fit.py            # T=2000, m=20, d=100, s=5
-    OMP_NUM_THREADS=1 python benchmarks/whole_fit.py --quick    # small shape, smoke test
+    OMP_NUM_THREADS=1 python benchmarks/scripts/whole_fit.py            # T=2000, m=20, d=100, s=5
+    OMP_NUM_THREADS=1 python benchmarks/scripts/whole_fit.py --quick    # small shape, smoke test
 
 The reference runs the paper's algorithm (fixed step gamma, exact SVD) with its best step:
 the gamma in {1, 0.5, 0.25, 0.1} that reaches the default tolerance in the fewest iterations.
@@ -16,20 +16,14 @@ and CPU time of the process, which a busy machine does not inflate for one threa
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
 
 import numpy as np
+from _measure import timed
 
 import metasp
 
 GAMMAS = (1.0, 0.5, 0.25, 0.1)
-
-
-def timed(run):
-    wall, cpu = time.perf_counter(), time.process_time()
-    result = run()
-    return result, time.perf_counter() - wall, time.process_time() - cpu
 
 
 def main():

@@ -1,7 +1,7 @@
 """Time metasp.fit (C++) against metasp.reference.fit (NumPy) in one run.
 
-    OMP_NUM_THREADS=1 python benchmarks/compare_reference.py          # default shapes
-    python benchmarks/compare_reference.py --quick                    # small shapes, smoke test
+    OMP_NUM_THREADS=1 python benchmarks/scripts/compare_reference.py          # default shapes
+    python benchmarks/scripts/compare_reference.py --quick                    # small shapes, smoke test
 
 Prints, per shape, the median time of one iteration (a fit of 1 + n iterations minus a fit of
 one, over n: the first iteration, which has no warm start, and the call overhead drop out) and
@@ -16,21 +16,18 @@ thread counts are set explicitly.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
-import time
 import warnings
 
+import _measure
 import numpy as np
 
 import metasp
 
 
 def timed(run):
-    wall, cpu = time.perf_counter(), time.process_time()
-    run()
-    return np.array([time.perf_counter() - wall, time.process_time() - cpu])
+    """(wall, CPU) seconds of one call, as an array so that differences subtract both."""
+    return np.array(_measure.timed(run)[1:])
 
 
 def main():
@@ -42,9 +39,7 @@ def main():
     shapes = [(200, 15, 50, 3)] if args.quick else [(200, 15, 50, 3), (2000, 20, 100, 5),
                                                     (20000, 20, 100, 5)]
     repeats = 1 if args.quick else args.repeats
-    print(f"# {platform.processor() or platform.machine()}, numpy {np.__version__}, "
-          f"metasp {metasp.__version__}, {metasp._core.max_threads()} threads available, "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    print(_measure.machine_line())
     print(f"# median of {repeats} interleaved runs; data: make_hps(T, m, d, s, sigma=0.1)")
     header = ("T", "m", "d", "s", "what", "clock", "reference [s]", "C++ 1 thr [s]",
               "C++ 2 thr [s]", "ref / C++1", "C++1 / C++2")
