@@ -56,10 +56,10 @@ class FitThreadsAndDtype:
         self.data, _ = problem(self.T, self.m, self.d, self.s, dtype)
 
     def time_ten_iterations(self, shape, n_jobs, dtype):
-        _fit("cpp", self.data, self.s, n_jobs=n_jobs, max_iter=10, tol=0, accel=None, refine=None)
+        _fit("cpp", self.data, self.s, n_jobs=n_jobs, max_iter=10, tol=0, accel=None, polish=None)
 
     def peakmem_ten_iterations(self, shape, n_jobs, dtype):
-        _fit("cpp", self.data, self.s, n_jobs=n_jobs, max_iter=10, tol=0, accel=None, refine=None)
+        _fit("cpp", self.data, self.s, n_jobs=n_jobs, max_iter=10, tol=0, accel=None, polish=None)
 
 
 class ScarceFit:

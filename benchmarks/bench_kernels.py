@@ -134,7 +134,7 @@ class Iteration(_MidFit):
 class SolverIteration:
     """Seconds per iteration inside the C++ solver, from its own timing of each iteration
     (``history["seconds"]``): the median over iterations 2 to 21 of the paper's iteration
-    (``accel=None, refine=None``), whose buffers are reused from one iteration to the next.
+    (``accel=None, polish=None``), whose buffers are reused from one iteration to the next.
     A short fit first starts the threads (a single timed fit in a fresh process is otherwise
     at the mercy of where the second thread first lands)."""
 

@@ -67,11 +67,11 @@ def problem(T, m, d, s, dtype="float64"):
 
 def paper_iterations(tasks, s, n_iter, n_jobs=1):
     """``metasp.fit`` running exactly ``n_iter`` iterations of the paper's iteration (gradient
-    pass, adaptive step, truncated SVD, update: ``accel=None, refine=None, tol=0``), seeded."""
+    pass, adaptive step, truncated SVD, update: ``accel=None, polish=None, tol=0``), seeded."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", metasp.ConvergenceWarning)
         return metasp.fit(tasks, None, s, max_iter=n_iter, tol=0, n_jobs=n_jobs,
-                          random_state=SEED, accel=None, refine=None)
+                          random_state=SEED, accel=None, polish=None)
 
 
 @functools.lru_cache(maxsize=4)
@@ -86,8 +86,7 @@ def mid_fit_state(T, m, d, s, dtype="float64"):
     result = paper_iterations(tasks, s, WARM_ITERATIONS)
     V = np.asfortranarray(result.B.T)
     svd = kernels.truncated_svd(result.Theta, s, random_state=SEED, n_jobs=1)
-    svd_tol = max(metasp._solver.SVD_TOL,
-                  metasp._solver.SVD_RELATIVE_TOL * result.history["rel_change"][-1])
+    svd_tol = max(kernels.SVD_TOL, kernels.SVD_RELATIVE_TOL * result.history["rel_change"][-1])
     return result.Theta, V, svd.basis, svd_tol
 
 

@@ -8,7 +8,7 @@ Measures, on data from :func:`metasp.datasets.make_hps`:
   squares (:func:`metasp.polish` started from the true subspace), and how often the fit ends in
   a minimum with a higher training loss than the oracle's, for the default and for the NumPy
   prototype of the issue (300 NIHT iterations, then the least-squares polish);
-* iterations of the default against plain NIHT (``accel=None, refine=None``);
+* iterations of the default against plain NIHT (``accel=None, polish=None``);
 * success rate against m / m_IT for the paper's fixed step (best of gamma in
   {1, 0.5, 0.25, 0.1}), NIHT, the default and the method of moments.
 
@@ -76,7 +76,7 @@ def timed(function, *args, **kwargs):
 
 def prototype(X, y, s, B):
     """The issue's NumPy prototype, with metasp's kernels: 300 NIHT steps, then the polish."""
-    first = quiet(metasp.fit, X, y, s, accel=None, refine=None, max_iter=300, tol=0, random_state=0)
+    first = quiet(metasp.fit, X, y, s, accel=None, polish=None, max_iter=300, tol=0, random_state=0)
     polished = quiet(metasp.polish, X, y, first.B, max_iter=1000)
     polished.n_iter += first.n_iter
     return polished
@@ -96,7 +96,7 @@ def run_targets(seeds, niht_seeds, rows):
                 proto, seconds = timed(prototype, X, y, s, B)
                 record(rows, shape, seed, "prototype", proto, B, seconds)
             if seed < niht_seeds:
-                niht, seconds = timed(metasp.fit, X, y, s, accel=None, refine=None,
+                niht, seconds = timed(metasp.fit, X, y, s, accel=None, polish=None,
                                       max_iter=NIHT_MAX_ITER, random_state=seed)
                 record(rows, shape, seed, "niht", niht, B, seconds)
             print(f"{shape} seed {seed}: done", flush=True)
@@ -150,7 +150,7 @@ def run_phase_transition(seeds):
                 paper = quiet(metasp.fit, X, y, s, step=gamma, max_iter=PHASE_MAX_ITER,
                               random_state=seed)
                 per_gamma[gamma] += sin_angle(paper.B, B) < PHASE_SUCCESS
-            niht = quiet(metasp.fit, X, y, s, accel=None, refine=None, max_iter=PHASE_MAX_ITER,
+            niht = quiet(metasp.fit, X, y, s, accel=None, polish=None, max_iter=PHASE_MAX_ITER,
                          random_state=seed)
             counts["niht"] += sin_angle(niht.B, B) < PHASE_SUCCESS
             default = quiet(metasp.fit, X, y, s, heads="fixed", max_iter=PHASE_MAX_ITER,

@@ -19,7 +19,7 @@ def main():
         for n_jobs in (1, 2):
             seconds = median_time(lambda: metasp.fit(
                 tasks, s=s, max_iter=N_ITER, tol=0, n_jobs=n_jobs, random_state=0, accel=None,
-                refine=None), repeats=5)  # the IHT iteration only
+                polish=None), repeats=5)  # the IHT iteration only
             per_iteration = seconds / N_ITER
             print(f"T={T} m={m} d={d} s={s} n_jobs={n_jobs}: {per_iteration * 1e3:.3f} ms/iteration")
 

@@ -56,7 +56,7 @@ def main():
         # truncated SVD, update): no conjugate directions, no least-squares polish.
         def run(fit, max_iter, **options):
             return lambda: fit(tasks, None, s, tol=0, max_iter=max_iter, accel=None,
-                               refine=None, **options)
+                               polish=None, **options)
 
         ref, one, two = [], [], []
         for _ in range(repeats):

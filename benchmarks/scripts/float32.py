@@ -6,7 +6,7 @@
 Speed, one thread, CPU time of the process (a busy machine inflates wall time by waiting for
 a core), float64 and float32 interleaved in one run, medians of ``--repeat``:
 
-- per iteration: ``metasp.fit(accel=None, refine=None, tol=0)`` run for 2 and for 12
+- per iteration: ``metasp.fit(accel=None, polish=None, tol=0)`` run for 2 and for 12
   iterations; the difference / 10 leaves out the fixed costs (first SVD, result, diagnostics);
 - the fused gradient pass (``metasp.kernels.gradient`` with ``subspace=V``: gradient, loss and
   the two step sums, what the solver runs each iteration; the call allocates its (T, d) output);

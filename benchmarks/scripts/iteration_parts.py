@@ -4,7 +4,7 @@
         [--dtype float64 float32] [--n-jobs 1 2] [--repeat 7]
 
 The solver runs the paper's iteration (gradient pass, adaptive step, truncated SVD, rank-s
-update; ``accel=None, refine=None, tol=0``) for 11 iterations; its history records the
+update; ``accel=None, polish=None, tol=0``) for 11 iterations; its history records the
 wall-clock time of each iteration and of its truncated SVD (``history["seconds"]``,
 ``history["svd_seconds"]``). Iterations 2 to 11 (the first has no warm start) give, per
 iteration:

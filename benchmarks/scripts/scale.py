@@ -68,7 +68,7 @@ def measure_one(T, n_jobs, n_iter, repeats):
     def fit_time(max_iter):
         result, wall, cpu = timed(lambda: metasp.fit(
             tasks, None, S, max_iter=max_iter, tol=0, n_jobs=n_jobs, random_state=SEED,
-            accel=None, refine=None))  # IHT iterations
+            accel=None, polish=None))  # IHT iterations
         return wall, cpu, result
 
     # Interleaved, medians: the machine may be busy. CPU time (all threads) is reported too:

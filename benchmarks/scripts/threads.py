@@ -26,7 +26,7 @@ def per_iteration(tasks, n_jobs):
     def fit(max_iter):
         return wall_time(lambda: metasp.fit(tasks, None, 5, max_iter=max_iter, tol=0,
                                             n_jobs=n_jobs, random_state=0, accel=None,
-                                            refine=None))  # the IHT iteration only
+                                            polish=None))  # the IHT iteration only
 
     return (fit(11) - fit(1)) / 10
 

@@ -466,8 +466,13 @@ double Start::backtrack(IterationRecord& record) {
 // the record's SVD fields, relative change and sin angle; nullopt when interrupted.
 std::optional<Movement> Start::threshold(IterationRecord& record) {
     const Matrix warm_start = have_subspace_ ? svd_.basis : Matrix();
+    // The paper's fixed step takes every SVD to the strict tolerance, so its iterates are the
+    // exact-SVD iterates to rounding; the adaptive steps may stop an SVD at a share of the
+    // iterate's own movement.
     std::optional<double> last_change;
-    if (!out_.history.empty()) last_change = out_.history.back().rel_change;
+    if (options_.adaptive_step && !out_.history.empty()) {
+        last_change = out_.history.back().rel_change;
+    }
     const Clock::time_point svd_started = Clock::now();
     svd_ = truncated_svd(work_, s_, warm_start, seed_, n_threads_,
                          options_.svd.following(last_change), stop_requested_);

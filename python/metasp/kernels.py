@@ -22,8 +22,18 @@ from ._validation import (
     seed_from,
 )
 
-__all__ = ["GradientPass", "MarginalPass", "TaskStatistics", "TruncatedSVD", "curvature",
-           "gradient", "marginal_pass", "task_statistics", "truncated_svd"]
+# The C++ core's truncated-SVD defaults, read from the core (their one source).
+#: Ritz-residual tolerance of :func:`truncated_svd`, relative to the largest eigenvalue of A^T A.
+SVD_TOL = _core.constants["svd_tol"]
+#: Step budget of :func:`truncated_svd`.
+SVD_MAX_STEPS = _core.constants["svd_max_steps"]
+#: Inside metasp.fit's adaptive-step solver, an SVD may stop at this fraction of the iterate's
+#: last relative change when that is above :data:`SVD_TOL`.
+SVD_RELATIVE_TOL = _core.constants["svd_relative_tol"]
+
+__all__ = ["SVD_MAX_STEPS", "SVD_RELATIVE_TOL", "SVD_TOL", "GradientPass", "MarginalPass",
+           "TaskStatistics", "TruncatedSVD", "curvature", "gradient", "marginal_pass",
+           "task_statistics", "truncated_svd"]
 
 
 class TruncatedSVD(NamedTuple):
@@ -257,8 +267,8 @@ def marginal_pass(tasks: Tasks, U, noise, *, n_jobs=None) -> MarginalPass:
 
 
 def truncated_svd(
-    A, s, *, warm_start=None, tol=_core.constants["svd_tol"],
-    max_steps=_core.constants["svd_max_steps"], random_state=None, n_jobs=None
+    A, s, *, warm_start=None, tol=SVD_TOL, max_steps=SVD_MAX_STEPS, random_state=None,
+    n_jobs=None
 ) -> TruncatedSVD:
     """Top-s singular triplets of ``A`` by block subspace iteration (no full SVD).
 
@@ -276,9 +286,9 @@ def truncated_svd(
         ``1 <= s <= min(T, d)``.
     warm_start : array_like of shape (d, k), optional
     tol : float, default 1e-12
-        The C++ core's default (``metasp._core.constants["svd_tol"]``).
+        The C++ core's default, :data:`SVD_TOL`.
     max_steps : int, default 300
-        The C++ core's default (``metasp._core.constants["svd_max_steps"]``).
+        The C++ core's default, :data:`SVD_MAX_STEPS`.
     random_state : None, int or numpy.random.Generator
     n_jobs : int or None
 

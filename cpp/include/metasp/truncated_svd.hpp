@@ -18,8 +18,9 @@ struct SVDOptions {
     // Stop when every top-s Ritz pair satisfies ||A^T A v_i - lambda_i v_i|| <= tol * lambda_1.
     double tol = kSVDTol;
     int max_steps = kSVDMaxSteps;
-    // Inside an outer iteration: also stop once the residual is below relative_tol times the
-    // outer iterate's last relative change (see `following`). 0: always `tol`.
+    // Inside an adaptive-step outer iteration (a fixed step always uses `tol`): also stop once
+    // the residual is below relative_tol times the outer iterate's last relative change (see
+    // `following`). 0: always `tol`.
     double relative_tol = 0;
 
     // The options for the next SVD of an outer iteration whose last relative change is
