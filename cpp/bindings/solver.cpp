@@ -110,7 +110,7 @@ void bind_solver(py::module_& m) {
            int n_threads, std::optional<RowMatrix> reference_B, double sin_tol, Index max_dense,
            bool newton, const std::string& newton_solve) {
             const TasksView tasks{X, y, offsets};
-            RefineOptions options;
+            PolishOptions options;
             options.max_iter = max_iter;
             options.tol = tol;
             options.sin_tol = sin_tol;
@@ -119,11 +119,11 @@ void bind_solver(py::module_& m) {
             options.basis.max_dense = max_dense;
             options.newton = newton;
             options.basis.newton_solve = parse_newton_solve(newton_solve);
-            RefineResult result;
+            PolishResult result;
             InterruptPoll poll;
             {
                 ReleaseGIL release;
-                result = refine(tasks, V0, options, std::ref(poll));
+                result = polish(tasks, V0, options, std::ref(poll));
             }
             poll.raise_if_interrupted();
             static const char* names[] = {"converged", "max_iter", "stalled", "interrupted"};
