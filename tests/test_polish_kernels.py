@@ -1,4 +1,4 @@
-"""The per-task kernels of the least-squares polish (cpp/src/refine.cpp) on awkward shapes."""
+"""The per-task kernels of the polish (cpp/src/heads.cpp, cpp/src/newton.cpp) on awkward shapes."""
 
 import warnings
 

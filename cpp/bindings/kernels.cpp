@@ -48,6 +48,8 @@ void check_marginal_arguments(const TasksView& tasks, const Matrix& U, double no
     check_marginal_shape(tasks, U.rows(), U.cols(), noise);
 }
 
+void bind_prior_kernels(py::module_& m);
+
 }  // namespace
 
 void bind_kernels(py::module_& m) {
@@ -128,7 +130,13 @@ void bind_kernels(py::module_& m) {
         },
         py::arg("X").noconvert(), py::arg("y").noconvert(), py::arg("offsets").noconvert(),
         py::arg("V").noconvert(), py::arg("W").noconvert(), py::arg("n_threads"));
+    bind_prior_kernels(m);
+}
 
+namespace {
+
+// The head-prior passes and the truncated SVD.
+void bind_prior_kernels(py::module_& m) {
     m.def(
         "marginal_pass",
         [](const DesignMatrix& X, VectorIn y, OffsetsIn offsets, const Matrix& U, double noise,
@@ -191,5 +199,7 @@ void bind_kernels(py::module_& m) {
         py::arg("A").noconvert(), py::arg("s"), py::arg("warm_start").noconvert(), py::arg("seed"),
         py::arg("n_threads"), py::arg("tol"), py::arg("max_steps"));
 }
+
+}  // namespace
 
 }  // namespace metasp::bindings

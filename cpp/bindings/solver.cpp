@@ -15,8 +15,7 @@ namespace metasp::bindings {
 namespace {
 
 // The options and results cross the boundary as classes over the C++ structs: their defaults
-// are C++'s, set once in solver.hpp, refine.hpp and truncated_svd.hpp.
-using PolishOptions = RefineOptions;
+// are C++'s, set once in solver.hpp, polish.hpp and truncated_svd.hpp.
 
 Init parse_init(const std::string& name) {
     if (name == "zero") return Init::zero;
@@ -240,11 +239,11 @@ void bind_solver(py::module_& m) {
         [](const DesignMatrix& X, VectorIn y, OffsetsIn offsets, const Matrix& V0,
            const PolishOptions& options) {
             const TasksView tasks{X, y, offsets};
-            RefineResult result;
+            PolishResult result;
             InterruptPoll poll;
             {
                 ReleaseGIL release;
-                result = refine(tasks, V0, options, std::ref(poll));
+                result = polish(tasks, V0, options, std::ref(poll));
             }
             poll.raise_if_interrupted();
             static const char* names[] = {"converged", "max_iter", "stalled", "interrupted"};

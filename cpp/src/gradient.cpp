@@ -14,15 +14,6 @@ void check_shape(const TasksView& tasks, Index rows, Index cols, Index expected_
         throw std::invalid_argument(std::string(name) + " has the wrong shape");
 }
 
-template <class Body>
-void for_each_task(const TasksView& tasks, int n_threads, double work_per_sample, Body body) {
-    check_threads(n_threads);
-    const Index T = tasks.n_tasks();
-    const bool parallel = run_parallel(n_threads, double(tasks.n_samples()) * work_per_sample);
-#pragma omp parallel for num_threads(thread_cap(n_threads)) if (parallel) schedule(dynamic, 16)
-    for (Index t = 0; t < T; ++t) body(t);
-}
-
 // The row loops below run on the packs of row_kernels.hpp, in blocks of up to 8 rows (8
 // independent multiply-add chains per block), compiled twice (see METASP_CPU_DISPATCH), each
 // for float and double rows; every element is converted to double as it is loaded.

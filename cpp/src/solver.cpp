@@ -1,6 +1,7 @@
 #include "metasp/solver.hpp"
 
 #include "metasp/gradient.hpp"
+#include "metasp/linalg.hpp"
 #include "metasp/parallel.hpp"
 #include "metasp/row_kernels.hpp"
 
@@ -26,13 +27,6 @@ std::string to_string(Status status) {
         case Status::stalled: return "stalled";
     }
     return "unknown";
-}
-
-double sin_angle(const Matrix& V, const RowMatrix& B) {
-    const Matrix outside = V - B.transpose() * (B * V);
-    const Eigen::SelfAdjointEigenSolver<Matrix> eig(outside.transpose() * outside,
-                                                    Eigen::EigenvaluesOnly);
-    return std::sqrt(std::max(eig.eigenvalues().maxCoeff(), 0.0));
 }
 
 namespace {
@@ -75,15 +69,6 @@ void check_options(const TasksView& tasks, Index s, const SolveOptions& options)
     if (options.init == Init::given && (options.init_B.rows() != s || options.init_B.cols() != d))
         throw std::invalid_argument("init_B must have shape (s, d)");
 }
-
-// Summed in task order, so the value does not depend on the thread count.
-double sum(const Vector& values) {
-    double total = 0;
-    for (Index t = 0; t < values.size(); ++t) total += values[t];
-    return total;
-}
-
-double mean(const Vector& values) { return sum(values) / double(values.size()); }
 
 // Sums over the fixed row chunks of n_row_chunks of body(r0, r1) (K partial sums each), added
 // in chunk order: the same value with any number of threads. For the passes over the T x d
@@ -188,11 +173,6 @@ void copy_rows(const RowMatrix& A, RowMatrix& out, int n_threads) {
     });
 }
 
-Matrix orthonormal_columns(const Matrix& Y) {
-    const Eigen::HouseholderQR<Matrix> qr(Y);
-    return qr.householderQ() * Matrix::Identity(Y.rows(), Y.cols());
-}
-
 // The loss stopped improving: over the last `window` iterations it fell by at most a relative
 // rtol (or rose).
 bool plateau(const std::vector<IterationRecord>& history, int window, double rtol) {
@@ -227,12 +207,12 @@ bool stalled(const std::vector<IterationRecord>& history, const IterationRecord&
     return loss_now >= loss_before * (1 - 1e-12) && change_now >= 0.5 * change_before;
 }
 
-Status status_of(RefineStatus status) {
+Status status_of(PolishStatus status) {
     switch (status) {
-        case RefineStatus::converged: return Status::converged;
-        case RefineStatus::max_iter: return Status::max_iter;
-        case RefineStatus::stalled: return Status::stalled;
-        case RefineStatus::interrupted: return Status::interrupted;
+        case PolishStatus::converged: return Status::converged;
+        case PolishStatus::max_iter: return Status::max_iter;
+        case PolishStatus::stalled: return Status::stalled;
+        case PolishStatus::interrupted: return Status::interrupted;
     }
     return Status::stalled;
 }
@@ -576,14 +556,14 @@ bool Start::polish() {
     if (!options_.polish || done_ || !have_subspace_ || out_.status == Status::diverged ||
         out_.status == Status::interrupted)
         return false;
-    RefineOptions polish_options;
+    PolishOptions polish_options;
     polish_options.max_iter = options_.max_iter - out_.n_iter;
     polish_options.tol = options_.tol;
     polish_options.sin_tol = options_.sin_tol;
     polish_options.n_threads = n_threads_;
     polish_options.reference_B = options_.reference_B;
     polish_options.basis = options_.basis;
-    RefineResult polished = refine(tasks_, svd_.V, polish_options, stop_requested_);
+    PolishResult polished = metasp::polish(tasks_, svd_.V, polish_options, stop_requested_);
     out_.status = status_of(polished.status);
     if (polished.n_iter == 0) return false;
     out_.n_iter += polished.n_iter;

@@ -1,5 +1,6 @@
 #include "metasp/truncated_svd.hpp"
 
+#include "metasp/linalg.hpp"
 #include "metasp/parallel.hpp"
 #include "metasp/row_kernels.hpp"
 
@@ -23,11 +24,6 @@
 
 namespace metasp {
 namespace {
-
-Matrix orthonormal_columns(const Matrix& Y) {
-    const Eigen::HouseholderQR<Matrix> qr(Y);
-    return qr.householderQ() * Matrix::Identity(Y.rows(), Y.cols());
-}
 
 Matrix gaussian_matrix(Index rows, Index cols, std::uint64_t seed) {
     std::mt19937_64 engine(seed);

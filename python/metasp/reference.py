@@ -448,7 +448,7 @@ def _curvature_pair(tasks: Tasks, A: np.ndarray, D: np.ndarray):
 
 
 # ---------------------------------------------------------------------------------------------
-# The least-squares polish (metasp::refine, cpp/src/refine.cpp), in NumPy.
+# The least-squares polish (cpp/src/polish.cpp and the files it uses), in NumPy.
 
 
 def heads(tasks: Tasks, V: np.ndarray):
@@ -471,7 +471,7 @@ def canonical_factors(W: np.ndarray, U: np.ndarray):
 
 
 def basis_system(tasks: Tasks, W: np.ndarray, V=None):
-    """Normal equations of one basis step; see ``assemble_basis_system`` in cpp/src/refine.cpp.
+    """Normal equations of one basis step; see ``assemble_basis_system`` in cpp/src/basis_system.cpp.
 
     Without ``V``: the least-squares basis U for fixed heads W (ALS). With the orthonormal
     ``V`` (W: the exact heads in span(V)): the Newton system of the correction D of V, heads
@@ -523,7 +523,7 @@ def solve_basis_system(system, d: int, s: int, shift: float = 0.0, definite: boo
     return solution.reshape(s, d).T
 
 
-# The iterative Newton solve (cpp/src/refine.cpp): relative residual of its stop, its stops on
+# The iterative Newton solve (cpp/src/newton.cpp): relative residual of its stop, its stops on
 # the preconditioned residual relative to tol and to ||D||^2, fewest iterations worth trying,
 # floor of the diagonal preconditioner relative to the scale.
 NEWTON_CG_TOL, STEP_FLOOR, QUADRATIC_FLOOR, MIN_NEWTON_CG, MIN_PRECONDITIONER = (
@@ -533,7 +533,7 @@ NEWTON_CG_TOL, STEP_FLOOR, QUADRATIC_FLOOR, MIN_NEWTON_CG, MIN_PRECONDITIONER = 
 def newton_cg_budget(tasks: Tasks, s: int, how: str = "auto") -> int:
     """Most conjugate-gradient iterations of a Newton solve, 0 for the dense solve: the work of
     forming the dense system over that of one matrix-free product (``newton_cg_budget`` in
-    cpp/src/refine.cpp)."""
+    cpp/src/newton.cpp)."""
     N, T, d = float(tasks.n_samples), float(tasks.n_tasks), float(tasks.n_features)
     dense_work = 0.5 * N * d * d + 2.0 * T * s * (s + 1) * d * d
     product_work = 2.0 * N * d + 6.0 * T * d * s
@@ -612,7 +612,7 @@ DAMPING_ATTEMPTS, DAMPING_FACTOR, MIN_DAMPING = 6, 10.0, 1e-6
 # point (the C++ kStationaryChange).
 STATIONARY_CHANGE = 1e-6
 # Loss stagnation of the polish: the last STAGNATION_WINDOW sweeps lowered the loss by less
-# than LOSS_STAGNATION of its value (cpp/src/refine.cpp).
+# than LOSS_STAGNATION of its value (cpp/src/polish.cpp).
 STAGNATION_WINDOW = 10
 LOSS_STAGNATION = 1e-5
 
@@ -625,7 +625,7 @@ def polish_path(tasks: Tasks, V0: np.ndarray, *, max_iter: int, tol: float, sin_
                 reference_B=None, newton: bool = True, newton_solve: str = "auto") -> dict:
     """Alternating least squares with damped Newton basis steps from span(V0).
 
-    The NumPy twin of ``metasp::refine`` (cpp/src/refine.cpp): same steps, same acceptance
+    The NumPy twin of ``metasp::polish`` (cpp/src/polish.cpp): same steps, same acceptance
     rules, same stopping rule; returns the same keys as ``metasp._core.polish``.
     ``newton_solve``: ``"auto"``, ``"dense"`` (Cholesky) or ``"cg"`` (:func:`newton_cg`, on
     the dense matrix here, matrix-free in C++).

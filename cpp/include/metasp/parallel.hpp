@@ -66,6 +66,18 @@ inline bool run_parallel(int n_threads, double work) {
     return n_threads > 1 && work >= kMinParallelWork;
 }
 
+// body(t) for every task t, in parallel when the work (multiply-adds per sample times the
+// samples) is worth it; dynamic chunks of 16 tasks balance tasks of different sizes. Each task
+// writes only its own outputs, so results do not depend on the thread count.
+template <class Body>
+void for_each_task(const TasksView& tasks, int n_threads, double work_per_sample, Body body) {
+    check_threads(n_threads);
+    const Index T = tasks.n_tasks();
+    const bool parallel = run_parallel(n_threads, double(tasks.n_samples()) * work_per_sample);
+#pragma omp parallel for num_threads(thread_cap(n_threads)) if (parallel) schedule(dynamic, 16)
+    for (Index t = 0; t < T; ++t) body(t);
+}
+
 // Row chunks of reductions over T: a fixed count, independent of the thread count, summed in
 // order, so that 1 and n threads give bit-identical results.
 inline Index n_row_chunks(Index rows) {

@@ -1,5 +1,5 @@
-// Building blocks of the per-row loops over X (gradient.cpp, statistics.cpp, refine.cpp) and
-// over the T x d iterate (truncated_svd.cpp, solver.cpp): dot products of a block of rows
+// Building blocks of the per-row loops over X (gradient.cpp, statistics.cpp, task_gram.cpp,
+// newton.cpp) and over the T x d iterate (truncated_svd.cpp, solver.cpp): dot products of a block of rows
 // with shared vectors, and g += sum_k r_k x_k, on packs of four doubles.
 //
 // Why packs rather than `omp simd` loops: the passes are bound by arithmetic with X in cache.

@@ -1,9 +1,9 @@
 // Meta Subspace Pursuit: projected gradient steps on the stacked T x d coefficient matrix,
 // each followed by rank-s hard thresholding (truncated SVD); optionally along conjugate
-// directions (CGIHT) and followed by the least-squares polish of refine.hpp.
+// directions (CGIHT) and followed by the alternating least-squares polish of polish.hpp.
 #pragma once
 
-#include "metasp/refine.hpp"
+#include "metasp/polish.hpp"
 #include "metasp/truncated_svd.hpp"
 #include "metasp/types.hpp"
 
@@ -111,9 +111,5 @@ struct SolveResult {
 
 SolveResult solve(const TasksView& tasks, Index s, const SolveOptions& options,
                   const StopRequested& stop_requested = {});
-
-// Largest principal angle (its sine) between span(V) and the row space of B:
-// ||(I - B^T B) V||_2 for orthonormal V (d x s) and B (s x d); accurate for tiny angles.
-double sin_angle(const Matrix& V, const RowMatrix& B);
 
 }  // namespace metasp
