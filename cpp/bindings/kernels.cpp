@@ -172,8 +172,8 @@ void bind_prior_kernels(py::module_& m) {
                                   step.next.noise, step.log_likelihood);
         },
         py::arg("gram").noconvert(), py::arg("cross").noconvert(), py::arg("squares").noconvert(),
-        py::arg("mean").noconvert(), py::arg("cov").noconvert(), py::arg("noise"), py::arg("n"), py::arg("floor"),
-        py::arg("n_threads"));
+        py::arg("mean").noconvert(), py::arg("cov").noconvert(), py::arg("noise"), py::arg("n"),
+        py::arg("floor"), py::arg("n_threads"));
 
     m.def(
         "truncated_svd",

@@ -82,7 +82,7 @@ py::dict history_dict(const std::vector<IterationRecord>& history, bool tracked)
 // An optional (s, d) matrix option: None is empty. Set from float64 arrays only
 // (no-convert), so a complex or object array is a TypeError, never silently its real part.
 template <class Options>
-void def_optional_matrix(py::class_<Options>& cls, const char* name, RowMatrix Options::*member,
+void def_optional_matrix(py::class_<Options>& cls, const char* name, RowMatrix Options::* member,
                          const char* doc) {
     cls.def_property(
         name,
@@ -136,9 +136,9 @@ void bind_option_classes(py::module_& m) {
             "'zero', 'spectral' or 'given' (from init_B).")
         .def_property(
             "starts", [](const SolveOptions& o) { return o.starts; },
-            py::cpp_function([](SolveOptions& o, std::vector<Matrix> starts) {
-                o.starts = std::move(starts);
-            }, py::is_method(solve_options), py::arg("value").noconvert()),
+            py::cpp_function(
+                [](SolveOptions& o, std::vector<Matrix> starts) { o.starts = std::move(starts); },
+                py::is_method(solve_options), py::arg("value").noconvert()),
             "Further starts: (d, s) bases.")
         .def_readwrite("max_iter", &SolveOptions::max_iter)
         .def_readwrite("tol", &SolveOptions::tol)
@@ -155,8 +155,8 @@ void bind_option_classes(py::module_& m) {
     def_optional_matrix(solve_options, "reference_B", &SolveOptions::reference_B,
                         "(s, d) orthonormal rows or None: no sin-angle history.");
 
-    py::class_<PolishOptions> polish_options(
-        m, "PolishOptions", "Options of the least-squares polish.");
+    py::class_<PolishOptions> polish_options(m, "PolishOptions",
+                                             "Options of the least-squares polish.");
     polish_options.def(py::init<>())
         .def_readwrite("max_iter", &PolishOptions::max_iter)
         .def_readwrite("tol", &PolishOptions::tol)
@@ -180,8 +180,10 @@ void bind_solve_result(py::module_& m) {
         .def_readonly("n_iht_iter", &SolveResult::n_iht_iter)
         .def_property_readonly("status", [](const SolveResult& r) { return to_string(r.status); })
         .def_readonly("initial_loss", &SolveResult::initial_loss)
-        .def_property_readonly("start_loss", [](const SolveResult& r) { return to_array(r.start_loss); })
-        .def_property_readonly("start_iter", [](const SolveResult& r) { return to_array(r.start_iter); })
+        .def_property_readonly("start_loss",
+                               [](const SolveResult& r) { return to_array(r.start_loss); })
+        .def_property_readonly("start_iter",
+                               [](const SolveResult& r) { return to_array(r.start_iter); })
         .def_readonly("best_start", &SolveResult::best_start)
         .def_property_readonly(
             "history",

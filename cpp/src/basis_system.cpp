@@ -141,7 +141,8 @@ NormalSystem assemble_basis_system(const TasksView& tasks, const Eigen::Ref<cons
     return out;
 }
 
-Matrix solve_basis_system(const NormalSystem& system, Index d, Index s, double shift, bool definite) {
+Matrix solve_basis_system(const NormalSystem& system, Index d, Index s, double shift,
+                          bool definite) {
     Matrix M = system.M;
     M.diagonal().array() += shift;
     Vector solution;
@@ -163,11 +164,13 @@ Matrix basis_least_squares(const TasksView& tasks, const Eigen::Ref<const RowMat
     check_tasks(tasks);
     check_threads(n_threads);
     const Index d = tasks.n_features(), s = W.cols();
-    if (W.rows() != tasks.n_tasks() || s < 1) throw std::invalid_argument("W must have shape (T, s)");
+    if (W.rows() != tasks.n_tasks() || s < 1)
+        throw std::invalid_argument("W must have shape (T, s)");
     if (U0.size() > 0 && (U0.rows() != d || U0.cols() != s))
         throw std::invalid_argument("U0 must have shape (d, s)");
     if (d * s <= options.max_dense) {
-        NormalSystem system = assemble_basis_system(tasks, W, nullptr, BasisStep::als, n_threads, stop);
+        NormalSystem system =
+            assemble_basis_system(tasks, W, nullptr, BasisStep::als, n_threads, stop);
         if (stop && stop()) return Matrix::Zero(d, s);
         return solve_basis_system(system, d, s, 0.0, false);
     }

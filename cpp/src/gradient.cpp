@@ -79,8 +79,8 @@ struct ResidualRows {
 
 // g = sum_i r_i x_i / rows and returns sum_i r_i^2 / rows, for r_i = y_i - x_i . theta.
 template <class Scalar>
-METASP_ALWAYS_INLINE double mean_residual(const Scalar* X, Index pitch, const double* y,
-                                          Index rows, Index d, const double* theta, double* g) {
+METASP_ALWAYS_INLINE double mean_residual(const Scalar* X, Index pitch, const double* y, Index rows,
+                                          Index d, const double* theta, double* g) {
     for (Index j = 0; j < d; ++j) g[j] = 0;
     ResidualRows<Scalar> block{X, pitch, rows, d, y, theta, g};
     rows::for_row_blocks<4>(rows, block);
@@ -90,8 +90,8 @@ METASP_ALWAYS_INLINE double mean_residual(const Scalar* X, Index pitch, const do
 }
 
 template <class Scalar>
-METASP_CPU_DISPATCH double residual_rows(const Scalar* X, Index pitch, const double* y,
-                                         Index rows, Index d, const double* theta, double* g) {
+METASP_CPU_DISPATCH double residual_rows(const Scalar* X, Index pitch, const double* y, Index rows,
+                                         Index d, const double* theta, double* g) {
     return mean_residual(X, pitch, y, rows, d, theta, g);
 }
 
@@ -139,8 +139,8 @@ struct FusedSums {
 // ||X_t p||^2 / rows while X_t is still in cache.
 template <class Scalar>
 METASP_CPU_DISPATCH FusedSums fused_rows(const Scalar* X, Index pitch, const double* y, Index rows,
-                                         Index d, const double* theta, double* g,
-                                         const double* V, Index ldv, Index s, double* p) {
+                                         Index d, const double* theta, double* g, const double* V,
+                                         Index ldv, Index s, double* p) {
     FusedSums sums;
     sums.loss = mean_residual(X, pitch, y, rows, d, theta, g);
     sums.projected = project(V, ldv, d, s, g, p);
@@ -246,7 +246,8 @@ void check_gradient_arguments(const TasksView& tasks, const Eigen::Ref<const Row
     check_tasks(tasks);
     check_shape(tasks, Theta.rows(), Theta.cols(), tasks.n_features(), "Theta");
     check_shape(tasks, G.rows(), G.cols(), tasks.n_features(), "G");
-    if (task_loss.size() != tasks.n_tasks()) throw std::invalid_argument("task_loss has the wrong size");
+    if (task_loss.size() != tasks.n_tasks())
+        throw std::invalid_argument("task_loss has the wrong size");
 }
 
 }  // namespace
@@ -306,8 +307,8 @@ void task_gradient_conjugate(const TasksView& tasks, const Eigen::Ref<const RowM
         const ConjugateSums sums = tasks.X.visit([&](const auto* X) {
             return conjugate_rows(X + begin * pitch, pitch, tasks.y.data() + begin, tasks.size(t),
                                   d, Theta.row(t).data(), D.row(t).data(), G.row(t).data(),
-                                  V.data(), V.outerStride(), s, CG.row(t).data(),
-                                  CD.row(t).data(), a.data(), q.data(), xq.data());
+                                  V.data(), V.outerStride(), s, CG.row(t).data(), CD.row(t).data(),
+                                  a.data(), q.data(), xq.data());
         });
         task_loss[t] = sums.loss;
         aa[t] = sums.aa;
@@ -320,7 +321,8 @@ void task_loss(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& Theta,
                Eigen::Ref<Vector> task_loss, int n_threads) {
     check_tasks(tasks);
     check_shape(tasks, Theta.rows(), Theta.cols(), tasks.n_features(), "Theta");
-    if (task_loss.size() != tasks.n_tasks()) throw std::invalid_argument("task_loss has the wrong size");
+    if (task_loss.size() != tasks.n_tasks())
+        throw std::invalid_argument("task_loss has the wrong size");
     for_each_task(tasks, n_threads, double(tasks.n_features()), [&](Index t) {
         thread_local Vector gradient;  // computed and discarded: one kernel for both passes
         gradient.resize(tasks.n_features());
@@ -350,9 +352,8 @@ void task_curvature(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& D
     check_shape(tasks, D.rows(), D.cols(), tasks.n_features(), "D");
     if (task_curvature.size() != tasks.n_tasks())
         throw std::invalid_argument("task_curvature has the wrong size");
-    for_each_task(tasks, n_threads, double(tasks.n_features()), [&](Index t) {
-        task_curvature[t] = curvature_row(tasks, t, D.row(t).data());
-    });
+    for_each_task(tasks, n_threads, double(tasks.n_features()),
+                  [&](Index t) { task_curvature[t] = curvature_row(tasks, t, D.row(t).data()); });
 }
 
 }  // namespace metasp

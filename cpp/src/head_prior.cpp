@@ -45,8 +45,7 @@ template <int S>
 void add_posteriors(const Eigen::Ref<const RowMatrix>& gram,
                     const Eigen::Ref<const RowMatrix>& cross,
                     const Eigen::Ref<const Vector>& squares, const Matrix& cov_inv,
-                    const Vector& shift, double noise, Index first, Index last,
-                    EStepSums& sums) {
+                    const Vector& shift, double noise, Index first, Index last, EStepSums& sums) {
     const Index s = S > 0 ? S : cross.cols(), ss = s * s;
     std::vector<double> buffer(static_cast<size_t>(6 * ss + 3 * s));
     double *precision = buffer.data(), *factor = precision + ss, *scratch = factor + ss,
@@ -119,9 +118,8 @@ EStepSums e_step(const Eigen::Ref<const RowMatrix>& gram, const Eigen::Ref<const
 #pragma omp parallel for num_threads(thread_cap(n_threads)) if (run_parallel(n_threads, work)) \
     schedule(static)
     for (Index c = 0; c < n_chunks; ++c)
-        add_posteriors<S>(gram, cross, squares, cov_inv, shift, noise,
-                          chunk_begin(c, n_chunks, T), chunk_begin(c + 1, n_chunks, T),
-                          partial[c]);
+        add_posteriors<S>(gram, cross, squares, cov_inv, shift, noise, chunk_begin(c, n_chunks, T),
+                          chunk_begin(c + 1, n_chunks, T), partial[c]);
     EStepSums sums = std::move(partial[0]);
     for (Index c = 1; c < n_chunks; ++c) sums.add(partial[c]);
     return sums;
@@ -129,8 +127,8 @@ EStepSums e_step(const Eigen::Ref<const RowMatrix>& gram, const Eigen::Ref<const
 
 void check_em_arguments(const Eigen::Ref<const RowMatrix>& gram,
                         const Eigen::Ref<const RowMatrix>& cross,
-                        const Eigen::Ref<const Vector>& squares, const HeadPrior& prior,
-                        double n, double floor) {
+                        const Eigen::Ref<const Vector>& squares, const HeadPrior& prior, double n,
+                        double floor) {
     const Index T = cross.rows(), s = cross.cols();
     if (T < 1 || s < 1) throw std::invalid_argument("cross must have shape (T, s) with T, s >= 1");
     if (gram.rows() != T || gram.cols() != s * s)
@@ -182,9 +180,9 @@ HeadPriorStep head_prior_em_step(const Eigen::Ref<const RowMatrix>& gram,
 
     HeadPriorStep out;
     // y_t ~ N(Z_t mean, noise I + Z_t cov Z_t^T): determinant lemma and completed square.
-    out.log_likelihood = -0.5 * (sums.quadratic + double(T) * prior.mean.dot(shift) +
-                                 n * std::log(prior.noise) + double(T) * cov_log_det +
-                                 sums.log_det);
+    out.log_likelihood =
+        -0.5 * (sums.quadratic + double(T) * prior.mean.dot(shift) + n * std::log(prior.noise) +
+                double(T) * cov_log_det + sums.log_det);
     out.next.mean = sums.mean / double(T);
     Matrix cov = (sums.outer + sums.cov) / double(T) - out.next.mean * out.next.mean.transpose();
     out.next.cov = (cov + cov.transpose()) / 2;

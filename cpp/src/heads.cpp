@@ -59,8 +59,8 @@ void task_heads(const TasksView& tasks, const Eigen::Ref<const Matrix>& V, Eigen
         project_task_rows(tasks, t, V.data(), V.outerStride(), s, Z);
         const double* y = tasks.y.data() + begin;
         work.resize(static_cast<size_t>(3 * s * s + 3 * s));
-        double *A = work.data(), *L = A + s * s, *L_inv = L + s * s, *b = L_inv + s * s,
-               *c = b + s, *w = c + s;
+        double *A = work.data(), *L = A + s * s, *L_inv = L + s * s, *b = L_inv + s * s, *c = b + s,
+               *w = c + s;
         Zt.resize(static_cast<size_t>(m * s));
         scaled_gram(Z, m, s, 1.0, y, A, b, Zt.data());
         if (well_conditioned_cholesky(A, s, kHeadsCondition, L, L_inv)) {

@@ -108,18 +108,20 @@ METASP_CPU_DISPATCH void transposed_rows(const Scalar* X, Index pitch, Index row
         transposed_columns<1, 2, true>(X, pitch, rows, d, C, n, out, d, squares);
         c = 1;
     }
-    for (; c + 4 <= n; c += 4) transposed_columns<4, 2, false>(X, pitch, rows, d, C + c, n, out + c * d, d, nullptr);
+    for (; c + 4 <= n; c += 4)
+        transposed_columns<4, 2, false>(X, pitch, rows, d, C + c, n, out + c * d, d, nullptr);
     if (c + 2 <= n) {
         transposed_columns<2, 4, false>(X, pitch, rows, d, C + c, n, out + c * d, d, nullptr);
         c += 2;
     }
-    if (c < n) transposed_columns<1, 4, false>(X, pitch, rows, d, C + c, n, out + c * d, d, nullptr);
+    if (c < n)
+        transposed_columns<1, 4, false>(X, pitch, rows, d, C + c, n, out + c * d, d, nullptr);
 }
 
 // out += p w^T + g c^T for out (d x s, column-major).
 METASP_CPU_DISPATCH
-void add_outer_pair(double* out, Index d, Index s, const double* p, const double* w, const double* g,
-                    const double* c) {
+void add_outer_pair(double* out, Index d, Index s, const double* p, const double* w,
+                    const double* g, const double* c) {
     for (Index k = 0; k < s; ++k) {
         double* column = out + k * d;
         const double wk = w[k], ck = c[k];
@@ -231,7 +233,8 @@ void remove_span(const double* Zt, Index m, Index s, const double* Ainv, const d
 // The work of forming the dense system over that of one operator product, so that a solve
 // that does not converge (and is then redone densely) costs at most twice the dense one.
 int newton_cg_budget(const TasksView& tasks, Index s, NewtonSolve how) {
-    const double N = double(tasks.n_samples()), T = double(tasks.n_tasks()), d = double(tasks.n_features());
+    const double N = double(tasks.n_samples()), T = double(tasks.n_tasks()),
+                 d = double(tasks.n_features());
     const double dense_work = 0.5 * N * d * d + 2.0 * T * s * (s + 1) * d * d;
     const double product_work = 2.0 * N * d + 6.0 * T * d * s;
     const int budget = int(std::min(d * s, std::floor(dense_work / product_work)));
@@ -288,7 +291,8 @@ void newton_task_terms(const TasksView& tasks, Index t, const Matrix& V, const d
         const double cutoff = 1e-12 * std::max(lambda.maxCoeff(), 0.0);
         Vector inv_lambda(s);
         for (Index j = 0; j < s; ++j) inv_lambda[j] = lambda[j] > cutoff ? 1.0 / lambda[j] : 0.0;
-        out.Ainv.noalias() = eig.eigenvectors() * inv_lambda.asDiagonal() * eig.eigenvectors().transpose();
+        out.Ainv.noalias() =
+            eig.eigenvectors() * inv_lambda.asDiagonal() * eig.eigenvectors().transpose();
     }
     out.u.resize(d, s);
     // u = Kt A^+ = (Kt^T)^T A^+: the rows of Kt^T are Kt's columns, A^+ is symmetric.
@@ -380,8 +384,8 @@ Matrix NewtonOperator::precondition(const Matrix& R, double shift) const {
     const Index s = R.cols();
     Matrix out(R.rows(), s);
     for (Index a = 0; a < s; ++a) {
-        const Vector inv = (diagonal_.col(a).array() + shift)
-                               .max(kMinPreconditioner * scale_).inverse().matrix();
+        const Vector inv =
+            (diagonal_.col(a).array() + shift).max(kMinPreconditioner * scale_).inverse().matrix();
         const Matrix DV = inv.asDiagonal() * V_;
         Matrix capacity = V_.transpose() * DV;
         capacity.diagonal().array() += 1.0 / scale_;
@@ -411,7 +415,8 @@ CGOutcome newton_cg(const NewtonOperator& op, double shift, int max_iter, double
         residual -= alpha * applied;
         if (residual.squaredNorm() <= target) return CGOutcome::converged;
         z = op.precondition(residual, shift);
-        if (z.norm() <= std::max(floor, kQuadraticFloor * D.squaredNorm())) return CGOutcome::converged;
+        if (z.norm() <= std::max(floor, kQuadraticFloor * D.squaredNorm()))
+            return CGOutcome::converged;
         const double rz_next = (residual.array() * z.array()).sum();
         direction = z + (rz_next / rz) * direction;
         rz = rz_next;

@@ -29,7 +29,8 @@ constexpr int kStagnationWindow = 10;
 constexpr double kLossStagnation = 1e-5;
 
 // ||next - theta||_F / ||next||_F for next = W V^T of the factors (written into next).
-double relative_change(const Factors& factors, const RowMatrix& theta, RowMatrix& next, int n_threads) {
+double relative_change(const Factors& factors, const RowMatrix& theta, RowMatrix& next,
+                       int n_threads) {
     tall_product(factors.W, factors.V.transpose(), next, n_threads);
     const double norm = next.norm(), change = (next - theta).norm();
     return norm > 0 ? change / norm : 0.0;
@@ -37,11 +38,11 @@ double relative_change(const Factors& factors, const RowMatrix& theta, RowMatrix
 
 // The iterate of the polish and the buffers its sweeps reuse.
 struct PolishState {
-    Factors current;         // canonical factors of the iterate
-    RowMatrix theta, next;   // W V^T of the iterate, and of the candidate being measured
+    Factors current;        // canonical factors of the iterate
+    RowMatrix theta, next;  // W V^T of the iterate, and of the candidate being measured
     double loss = 0;
-    double damping = 0;      // of the Newton step, relative to the mean diagonal of its matrix
-    RowMatrix W;             // the heads being tried (T x s)
+    double damping = 0;  // of the Newton step, relative to the mean diagonal of its matrix
+    RowMatrix W;         // the heads being tried (T x s)
     Vector per_task;
     // X V for the basis of the last heads (kept: the Newton operator needs X V for the rotated
     // basis of the next sweep, Z_heads (V_heads^T V)), and for the heads being tried.
@@ -76,16 +77,16 @@ bool newton_step(const TasksView& tasks, const PolishOptions& options, PolishSta
         tall_product(state.Z_heads, Matrix(state.V_heads.transpose() * current.V), Z, n_threads);
         op.emplace(tasks, current.W, current.V, std::move(Z), n_threads);
     } else {
-        system = assemble_basis_system(tasks, current.W, &current.V, BasisStep::newton,
-                                       n_threads, stop_requested);
+        system = assemble_basis_system(tasks, current.W, &current.V, BasisStep::newton, n_threads,
+                                       stop_requested);
     }
     // Every attempt may take seconds for a large d s: each polls first.
     for (int attempt = 0; attempt < kDampingAttempts && !stop(); ++attempt) {
         Matrix D;
         if (op) {
             const double shift = damping * op->scale();
-            const CGOutcome outcome = newton_cg(*op, shift, cg_budget, kStepFloor * options.tol, D,
-                                                stop_requested);
+            const CGOutcome outcome =
+                newton_cg(*op, shift, cg_budget, kStepFloor * options.tol, D, stop_requested);
             if (outcome == CGOutcome::stopped) break;
             if (outcome == CGOutcome::indefinite) D.resize(0, 0);
             if (outcome == CGOutcome::unconverged) {
@@ -147,7 +148,8 @@ void check_polish(const TasksView& tasks, const Eigen::Ref<const Matrix>& V0,
     check_threads(options.n_threads);
     const Index T = tasks.n_tasks(), d = tasks.n_features(), s = V0.cols();
     if (V0.rows() != d || s < 1 || s > std::min(T, d))
-        throw std::invalid_argument("the starting basis must have shape (d, s), 1 <= s <= min(T, d)");
+        throw std::invalid_argument(
+            "the starting basis must have shape (d, s), 1 <= s <= min(T, d)");
     if (options.max_iter < 0) throw std::invalid_argument("max_iter must be non-negative");
     const auto& ref = options.reference_B;
     if (ref.size() > 0 && (ref.rows() != s || ref.cols() != d))
@@ -179,14 +181,21 @@ PolishResult polish(const TasksView& tasks, const Eigen::Ref<const Matrix>& V0,
 
     const auto stop = [&] { return stop_requested && stop_requested(); };
     for (int k = 0; k < options.max_iter; ++k) {
-        if (stop()) { out.status = PolishStatus::interrupted; break; }
+        if (stop()) {
+            out.status = PolishStatus::interrupted;
+            break;
+        }
         const Clock::time_point started = Clock::now();
         double next_loss = state.loss;
         Factors candidate;
-        const bool accepted = options.newton && d * s <= options.basis.max_dense &&
-                              newton_step(tasks, options, state, candidate, next_loss, stop_requested);
+        const bool accepted =
+            options.newton && d * s <= options.basis.max_dense &&
+            newton_step(tasks, options, state, candidate, next_loss, stop_requested);
         if (accepted) ++out.n_newton;
-        if (stop()) { out.status = PolishStatus::interrupted; break; }
+        if (stop()) {
+            out.status = PolishStatus::interrupted;
+            break;
+        }
         if (!accepted && !als_step(tasks, options, state, candidate, next_loss, stop_requested)) {
             out.status = PolishStatus::interrupted;
             break;
@@ -195,7 +204,8 @@ PolishResult polish(const TasksView& tasks, const Eigen::Ref<const Matrix>& V0,
         if (!(next_loss < state.loss) && !(rel_change <= options.tol)) {
             // Exact half-steps cannot increase the loss: this is rounding (or an inexact
             // iterative solve), so keep the better iterate we have.
-            out.status = rel_change <= kStationaryChange ? PolishStatus::converged : PolishStatus::stalled;
+            out.status =
+                rel_change <= kStationaryChange ? PolishStatus::converged : PolishStatus::stalled;
             break;
         }
         state.current = std::move(candidate);

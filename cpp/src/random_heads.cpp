@@ -78,10 +78,9 @@ struct TaskScratch {
 
 void check_marginal_shape(const TasksView& tasks, Index rows, Index s, double noise) {
     if (rows != tasks.n_features() || s < 1 || s > tasks.n_features())
-        throw std::invalid_argument("U must have shape (d, s) with d = " +
-                                    std::to_string(tasks.n_features()) +
-                                    " and 1 <= s <= d; got (" + std::to_string(rows) + ", " +
-                                    std::to_string(s) + ")");
+        throw std::invalid_argument(
+            "U must have shape (d, s) with d = " + std::to_string(tasks.n_features()) +
+            " and 1 <= s <= d; got (" + std::to_string(rows) + ", " + std::to_string(s) + ")");
     if (!(noise > 0) || !std::isfinite(noise))
         throw std::invalid_argument("noise must be positive and finite");
 }

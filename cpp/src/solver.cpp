@@ -59,7 +59,8 @@ void check_options(const TasksView& tasks, Index s, const SolveOptions& options)
         if (start.rows() != d || start.cols() != s)
             throw std::invalid_argument("every extra start must have shape (d, s)");
     if (!(options.switch_tol >= 0) || options.switch_window < 1 || options.patience < 1)
-        throw std::invalid_argument("switch_tol >= 0, switch_window >= 1 and patience >= 1 are required");
+        throw std::invalid_argument(
+            "switch_tol >= 0, switch_window >= 1 and patience >= 1 are required");
     check_threads(options.n_threads);
     if (!(options.divergence_factor > 1))
         throw std::invalid_argument("divergence_factor must be greater than 1");
@@ -144,7 +145,8 @@ void expand_rows(const double* W, Index ldw, const double* Vt, Index s, Index d,
         Index j = 0;
         for (; j + rows::kPack <= d; j += rows::kPack) {
             Pack value = rows::broadcast(0);
-            for (Index k = 0; k < s; ++k) value += rows::broadcast(W[i + k * ldw]) * rows::load(Vt + k * d + j);
+            for (Index k = 0; k < s; ++k)
+                value += rows::broadcast(W[i + k * ldw]) * rows::load(Vt + k * d + j);
             rows::store(o + j, value);
             const Pack difference = value - rows::load(t + j);
             norm_pack += value * value;
@@ -222,7 +224,8 @@ double zero_loss(const TasksView& tasks) {
     double total = 0;
     for (Index t = 0; t < tasks.n_tasks(); ++t) {
         double loss = 0;
-        for (Index i = tasks.begin(t), end = i + tasks.size(t); i < end; ++i) loss += tasks.y[i] * tasks.y[i];
+        for (Index i = tasks.begin(t), end = i + tasks.size(t); i < end; ++i)
+            loss += tasks.y[i] * tasks.y[i];
         total += loss / double(tasks.size(t));
     }
     return total / double(tasks.n_tasks());
@@ -288,7 +291,7 @@ private:
     RowMatrix direction_;  // CGIHT only
     RowMatrix Cr_, Cp_;    // V^T g_t and V^T (direction)_t, rows t, from the conjugate pass
     Vector per_task_, projected_, curvature_, aa_, ad_, dd_;
-    TruncatedSVD svd_;     // its basis warm-starts the next truncated SVD
+    TruncatedSVD svd_;  // its basis warm-starts the next truncated SVD
     bool have_subspace_ = false, have_direction_ = false, done_ = false;
     Pass pass_ = Pass::plain;
     // Backtracking state of CGIHT: the last iterate that lowered the loss.
@@ -339,8 +342,8 @@ double Start::pass_over_x() {
     pass_ = cg_step ? Pass::conjugate
                     : (options_.adaptive_step && have_subspace_ ? Pass::fused : Pass::plain);
     if (pass_ == Pass::conjugate)
-        task_gradient_conjugate(tasks_, theta_, direction_, work_, per_task_, svd_.V, Cr_, Cp_,
-                                aa_, ad_, dd_, n_threads_);
+        task_gradient_conjugate(tasks_, theta_, direction_, work_, per_task_, svd_.V, Cr_, Cp_, aa_,
+                                ad_, dd_, n_threads_);
     else if (pass_ == Pass::fused)
         task_gradient(tasks_, theta_, work_, per_task_, n_threads_, svd_.V, projected_, curvature_);
     else
@@ -379,10 +382,10 @@ double Start::conjugate_step(double& beta) {
         const double b = -Sad / Sdd;
         numerator = rr + b * rp;
         denominator = Saa + 2 * b * Sad + b * b * Sdd;
-        const bool restart = !(Sdd > 0) || !std::isfinite(b) ||
-                             std::abs(b) * std::sqrt(Cp_.squaredNorm()) > kMaxConjugacy * std::sqrt(rr) ||
-                             !(numerator > kMinConjugateShare * rr) ||
-                             !(denominator > kMinConjugateShare * Saa);
+        const bool restart =
+            !(Sdd > 0) || !std::isfinite(b) ||
+            std::abs(b) * std::sqrt(Cp_.squaredNorm()) > kMaxConjugacy * std::sqrt(rr) ||
+            !(numerator > kMinConjugateShare * rr) || !(denominator > kMinConjugateShare * Saa);
         if (restart) {
             numerator = rr;
             denominator = Saa;
@@ -426,7 +429,7 @@ double Start::step_rule(int k, double loss, IterationRecord& record) {
         return conjugate_update(theta_, step, work_, record.beta, Cp_, svd_.V, direction_, work_,
                                 n_threads_);
     }
-    if (conjugate_) copy_rows(work_, direction_, n_threads_);  // a restart: the gradient
+    if (conjugate_) copy_rows(work_, direction_, n_threads_);   // a restart: the gradient
     return add_scaled(theta_, step, work_, work_, n_threads_);  // before hard thresholding
 }
 
@@ -519,21 +522,37 @@ SolveResult Start::run(Init init, const Matrix& V0) {
     for (int k = 0; k < iht_budget; ++k) {
         const Clock::time_point started = Clock::now();
         const double loss = pass_over_x();
-        const bool retry = conjugate_ && k > 0 && !(loss <= accepted_loss_) && retries_ < kMaxRetries;
+        const bool retry =
+            conjugate_ && k > 0 && !(loss <= accepted_loss_) && retries_ < kMaxRetries;
         if (pending) {
             pending->loss = loss;
             append(*pending);
             pending.reset();
-            if (!retry && diverging(loss)) { out_.status = Status::diverged; break; }
+            if (!retry && diverging(loss)) {
+                out_.status = Status::diverged;
+                break;
+            }
         }
-        if (stop()) { out_.status = Status::interrupted; break; }
+        if (stop()) {
+            out_.status = Status::interrupted;
+            break;
+        }
         IterationRecord record;
         const double target_norm = retry ? backtrack(record) : step_rule(k, loss, record);
         have_direction_ = conjugate_ && !retry;
-        if (!std::isfinite(target_norm)) { out_.status = Status::diverged; break; }
-        if (stop()) { out_.status = Status::interrupted; break; }
+        if (!std::isfinite(target_norm)) {
+            out_.status = Status::diverged;
+            break;
+        }
+        if (stop()) {
+            out_.status = Status::interrupted;
+            break;
+        }
         const std::optional<Movement> movement = threshold(record);
-        if (!movement) { out_.status = Status::interrupted; break; }
+        if (!movement) {
+            out_.status = Status::interrupted;
+            break;
+        }
         record.seconds = seconds_since(started);
         out_.n_iter = k + 1;
         pending = record;
@@ -625,14 +644,15 @@ SolveResult solve(const TasksView& tasks, Index s, const SolveOptions& options,
         } else if (init == Init::given) {
             V0 = orthonormal_columns(options.init_B.transpose());
         }
-        SolveResult run = Start(tasks, s, options, options.seed + std::uint64_t(start), stop_requested)
-                              .run(init, V0);
+        SolveResult run =
+            Start(tasks, s, options, options.seed + std::uint64_t(start), stop_requested)
+                .run(init, V0);
         start_loss.push_back(final_loss(run));  // a diverged start: its last finite iterate
         start_iter.push_back(run.n_iter);
         const bool interrupted = run.status == Status::interrupted;
-        const bool better = start == 0 || (run.status != Status::diverged &&
-                                           (best.status == Status::diverged ||
-                                            final_loss(run) < final_loss(best)));
+        const bool better =
+            start == 0 || (run.status != Status::diverged &&
+                           (best.status == Status::diverged || final_loss(run) < final_loss(best)));
         if (better || interrupted) {
             best = std::move(run);
             best_start = start;

@@ -52,9 +52,9 @@ struct StatisticsRows {
 // Gradient, g = X_t^T r_t / rows (d,); returns y_t^T y_t.
 template <bool Gradient, class Scalar>
 METASP_CPU_DISPATCH double statistics_rows(const Scalar* X, Index pitch, const double* y,
-                                           Index rows, Index d, const double* V, Index ldv,
-                                           Index s, double* z, double* gram, double* cross,
-                                           const double* w, double* g) {
+                                           Index rows, Index d, const double* V, Index ldv, Index s,
+                                           double* z, double* gram, double* cross, const double* w,
+                                           double* g) {
     for (Index a = 0; a < s * s; ++a) gram[a] = 0;
     for (Index a = 0; a < s; ++a) cross[a] = 0;
     if (Gradient)
@@ -89,11 +89,10 @@ void statistics_pass(const TasksView& tasks, const Eigen::Ref<const Matrix>& V,
         z.resize(static_cast<size_t>(4 * s));
         const Index begin = tasks.begin(t);
         squares[t] = tasks.X.visit([&](const auto* X) {
-            return statistics_rows<Gradient>(X + begin * pitch, pitch, tasks.y.data() + begin,
-                                              tasks.size(t), d, V.data(), V.outerStride(), s,
-                                              z.data(), gram.row(t).data(), cross.row(t).data(),
-                                              Gradient ? W + t * ldw : nullptr,
-                                              Gradient ? G + t * ldg : nullptr);
+            return statistics_rows<Gradient>(
+                X + begin * pitch, pitch, tasks.y.data() + begin, tasks.size(t), d, V.data(),
+                V.outerStride(), s, z.data(), gram.row(t).data(), cross.row(t).data(),
+                Gradient ? W + t * ldw : nullptr, Gradient ? G + t * ldg : nullptr);
         });
     }
 }
@@ -104,8 +103,8 @@ void check_subspace_shape(const TasksView& tasks, Index rows, Index s) {
     const Index d = tasks.n_features();
     if (rows != d || s < 1 || s > d)
         throw std::invalid_argument("V must have shape (d, s) with d = " + std::to_string(d) +
-                                    " and s >= 1 (at most d); got (" + std::to_string(rows) +
-                                    ", " + std::to_string(s) + ")");
+                                    " and s >= 1 (at most d); got (" + std::to_string(rows) + ", " +
+                                    std::to_string(s) + ")");
 }
 
 void task_statistics(const TasksView& tasks, const Eigen::Ref<const Matrix>& V,

@@ -73,9 +73,8 @@ void project_task_rows(const TasksView& tasks, Index t, const double* V, Index l
                        double* Z) {
     const Index m = tasks.size(t), begin = tasks.begin(t), d = tasks.n_features();
     const Index pitch = tasks.X.pitch();
-    tasks.X.visit([&](const auto* X) {
-        project_rows(X + begin * pitch, pitch, m, d, V, ldv, s, Z);
-    });
+    tasks.X.visit(
+        [&](const auto* X) { project_rows(X + begin * pitch, pitch, m, d, V, ldv, s, Z); });
 }
 
 }  // namespace metasp

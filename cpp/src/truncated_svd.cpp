@@ -19,8 +19,8 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
-#include <vector>
 #include <thread>
+#include <vector>
 
 namespace metasp {
 namespace {
@@ -113,11 +113,11 @@ constexpr double kGramMemory = double(1 << 28);
 // A^T A, chunked and summed in order like transposed_product, polling `stop` between pieces.
 // For d in the thousands, fewer chunks (fixed by the shape) keep the partial sums within
 // kGramMemory: 64 of them would take 2 GB at d = 2048.
-Matrix gram_matrix(const Eigen::Ref<const RowMatrix>& A, int n_threads,
-                   const StopRequested& stop, bool& stopped) {
+Matrix gram_matrix(const Eigen::Ref<const RowMatrix>& A, int n_threads, const StopRequested& stop,
+                   bool& stopped) {
     const Index rows = A.rows(), d = A.cols();
-    const Index n_chunks = std::clamp<Index>(Index(kGramMemory / (8.0 * double(d) * double(d))),
-                                             1, n_row_chunks(rows));
+    const Index n_chunks = std::clamp<Index>(Index(kGramMemory / (8.0 * double(d) * double(d))), 1,
+                                             n_row_chunks(rows));
     // Each chunk's d x d sum is allocated by its first piece: for d in the thousands the
     // chunks' sums take as long to zero as a piece to compute.
     std::vector<Matrix> partial(static_cast<size_t>(n_chunks));
@@ -167,7 +167,8 @@ bool eigenvectors(Matrix G, const StopRequested& stop, Matrix& vectors) {
         job->finished.notify_all();
     });
     std::unique_lock<std::mutex> lock(job->mutex);
-    while (!job->finished.wait_for(lock, std::chrono::milliseconds(20), [&] { return job->done; })) {
+    while (
+        !job->finished.wait_for(lock, std::chrono::milliseconds(20), [&] { return job->done; })) {
         lock.unlock();
         const bool stopping = stop();
         lock.lock();

@@ -13,7 +13,8 @@ Eigen::Ref<const RowMatrix> DesignMatrix::middle_rows(Index begin, Index count,
         return Eigen::Map<const RowMatrix, 0, Stride>(double_data_ + begin * pitch_, count, cols_,
                                                       Stride(pitch_));
     scratch = Eigen::Map<const RowMatrixF, 0, Stride>(float_data_ + begin * pitch_, count, cols_,
-                                                      Stride(pitch_)).cast<double>();
+                                                      Stride(pitch_))
+                  .cast<double>();
     return scratch;
 }
 

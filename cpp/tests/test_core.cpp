@@ -21,24 +21,23 @@ namespace {
 
 int g_failures = 0;
 
-#define CHECK(condition)                                                              \
-    do {                                                                              \
-        if (!(condition)) {                                                           \
-            ++g_failures;                                                             \
-            std::cerr << __FILE__ << ":" << __LINE__ << ": CHECK failed: " #condition \
-                      << "\n";                                                        \
-        }                                                                             \
+#define CHECK(condition)                                                                       \
+    do {                                                                                       \
+        if (!(condition)) {                                                                    \
+            ++g_failures;                                                                      \
+            std::cerr << __FILE__ << ":" << __LINE__ << ": CHECK failed: " #condition << "\n"; \
+        }                                                                                      \
     } while (false)
 
 // |actual - expected| <= tol * max(1, |expected|), elementwise over matrices.
-#define CHECK_CLOSE(actual, expected, tol)                                                    \
-    do {                                                                                      \
-        const double error_ = relative_error((actual), (expected));                           \
-        if (!(error_ <= (tol))) {                                                             \
-            ++g_failures;                                                                     \
-            std::cerr << __FILE__ << ":" << __LINE__ << ": " #actual " vs " #expected         \
-                      << ": error " << error_ << " > " << (tol) << "\n";                      \
-        }                                                                                     \
+#define CHECK_CLOSE(actual, expected, tol)                                            \
+    do {                                                                              \
+        const double error_ = relative_error((actual), (expected));                   \
+        if (!(error_ <= (tol))) {                                                     \
+            ++g_failures;                                                             \
+            std::cerr << __FILE__ << ":" << __LINE__ << ": " #actual " vs " #expected \
+                      << ": error " << error_ << " > " << (tol) << "\n";              \
+        }                                                                             \
     } while (false)
 
 using metasp::Index;
@@ -84,7 +83,8 @@ Tasks make_tasks(Index T, Index d, const std::vector<Index>& sizes, const RowMat
     Tasks out;
     out.offsets.resize(T + 1);
     out.offsets[0] = 0;
-    for (Index t = 0; t < T; ++t) out.offsets[t + 1] = out.offsets[t] + sizes[size_t(t) % sizes.size()];
+    for (Index t = 0; t < T; ++t)
+        out.offsets[t + 1] = out.offsets[t] + sizes[size_t(t) % sizes.size()];
     const Index N = Index(out.offsets[T]);
     out.X = gaussian(N, d, engine);
     const RowMatrix W = gaussian(T, B.rows(), engine);
@@ -93,7 +93,8 @@ Tasks make_tasks(Index T, Index d, const std::vector<Index>& sizes, const RowMat
     for (Index t = 0; t < T; ++t) {
         const Vector theta = B.transpose() * W.row(t).transpose();
         out.y.segment(out.begin(t), out.size(t)) =
-            out.X.middleRows(out.begin(t), out.size(t)) * theta + noise * e.segment(out.begin(t), out.size(t));
+            out.X.middleRows(out.begin(t), out.size(t)) * theta +
+            noise * e.segment(out.begin(t), out.size(t));
     }
     if (W_out != nullptr) *W_out = W;
     return out;
@@ -131,7 +132,8 @@ void test_task_gradient() {
     metasp::task_gradient(tasks.view(), theta, G, loss, 1);
     for (Index t = 0; t < T; ++t) {
         const auto Xt = tasks.X.middleRows(tasks.begin(t), tasks.size(t));
-        const Vector r = tasks.y.segment(tasks.begin(t), tasks.size(t)) - Xt * theta.row(t).transpose();
+        const Vector r =
+            tasks.y.segment(tasks.begin(t), tasks.size(t)) - Xt * theta.row(t).transpose();
         const double m = double(tasks.size(t));
         CHECK_CLOSE(Matrix(G.row(t).transpose()), Matrix(Xt.transpose() * r / m), 1e-12);
         CHECK_CLOSE(loss[t], r.squaredNorm() / m, 1e-12);

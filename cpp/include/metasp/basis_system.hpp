@@ -20,7 +20,7 @@ struct BasisSolveOptions {
 
 // The dense normal equations of a basis step.
 struct NormalSystem {
-    Matrix M;      // lower triangle: sum over tasks, plus the gauge penalty for newton
+    Matrix M;  // lower triangle: sum over tasks, plus the gauge penalty for newton
     Vector rhs;
     double scale;  // mean diagonal entry: the unit of the damping shift
 };
@@ -44,7 +44,8 @@ NormalSystem assemble_basis_system(const TasksView& tasks, const Eigen::Ref<cons
 
 // Solves (M + shift I) x = rhs by Cholesky, as a d x s matrix; empty when not positive
 // definite and `definite` is required, else a least-squares solution by LDLT.
-Matrix solve_basis_system(const NormalSystem& system, Index d, Index s, double shift, bool definite);
+Matrix solve_basis_system(const NormalSystem& system, Index d, Index s, double shift,
+                          bool definite);
 
 // The basis step: U = argmin_U sum_t ||y_t - X_t U w_t||^2 / m_t for fixed heads W (T x s),
 // from the normal equations sum_t (w_t w_t^T kron X_t^T X_t / m_t) vec(U) = vec(sum_t X_t^T y_t
@@ -53,7 +54,6 @@ Matrix solve_basis_system(const NormalSystem& system, Index d, Index s, double s
 // U0 (d x s, may be empty). Returns U (d x s), incomplete when `stop` answered true.
 Matrix basis_least_squares(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& W,
                            const Eigen::Ref<const Matrix>& U0, int n_threads,
-                           const BasisSolveOptions& options = {},
-                           const StopRequested& stop = {});
+                           const BasisSolveOptions& options = {}, const StopRequested& stop = {});
 
 }  // namespace metasp

@@ -22,8 +22,7 @@ Factors canonical_factors(const Eigen::Ref<const RowMatrix>& W, const Eigen::Ref
 // W[t] = argmin_w ||y_t - X_t V w||^2, the minimum-norm solution when X_t V is rank deficient
 // (fewer samples than s). Writes task_loss[t] = ||y_t - X_t V W[t]||^2 / m_t, and X V (N x s)
 // into Z_out when given.
-void task_heads(const TasksView& tasks, const Eigen::Ref<const Matrix>& V,
-                Eigen::Ref<RowMatrix> W, Eigen::Ref<Vector> task_loss, int n_threads,
-                RowMatrix* Z_out = nullptr);
+void task_heads(const TasksView& tasks, const Eigen::Ref<const Matrix>& V, Eigen::Ref<RowMatrix> W,
+                Eigen::Ref<Vector> task_loss, int n_threads, RowMatrix* Z_out = nullptr);
 
 }  // namespace metasp

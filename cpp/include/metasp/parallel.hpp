@@ -121,8 +121,8 @@ bool chunked_pass(Index rows, Index n_chunks, double work_per_row, int n_threads
     const double total = double(rows) * work_per_row;
     const bool parallel = run_parallel(n_threads, total);
     const Index longest = (rows + n_chunks - 1) / n_chunks;
-    const Index piece = std::max<Index>(
-        kMinPieceRows, Index(kPieceWork / std::max(work_per_row, 1.0)) / 8 * 8);
+    const Index piece =
+        std::max<Index>(kMinPieceRows, Index(kPieceWork / std::max(work_per_row, 1.0)) / 8 * 8);
     const Index n_pieces = (longest + piece - 1) / piece;
     if (n_pieces <= 1 && (!stop || total <= 4 * kPieceWork)) {
 #pragma omp parallel for num_threads(thread_cap(n_threads)) if (parallel) schedule(static)

@@ -55,13 +55,13 @@ struct SolveOptions {
     bool conjugate = false;     // CGIHT: conjugate directions (adaptive step only)
     bool polish = false;        // alternating least squares after the hard-thresholding phase
     Init init = Init::zero;
-    RowMatrix init_B;           // (s, d) when init == Init::given
+    RowMatrix init_B;  // (s, d) when init == Init::given
     // Further starts, each from the span of a (d, s) basis (e.g. random); the start with the
     // lowest final loss is returned.
     std::vector<Matrix> starts;
-    int max_iter = 1000;        // iterations of both phases together (and per start)
-    double tol = 1e-10;  // stop when ||Theta+ - Theta||_F <= tol ||Theta+||_F; 0: run max_iter
-    double sin_tol = 0;  // > 0 with reference_B: also stop once the sin angle is below it
+    int max_iter = 1000;  // iterations of both phases together (and per start)
+    double tol = 1e-10;   // stop when ||Theta+ - Theta||_F <= tol ||Theta+||_F; 0: run max_iter
+    double sin_tol = 0;   // > 0 with reference_B: also stop once the sin angle is below it
     // With polish: hand over to least squares once the relative change is below switch_tol,
     // or the loss improved by less than a relative switch_tol^2 over the last switch_window
     // iterations (a plateau: the basin is found).
@@ -73,8 +73,8 @@ struct SolveOptions {
     // A loss above divergence_factor times the loss at Theta = 0 counts as diverged.
     double divergence_factor = kDivergenceFactor;
     int n_threads = 1;
-    std::uint64_t seed = 0;     // random start of the first truncated SVD
-    RowMatrix reference_B;      // (s, d) orthonormal rows, or empty: no sin-angle history
+    std::uint64_t seed = 0;  // random start of the first truncated SVD
+    RowMatrix reference_B;   // (s, d) orthonormal rows, or empty: no sin-angle history
     SVDOptions svd{kSVDTol, kSVDMaxSteps, kSVDRelativeTol};
     BasisSolveOptions basis;
 };
@@ -82,26 +82,26 @@ struct SolveOptions {
 // What one iteration did. In the least-squares phase (phase 1) step and beta are NaN and
 // svd_steps and svd_seconds 0; sin_angle is NaN without reference_B.
 struct IterationRecord {
-    double loss = 0;        // mean over tasks of ||r_t||^2 / m_t at the new iterate
+    double loss = 0;  // mean over tasks of ||r_t||^2 / m_t at the new iterate
     double step = 0;
     double beta = 0;        // conjugacy coefficient: 0 on a restart, NaN when not applicable
     double rel_change = 0;  // ||Theta+ - Theta||_F / ||Theta+||_F
     double sin_angle = 0;   // to reference_B
     int svd_steps = 0;
-    int phase = 0;          // 0 hard thresholding, 1 least squares
-    double seconds = 0;     // wall clock of the iteration
-    double svd_seconds = 0; // ... and of its truncated SVD
+    int phase = 0;           // 0 hard thresholding, 1 least squares
+    double seconds = 0;      // wall clock of the iteration
+    double svd_seconds = 0;  // ... and of its truncated SVD
 };
 
 struct SolveResult {
-    RowMatrix Theta;          // (T, d) = W B
-    RowMatrix W;              // (T, s)
-    RowMatrix B;              // (s, d), orthonormal rows
-    Vector singular_values;   // (s,)
-    int n_iter = 0;           // iterations of the returned start, both phases
-    int n_iht_iter = 0;       // of which hard thresholding
+    RowMatrix Theta;         // (T, d) = W B
+    RowMatrix W;             // (T, s)
+    RowMatrix B;             // (s, d), orthonormal rows
+    Vector singular_values;  // (s,)
+    int n_iter = 0;          // iterations of the returned start, both phases
+    int n_iht_iter = 0;      // of which hard thresholding
     Status status = Status::max_iter;
-    double initial_loss = 0;  // mean task loss at Theta = 0
+    double initial_loss = 0;               // mean task loss at Theta = 0
     std::vector<IterationRecord> history;  // one per iteration of the returned start
     // Per start: final loss and iterations; best_start is the one returned.
     std::vector<double> start_loss;

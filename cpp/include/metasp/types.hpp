@@ -54,8 +54,8 @@ private:
 // Task t owns rows offsets[t] .. offsets[t+1]-1 of X and y. Nothing is copied: the view
 // points into the caller's memory, which must outlive it.
 struct TasksView {
-    DesignMatrix X;                                // (N, d), float or double
-    Eigen::Ref<const Vector> y;                    // (N,)
+    DesignMatrix X;              // (N, d), float or double
+    Eigen::Ref<const Vector> y;  // (N,)
     Eigen::Ref<const Eigen::Matrix<std::int64_t, Eigen::Dynamic, 1>> offsets;  // (T+1,)
 
     Index n_tasks() const { return offsets.size() - 1; }
