@@ -200,7 +200,7 @@ void test_solve_recovers_subspace() {
     const metasp::SolveResult result = metasp::solve(tasks.view(), s, options);
     CHECK(result.status == metasp::Status::converged);
     CHECK(metasp::sin_angle(result.B.transpose(), B) < 1e-6);
-    CHECK(!result.loss.empty() && result.loss.back() < 1e-10 * result.initial_loss);
+    CHECK(!result.history.empty() && result.history.back().loss < 1e-10 * result.initial_loss);
 
     // The polish alone, from a basis near the planted one, reaches it too.
     metasp::PolishOptions polish_options;
