@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ._result import ConvergenceWarning
+from ._usage import UsageError, check_output
 
 DEFAULT_METHODS = ("metasp", "metasp_no_prior", "ridge", "ridge_tuned", "pooled",
                    "pooled_intercept")
@@ -57,8 +58,6 @@ def add_demo_command(commands):
 
 def _check_arguments(args) -> None:
     """Every argument, output paths included, before any work."""
-    from ._cli import UsageError, check_output
-
     for option, value, minimum in (("--shots", min(args.shots), 1),
                                    ("--repeats", args.repeats, 1),
                                    ("--max-rank", args.max_rank, 1),
@@ -96,7 +95,6 @@ def _plot_formats():
 
 def run_demo(args, parser):
     from . import evaluate
-    from ._cli import UsageError
     from .datasets import load_beijing_pm25
 
     _check_arguments(args)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core, kernels, metrics
-from ._diagnostics import checks_rank, diagnose
+from ._postprocess import postprocess
 from ._random_heads import NEGLIGIBLE_NOISE, fit_random_heads, spectral_start
-from ._result import (Diagnostic, MetaSPResult, _fit_head_prior, checked,
-                      warn_about_diagnostics, warn_about_status)
-from ._validation import (DIVERGENCE_FACTOR, Scale, check_fit_arguments, check_polish_arguments,
-                          rescaled, rescaled_arguments)
+from ._result import MetaSPResult, make_result
+from ._validation import (DIVERGENCE_FACTOR, check_fit_arguments, check_polish_arguments,
+                          rescaled_arguments)
 
 # Truncated-SVD accuracy inside the solver: Ritz residuals below 1e-12 of the largest
 # eigenvalue of A^T A, which keeps the C++ iterates within ~1e-10 of exact-SVD iterates.
@@ -200,7 +199,7 @@ def fit(
     work, scale = rescaled_arguments(args)
     tasks = work.tasks
     if args.heads == "random":
-        return _finish(_fit_random_heads(work), args, work, scale)
+        return postprocess(_fit_random_heads(work), args, work, scale)
     out = _core.solve(
         *kernels._core_arrays(tasks), work.s, work.adaptive, work.step, work.max_iter,
         work.tol, work.n_threads, work.seed, work.reference_B, DIVERGENCE_FACTOR, SVD_TOL,
@@ -208,7 +207,7 @@ def fit(
         refine=work.refine, init=work.init, init_B=work.init_B, starts=work.starts,
         sin_tol=work.sin_tol,
     )
-    return _finish(make_result(out, work), args, work, scale)
+    return postprocess(make_result(out, work), args, work, scale)
 
 
 def _fit_random_heads(args) -> MetaSPResult:
@@ -259,89 +258,6 @@ def _fit_random_heads(args) -> MetaSPResult:
                         n_iter=fitted.n_iter, status=fitted.status, history=history)
 
 
-def _finish(result: MetaSPResult, args, work, scale: Scale) -> MetaSPResult:
-    """The head prior, the diagnostics and the warnings of a fit; ``result`` was fitted to
-    the rescaled ``work.tasks`` (see :func:`metasp._validation.rescaled`), ``args`` are the
-    arguments as given."""
-    given, args, tasks = args, work, work.tasks
-    statistics = None
-    # Random heads are shrunk on purpose; the rank check reads the residual correlations at
-    # least-squares heads in the fitted subspace instead, outside that subspace.
-    phase = result.history.get("phase", ())
-    shrunk = len(phase) > 0 and phase[-1] == "random_heads"
-    if result.status != "diverged":
-        # The head prior behind adapt(prior="empirical") (what result.fit_prior(tasks) does).
-        # The diagnostics reuse its per-task statistics, and the same pass over X gives them
-        # the gradient at Theta = W B when the rank check needs it.
-        statistics = kernels.task_statistics(
-            tasks, result.B, heads=result.W if checks_rank(result, args) and not shrunk else None,
-            n_jobs=args.n_threads)
-        result.head_mean, result.head_cov, result.noise_variance = _fit_head_prior(
-            statistics, tasks.n_samples, n_threads=args.n_threads)
-
-    def gradient(Theta):
-        if statistics is not None and statistics.G is not None:
-            return statistics.G
-        if shrunk:
-            heads = np.einsum("tij,tj->ti", np.linalg.pinv(statistics.gram, hermitian=True),
-                              statistics.cross)
-            G = kernels.gradient(tasks, heads @ result.B, n_jobs=args.n_threads).G
-            return G - (G @ result.B.T) @ result.B
-        return kernels.gradient(tasks, Theta, n_jobs=args.n_threads).G
-
-    # The findings are ratios, the same at any scale; their advice names the step as given.
-    result.diagnostics = diagnose(result, args._replace(step=given.step), gradient,
-                                  None if statistics is None else statistics.gram)
-    result = checked(unscaled(result, scale))
-    warn_about_status(result, given.adaptive, given.step, given.tol)
-    warn_about_diagnostics(result)
-    return result
-
-
-def unscaled(result: MetaSPResult, scale: Scale) -> MetaSPResult:
-    """``result``, fitted to X * 2^-x and y * 2^-y, in the data's units (in place)."""
-    if scale.identity:
-        return result
-    heads = scale.y - scale.x  # theta = W B scales as y / X; B is the same
-
-    def times(values, exponent):
-        with np.errstate(over="ignore"):  # overflow is reported by checked()
-            return np.ldexp(np.asarray(values, dtype=np.float64), exponent)
-
-    result.W, result.Theta = times(result.W, heads), times(result.Theta, heads)
-    result.singular_values = times(result.singular_values, heads)
-    if not (np.isfinite(result.W).all() and np.isfinite(result.Theta).all()):
-        raise FloatingPointError(
-            f"the fitted heads are of order y / X = 2^{heads} (largest |y| about 2^{scale.y}, "
-            f"largest |X| about 2^{scale.x}), beyond the float64 range: divide y (or multiply "
-            f"X) by a large power of ten before fitting")
-    history = result.history
-    for key in ("loss", "start_loss"):  # squared residuals: units of y^2
-        if key in history:
-            history[key] = times(history[key], 2 * scale.y)
-    if "step" in history:  # gamma X^T X is invariant; saturated where beyond float64
-        history["step"] = np.minimum(times(history["step"], -2 * scale.x), np.finfo(float).max)
-    for key in ("marginal_nll", "holdout_score"):  # -log density per sample: + log(2^y)
-        if key in history:
-            history[key] = np.asarray(history[key]) + scale.y * np.log(2.0)
-    if result.head_mean is not None:
-        mean, cov = times(result.head_mean, heads), times(result.head_cov, 2 * heads)
-        noise = float(times(result.noise_variance, 2 * scale.y))
-        tiny = np.finfo(float).tiny  # below it, float64 keeps too few digits for an inverse
-        if np.isfinite(cov).all() and np.diag(cov).min() >= tiny and tiny <= noise < np.inf:
-            result.head_mean, result.head_cov, result.noise_variance = mean, cov, noise
-        else:
-            noise_exponent = int(np.log2(result.noise_variance)) + 2 * scale.y
-            cov_exponent = int(np.log2(np.diag(result.head_cov).max())) + 2 * heads
-            result.head_mean = result.head_cov = result.noise_variance = None
-            result.diagnostics.append(Diagnostic("prior_out_of_range", (
-                f"The head prior is beyond the float64 range in the data's units (noise "
-                f"variance about 2^{noise_exponent}, head variances about 2^{cov_exponent}), so "
-                f"it is left unset and adapt(prior='empirical') is unavailable. Scale y (or X) "
-                f"by a power of ten towards 1 before fitting, or adapt with prior='ridge'.")))
-    return result
-
-
 def polish(Xs, ys=None, B=None, *, max_iter=100, tol=1e-10, n_jobs=None, reference_B=None):
     r"""The least-squares polish alone, started from the subspace spanned by the rows of ``B``.
 
@@ -383,7 +299,8 @@ def polish(Xs, ys=None, B=None, *, max_iter=100, tol=1e-10, n_jobs=None, referen
     """
     args = check_polish_arguments(Xs, ys, B, max_iter, tol, n_jobs, reference_B,
                                   available_threads=_core.max_threads())
-    tasks, scale = rescaled(args.tasks)
+    work, scale = rescaled_arguments(args)
+    tasks = work.tasks
     out = _core.refine(*kernels._core_arrays(tasks), np.asfortranarray(args.init_B.T),
                        args.max_iter, args.tol, args.n_threads, args.reference_B)
     n = out["n_iter"]
@@ -395,24 +312,4 @@ def polish(Xs, ys=None, B=None, *, max_iter=100, tol=1e-10, n_jobs=None, referen
         B=out["B"], W=out["W"], Theta=out["Theta"], singular_values=out["singular_values"],
         n_iter=n, status=out["status"], history=history,
     )
-    result = checked(unscaled(result, scale))
-    warn_about_status(result, True, 1.0, args.tol)
-    return result
-
-
-def make_result(out: dict, args) -> MetaSPResult:
-    """A MetaSPResult from the dictionary ``_core.solve`` (or the reference) returns."""
-    history = {key: np.asarray(out[key]) for key in ("loss", "step", "rel_change")}
-    if args.conjugate:
-        history["beta"] = np.asarray(out["beta"])
-    if args.reference_B is not None:
-        history["sin_angle"] = np.asarray(out["sin_angle"])
-    for key in ("svd_steps", "seconds", "svd_seconds"):  # C++ solver only
-        if key in out:
-            history[key] = np.asarray(out[key])
-    history["phase"] = np.where(np.asarray(out["phase"]) == 0, "iht", "polish")
-    history["start_loss"] = np.asarray(out["start_loss"])
-    return MetaSPResult(
-        B=out["B"], W=out["W"], Theta=out["Theta"], singular_values=out["singular_values"],
-        n_iter=out["n_iter"], status=out["status"], history=history,
-    )
+    return postprocess(result, args, work, scale)

@@ -23,7 +23,8 @@ import numpy as np
 from ._progress import progress
 from ._result import ConvergenceWarning
 from ._tasks import as_tasks
-from ._validation import check_shots, is_integer
+from ._arrays import is_integer
+from ._validation import check_shots
 
 __all__ = ["available_methods", "few_shot", "format_table"]
 

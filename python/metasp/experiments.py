@@ -63,7 +63,7 @@ from . import baselines
 from ._progress import progress as _progress
 from ._solver import fit
 from ._tasks import Tasks
-from ._validation import is_integer
+from ._arrays import is_integer
 from .kernels import gradient
 from .metrics import frobenius_error, sin_angle
 

@@ -12,8 +12,12 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _core
-from ._tasks import Tasks, _check_finite, _float64, _numeric_array
-from ._validation import as_float, check_max_iter, check_tol, is_real, resolve_n_jobs, seed_from
+from ._arrays import as_float, is_real
+from ._arrays import as_float64 as _float64
+from ._arrays import check_finite as _check_finite
+from ._arrays import numeric_array as _numeric_array
+from ._tasks import Tasks
+from ._validation import check_max_iter, check_tol, resolve_n_jobs, seed_from
 
 __all__ = ["GradientPass", "MarginalPass", "TaskStatistics", "TruncatedSVD", "curvature",
            "gradient", "marginal_pass", "task_statistics", "truncated_svd"]
