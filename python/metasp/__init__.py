@@ -5,7 +5,13 @@ Meta Subspace Pursuit (arXiv:2409.02708) with a C++ core. Start with :func:`fit`
 
 from . import baselines, datasets, evaluate, experiments, kernels, metrics, reference
 from ._diagnostics import Diagnostic
-from ._result import ConvergenceWarning, DiagnosticWarning, DivergenceWarning, MetaSPResult, load
+from ._result import (
+    ConvergenceWarning,
+    DiagnosticWarning,
+    DivergenceWarning,
+    MetaSPResult,
+    load,
+)
 from ._select_rank import RankSelection, select_rank
 from ._solver import fit, polish
 from ._tasks import Tasks

@@ -7,7 +7,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._arrays import as_core_matrix, as_float64, check_finite, is_float32, is_integer, numeric_array
+from ._arrays import (
+    as_core_matrix,
+    as_float64,
+    check_finite,
+    is_float32,
+    is_integer,
+    numeric_array,
+)
 
 __all__ = ["Tasks", "as_tasks"]
 

@@ -16,8 +16,8 @@ import warnings
 
 import numpy as np
 
-from ._solver import fit
 from ._arrays import check_finite, is_integer, numeric_array
+from ._solver import fit
 from ._tasks import Tasks, refuse_missing_labels, unique_labels
 
 __all__ = ["MetaSP"]
