@@ -78,6 +78,7 @@ def as_float64(array: np.ndarray) -> np.ndarray:
 
 
 def is_float32(array: np.ndarray) -> bool:
+    """Whether ``array`` holds 4-byte floats."""
     return array.dtype.kind == "f" and array.dtype.itemsize == 4
 
 

@@ -5,7 +5,8 @@ the data's units and the warnings. :func:`metasp.fit`, :func:`metasp.polish` and
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 

@@ -75,9 +75,9 @@ class MetaSPResult:
         example feature names and training options); empty after :func:`metasp.fit`.
     head_mean : ndarray of shape (s,) or None
         Mean of the Gaussian prior on task heads used by :meth:`adapt` (``prior="empirical"``);
-        set by :meth:`fit_prior`, which :func:`metasp.fit` calls on the training tasks (and
-        leaves unset, with the diagnostic ``"prior_out_of_range"``, where the data's scale puts
-        the prior beyond float64).
+        set by :meth:`fit_prior`, which :func:`metasp.fit` and :func:`metasp.polish` call on the
+        training tasks (and leave unset, with the diagnostic ``"prior_out_of_range"``, where the
+        data's scale puts the prior beyond float64).
     head_cov : ndarray of shape (s, s) or None
         Covariance of that prior.
     noise_variance : float or None
@@ -112,7 +112,7 @@ class MetaSPResult:
         """Number of features d."""
         return self.B.shape[1]
 
-    def _check_design(self, X, name: str = "X") -> np.ndarray:
+    def _checked_features(self, X, name: str = "X") -> np.ndarray:
         X = np.asarray(numeric_array(X, name), dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(
@@ -165,7 +165,7 @@ class MetaSPResult:
             Where the head is beyond the float64 range (targets far larger than the features
             can explain).
         """
-        X = self._check_design(X)
+        X = self._checked_features(X)
         y = np.asarray(numeric_array(y, "y"), dtype=np.float64)
         if y.shape != (X.shape[0],):
             raise ValueError(f"y must have shape ({X.shape[0]},) to match X; got {y.shape}")
@@ -272,7 +272,7 @@ class MetaSPResult:
         FloatingPointError
             Where a prediction is beyond the float64 range.
         """
-        X = self._check_design(X)
+        X = self._checked_features(X)
         w = np.asarray(numeric_array(w, "w"), dtype=np.float64)
         if w.shape != (self.rank,):
             raise ValueError(f"w must have shape ({self.rank},); got {w.shape}")

@@ -41,6 +41,7 @@ def _missing_labels(labels: np.ndarray) -> np.ndarray:
 
 
 def refuse_missing_labels(groups: np.ndarray, name: str = "groups") -> None:
+    """Raise a ValueError that counts the missing task labels, when there are any."""
     missing = _missing_labels(groups)
     if missing.any():
         raise ValueError(
@@ -88,6 +89,7 @@ def _check_dtype(dtype):
 
 
 def import_pandas(caller: str):
+    """The pandas module, or an ImportError that says how to install it for ``caller``."""
     try:
         import pandas
     except ImportError:

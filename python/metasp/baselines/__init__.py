@@ -26,8 +26,9 @@ The methods, with the objective each one minimises, where
 """
 
 import inspect
+from collections.abc import Callable
 from types import MappingProxyType
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from ._altmin import altmin, altmin_gd
 from ._anil import anil
