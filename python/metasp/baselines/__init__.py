@@ -38,16 +38,24 @@ from ._trace_norm import default_lambda, noise_level, nuclear_norm
 
 
 class Baseline(NamedTuple):
-    """One entry of :data:`BASELINES`: a method and how metasp's tools run it."""
+    """One entry of :data:`BASELINES`: a method and how metasp's tools run it.
 
-    #: ``function(Xs, ys=None, s=None, **options) -> MetaSPResult``
+    Attributes
+    ----------
+    function : callable
+        ``function(Xs, ys=None, s=None, **options) -> MetaSPResult``.
+    needs_truth : bool
+        Needs the true subspace (``B_true``): simulations only, never real data.
+    fast : bool
+        Well under a second per fit on the Beijing PM2.5 day tasks, so the demo runs it by
+        default (the others take 5-50 s per fit there and run with ``--baselines all``).
+    real_data_options : mapping
+        Options on real data (the demo), where a default does not work.
+    """
+
     function: Callable
-    #: Needs the true subspace (``B_true``): simulations only, never real data.
     needs_truth: bool = False
-    #: Well under a second per fit on the Beijing PM2.5 day tasks: run by the demo by default
-    #: (the others take 5-50 s per fit there and run with ``--baselines all``).
     fast: bool = False
-    #: Options on real data (the demo), where a default does not work.
     real_data_options: MappingProxyType = MappingProxyType({})
 
     @property
