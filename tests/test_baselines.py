@@ -2,14 +2,13 @@
 
 import numpy as np
 import pytest
+from conftest import ragged_tasks
 
 import metasp
 from metasp import ConvergenceWarning, baselines
 from metasp.baselines._anil import _anil_meta_gradient, _split_tasks
 from metasp.baselines._common import without_targets
 from metasp.metrics import sin_angle
-
-from conftest import ragged_tasks
 
 S = 2
 

@@ -4,7 +4,6 @@ import warnings
 
 import numpy as np
 import pytest
-
 from conftest import ragged_tasks
 
 import metasp
@@ -161,7 +160,8 @@ def test_prior_depends_on_the_subspace_not_on_its_basis_or_on_W(fitted):
 
 
 def test_the_prior_maximises_the_marginal_likelihood(fitted):
-    from metasp._prior import compiled_em_step as _em_step, task_sufficient_statistics
+    from metasp._prior import compiled_em_step as _em_step
+    from metasp._prior import task_sufficient_statistics
 
     result, _ = fitted
     X, y, *_ = random_effects_tasks()

@@ -36,8 +36,8 @@ class Diagnostic(NamedTuple):
     message: str
 
 
-Diagnostic.__doc__ += "\n\nCodes\n-----\n" + "\n".join(
-    f"``{code}``\n    {meaning}." for code, meaning in CODES.items())
+Diagnostic.__doc__ += "\n\nNotes\n-----\nThe codes:\n\n" + "\n".join(
+    f"- ``{code}``: {meaning}." for code, meaning in CODES.items())
 
 # Oscillation: at least this fraction of the last iterations raised the loss.
 OSCILLATION_FRACTION = 0.3

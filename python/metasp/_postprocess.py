@@ -4,8 +4,8 @@ the data's units and the warnings. :func:`metasp.fit`, :func:`metasp.polish` and
 
 from __future__ import annotations
 
-from functools import partial
 from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
