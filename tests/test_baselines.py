@@ -2,14 +2,13 @@
 
 import numpy as np
 import pytest
+from conftest import ragged_tasks
 
 import metasp
 from metasp import ConvergenceWarning, baselines
 from metasp.baselines._anil import _anil_meta_gradient, _split_tasks
-from metasp.baselines._common import _without_targets
+from metasp.baselines._common import without_targets
 from metasp.metrics import sin_angle
-
-from conftest import ragged_tasks
 
 S = 2
 
@@ -104,7 +103,7 @@ def test_anil_meta_gradient_matches_finite_differences():
     X, y, _, _ = metasp.datasets.make_hps(T=6, m=8, d=5, s=2, sigma=0.1, random_state=2)
     tasks = metasp.Tasks.from_array(X, y)
     support, query = _split_tasks(tasks, 0.5)
-    without_y = _without_targets(support)
+    without_y = without_targets(support)
     B = np.random.default_rng(0).standard_normal((2, 5))
     for order, steps in ((2, 1), (2, 3)):
         _, grad = _anil_meta_gradient(support, without_y, query, B, 0.2, steps, order, None)

@@ -4,7 +4,6 @@ import warnings
 
 import numpy as np
 import pytest
-
 from conftest import ragged_tasks
 
 import metasp
@@ -161,12 +160,13 @@ def test_prior_depends_on_the_subspace_not_on_its_basis_or_on_W(fitted):
 
 
 def test_the_prior_maximises_the_marginal_likelihood(fitted):
-    from metasp._result import _em_step, _task_sufficient_statistics
+    from metasp._prior import compiled_em_step as _em_step
+    from metasp._prior import task_sufficient_statistics
 
     result, _ = fitted
     X, y, *_ = random_effects_tasks()
     tasks = metasp.Tasks.from_array(X, y)
-    statistics = _task_sufficient_statistics(tasks, result.B)
+    statistics = task_sufficient_statistics(tasks, result.B)
 
     def log_likelihood(mean, cov, noise):
         return _em_step((mean, cov, noise), statistics, tasks.n_samples, 0.0)[1]
@@ -208,7 +208,7 @@ def random_params(s, seed):
 
 @pytest.mark.parametrize("s", [1, 2, 3, 5, 8, 9, 12])
 def test_compiled_em_step_matches_numpy(s):
-    from metasp._result import _em_step
+    from metasp._prior import compiled_em_step as _em_step
 
     # s <= 8 runs the fixed-size instantiations, 9 and 12 the run-time-size one.
     statistics, n = random_statistics(300, s, seed=s)
@@ -225,7 +225,7 @@ def test_compiled_em_step_matches_numpy(s):
 
 
 def test_compiled_em_step_falls_back_to_lu_where_cholesky_fails():
-    from metasp._result import _em_step
+    from metasp._prior import compiled_em_step as _em_step
 
     # Statistics no data give (negative "Gram" matrices) make some posterior precisions
     # indefinite: the Cholesky factorisation fails there and the LU path takes over; the
@@ -244,7 +244,7 @@ def test_compiled_em_step_falls_back_to_lu_where_cholesky_fails():
 
 
 def test_compiled_em_step_does_not_depend_on_the_thread_count():
-    from metasp._result import _em_step
+    from metasp._prior import compiled_em_step as _em_step
 
     # Enough work (T s^2 (s + 4) > 2^20) for the E-step to run in parallel.
     statistics, n = random_statistics(5000, 5, seed=1)
@@ -257,7 +257,7 @@ def test_compiled_em_step_does_not_depend_on_the_thread_count():
 
 @pytest.mark.parametrize("case", ["random_effects", "hps", "ragged"])
 def test_head_prior_matches_the_numpy_em(case):
-    from metasp._result import _fit_head_prior, _task_sufficient_statistics
+    from metasp._prior import fit_head_prior, task_sufficient_statistics
 
     # SQUAREM's result at tol = 1e-5 depends on rounding: where an extrapolation is accepted
     # or rejected by a hair, any change of rounding (the NumPy step itself with its sums over
@@ -278,8 +278,8 @@ def test_head_prior_matches_the_numpy_em(case):
         s, tol, rtol, max_iter = 3, 1e-15, 1e-12, 20000
     tasks = metasp.Tasks.from_list(X, y) if case == "ragged" else metasp.Tasks.from_array(X, y)
     B = np.linalg.qr(np.random.default_rng(0).standard_normal((tasks.n_features, s)))[0].T
-    statistics = _task_sufficient_statistics(tasks, B)
-    compiled = _fit_head_prior(statistics, tasks.n_samples, max_iter=max_iter, tol=tol)
+    statistics = task_sufficient_statistics(tasks, B)
+    compiled = fit_head_prior(statistics, tasks.n_samples, max_iter=max_iter, tol=tol)
     numpy = metasp.reference.fit_head_prior(statistics, tasks.n_samples, max_iter=max_iter,
                                             tol=tol)
     for ours, theirs in zip(compiled, numpy):  # relative to the norm of each parameter
@@ -290,7 +290,7 @@ def test_head_prior_matches_the_numpy_em(case):
 # VARIANCE_FLOOR times the targets' mean square (VARIANCE_FLOOR itself when every target is 0)
 # instead of failing with "noise must be positive".
 def test_all_zero_targets_get_a_floored_prior():
-    from metasp._result import VARIANCE_FLOOR
+    from metasp._prior import VARIANCE_FLOOR
 
     X, _, _, _ = metasp.datasets.make_hps(T=40, m=10, d=8, s=2, random_state=0)
     y = np.zeros(X.shape[:2])
@@ -328,7 +328,7 @@ def test_tiny_targets_are_not_rejected_by_the_prior(noiseless, factor):
 
 def test_noiseless_statistics_floor_the_noise():
     """The EM fit straight from statistics with zero residuals, small, or no targets at all."""
-    from metasp._result import VARIANCE_FLOOR, _fit_head_prior
+    from metasp._prior import VARIANCE_FLOOR, fit_head_prior
 
     rng = np.random.default_rng(0)
     Z = rng.standard_normal((30, 6, 2))
@@ -338,7 +338,7 @@ def test_noiseless_statistics_floor_the_noise():
     for targets in (y, 0 * y, 1e-100 * y):
         cross = np.einsum("tms,tm->ts", Z, targets)
         squares = np.sum(targets**2, axis=1)
-        mean, cov, noise = _fit_head_prior((gram, cross, squares), 180)
+        mean, cov, noise = fit_head_prior((gram, cross, squares), 180)
         scale = max(np.mean(targets**2), 0) or 1.0
         assert 0 < noise <= 1.01 * VARIANCE_FLOOR * scale
         assert np.isfinite(mean).all() and np.isfinite(cov).all()

@@ -295,7 +295,7 @@ def test_diagnostics_flag_a_direction_most_tasks_do_not_see(task0_variance, flag
     from types import SimpleNamespace
 
     from metasp._diagnostics import WEAK_DIRECTION, _predictive_variance_ratio, diagnose
-    from metasp._result import _task_sufficient_statistics
+    from metasp._prior import task_sufficient_statistics
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((40, 10, 4))
@@ -306,7 +306,7 @@ def test_diagnostics_flag_a_direction_most_tasks_do_not_see(task0_variance, flag
                                  singular_values=np.zeros(2), n_iter=1, status="converged",
                                  head_mean=np.zeros(2), head_cov=np.diag([1.0, task0_variance]),
                                  noise_variance=1.0)
-    gram = _task_sufficient_statistics(tasks, B)[0]
+    gram = task_sufficient_statistics(tasks, B)[0]
     # Task 0's prior predictive variance is about 1 + task0_variance, the others' about 1.
     ratio = _predictive_variance_ratio(gram, result.head_cov, tasks.task_sizes)
     assert ratio == pytest.approx(1 + task0_variance, rel=0.6)

@@ -4,14 +4,18 @@ Meta Subspace Pursuit (arXiv:2409.02708) with a C++ core. Start with :func:`fit`
 """
 
 from . import baselines, datasets, evaluate, experiments, kernels, metrics, reference
-from ._io import load
-from ._result import (ConvergenceWarning, Diagnostic, DiagnosticWarning, DivergenceWarning,
-                      MetaSPResult)
+from ._diagnostics import Diagnostic
+from ._result import (
+    ConvergenceWarning,
+    DiagnosticWarning,
+    DivergenceWarning,
+    MetaSPResult,
+    load,
+)
 from ._select_rank import RankSelection, select_rank
 from ._solver import fit, polish
 from ._tasks import Tasks
-
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: F401  (metasp.__version__)
 
 __all__ = [
     "ConvergenceWarning",

@@ -15,18 +15,14 @@ import math
 import os
 import re
 import sys
-import uuid
 import warnings
-from pathlib import Path
 
 import numpy as np
 
 from ._demo import add_demo_command, run_demo
 from ._io import atomic_write
-
-
-class UsageError(ValueError):
-    """A bad command-line argument: exit status 2, as for argparse's own errors."""
+from ._tasks import import_pandas, is_numeric_column
+from ._usage import UsageError, check_output, check_output_folder
 
 
 def _guard(parser, run):
@@ -78,44 +74,6 @@ def _speak_cli(message: str, parser) -> str:
     return message
 
 
-def check_output(path, option: str) -> None:
-    """Fail now, not after the work, when ``path`` cannot be written: a missing folder, a
-    folder in the way, or a folder without write permission."""
-    path = Path(path)
-    folder = path.parent
-    if path.is_dir():
-        raise UsageError(f"{option} {path} is a folder; give a file name in it")
-    if not folder.is_dir():
-        what = "is not a folder" if folder.exists() else "does not exist"
-        raise UsageError(f"{option} {path}: the folder {folder} {what}; create it first or "
-                         "choose another path")
-    _probe(folder, option, path)
-
-
-def check_output_folder(path, option: str) -> None:
-    """Like :func:`check_output` for a folder that is created when missing."""
-    path = Path(path)
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UsageError(f"{option} {path}: {existing} is a file, not a folder; choose another "
-                         "folder")
-    _probe(existing, option, path)
-
-
-def _probe(folder: Path, option: str, path: Path) -> None:
-    # Creating a file is the test that cannot disagree with the real write later (os.access
-    # answers for the real user id, and yes for root whatever the permissions).
-    probe = folder / f".metasp-write-test-{uuid.uuid4().hex}"
-    try:
-        open(probe, "xb").close()
-        probe.unlink()
-    except OSError as error:
-        raise UsageError(f"{option} {path}: cannot write in the folder {folder} "
-                         f"({error.strerror or error}); choose another path") from None
-
-
 def _at_least(value, minimum, option: str, what: str = "") -> None:
     if value is not None and value < minimum:
         raise UsageError(f"{option} must be at least {minimum}{what}; got {value}")
@@ -153,9 +111,7 @@ def _run_experiment(args, parser):
 def _read_table(path):
     """A pandas DataFrame from CSV (any compression pandas reads) or Parquet, with at least
     one row; a file that cannot be read as a table is a ValueError that names it."""
-    from ._tasks import _import_pandas
-
-    pd = _import_pandas(f"reading {path}")
+    pd = import_pandas(f"reading {path}")
     parquet = str(path).lower().endswith((".parquet", ".pq"))
     try:
         table = pd.read_parquet(path) if parquet else pd.read_csv(path)
@@ -190,9 +146,7 @@ def _text_cells(column):
     """Where ``column`` holds something that is not a number (missing values are not)."""
     from pandas.api import types
 
-    from ._tasks import _is_numeric_column
-
-    if _is_numeric_column(column):
+    if is_numeric_column(column):
         return np.zeros(len(column), dtype=bool)
     if isinstance(column.dtype, types.CategoricalDtype):
         column = column.astype(object)  # categories that are numbers are numbers
@@ -205,9 +159,7 @@ def _text_cells(column):
 
 def _holds_numbers(column) -> bool:
     """A numeric column, or a text column with at least one number in it."""
-    from ._tasks import _is_numeric_column
-
-    if _is_numeric_column(column):
+    if is_numeric_column(column):
         return True
     return bool((column.notna().to_numpy() & ~_text_cells(column)).any())
 
@@ -420,7 +372,7 @@ def _check_scale(tasks, features, target, standardize) -> None:
                     + f": rescale the column (for example divide it by {peak}) and fit again")
 
 
-def _design(values, preprocessing: dict):
+def _preprocessed_features(values, preprocessing: dict):
     """Model features from raw feature values: the same steps at fit and at predict time."""
     X = np.asarray(values, dtype=np.float64)
     scaling = preprocessing.get("standardize")
@@ -455,7 +407,7 @@ def _run_fit(args, parser):
         scale[scale == 0] = 1.0  # a constant column stays constant instead of dividing by 0
         preprocessing["standardize"] = {"mean": tasks.X.mean(axis=0), "scale": scale}
     names = features + (["(intercept)"] if args.intercept else [])
-    tasks = Tasks(_design(tasks.X, preprocessing), tasks.y, tasks.offsets, labels=tasks.labels,
+    tasks = Tasks(_preprocessed_features(tasks.X, preprocessing), tasks.y, tasks.offsets, labels=tasks.labels,
                   feature_names=names)
     print(f"{tasks.n_tasks} tasks, {tasks.n_samples} rows, {len(features)} features "
           f"({', '.join(features)}){' + intercept' if args.intercept else ''}")
@@ -637,7 +589,7 @@ def _run_predict(args, parser):
         raise ValueError(f"{args.file} has missing group or feature values (count per column: "
                          f"{counts}); those rows cannot be predicted: drop or impute them")
     numbers = _numeric_table(table, args.file, group, target, features, unlabelled=True)
-    X = _design(numbers[features].to_numpy(dtype=np.float64), meta["preprocessing"])
+    X = _preprocessed_features(numbers[features].to_numpy(dtype=np.float64), meta["preprocessing"])
     y = (numbers[target].to_numpy() if target in numbers.columns
          else np.full(len(table), np.nan))
     trained = {label: t for t, label in enumerate(meta["training_groups"])}

@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 
 from ._result import ConvergenceWarning
+from ._usage import UsageError, check_output
+from .baselines import BASELINES
 
 DEFAULT_METHODS = ("metasp", "metasp_no_prior", "ridge", "ridge_tuned", "pooled",
                    "pooled_intercept")
-# Baselines that take well under a second on these tasks; the others (altmin, altmin_gd,
-# burer_monteiro, nuclear_norm) take 5-50 s per fit here and run with --baselines all.
-FAST_BASELINES = ("mom", "single_task", "anil")
-# ANIL diverges here with its default inner_lr=0.1 (also 0.05); 0.02 is the largest of
-# {0.1, 0.05, 0.02, 0.01} that does not (measured on the training days of a split).
-BASELINE_OPTIONS = {"anil": {"inner_lr": 0.02}}
+# The baselines the demo runs by default, and their options on these tasks: see BASELINES.
+FAST_BASELINES = tuple(name for name, baseline in BASELINES.items() if baseline.fast)
+BASELINE_OPTIONS = {name: dict(baseline.real_data_options)
+                    for name, baseline in BASELINES.items() if baseline.real_data_options}
 
 
 def add_demo_command(commands):
@@ -44,9 +44,9 @@ def add_demo_command(commands):
     parser.add_argument("--max-iter", type=int, default=150,
                         help="solver iteration cap (default: 150)")
     parser.add_argument("--baselines", choices=("none", "fast", "all"), default="fast",
-                        help="subspace baselines to compare: 'fast' (mom, single_task, anil; "
-                             "default), 'all' (every method of metasp.baselines: minutes), "
-                             "or 'none'")
+                        help=f"subspace baselines to compare: 'fast' "
+                             f"({', '.join(FAST_BASELINES)}; default), 'all' (every method of "
+                             "metasp.baselines: minutes), or 'none'")
     parser.add_argument("--random-state", type=int, default=0, help="seed (default: 0)")
     parser.add_argument("--plot", default="metasp_demo.png", metavar="PNG",
                         help="plot file, its format from its suffix (.png, .pdf, .svg, ...; "
@@ -57,8 +57,6 @@ def add_demo_command(commands):
 
 def _check_arguments(args) -> None:
     """Every argument, output paths included, before any work."""
-    from ._cli import UsageError, check_output
-
     for option, value, minimum in (("--shots", min(args.shots), 1),
                                    ("--repeats", args.repeats, 1),
                                    ("--max-rank", args.max_rank, 1),
@@ -96,7 +94,6 @@ def _plot_formats():
 
 def run_demo(args, parser):
     from . import evaluate
-    from ._cli import UsageError
     from .datasets import load_beijing_pm25
 
     _check_arguments(args)

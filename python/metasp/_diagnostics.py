@@ -5,14 +5,39 @@ plateaus well above the noise level (the rank is too small, or the data too nois
 error grows with the iterations (too few samples). :func:`diagnose` looks for each in a
 finished fit, and for a fourth seen on real data: a subspace direction along which most tasks'
 features barely vary (weak direction), which makes the head prior extrapolate on new tasks.
+The codes a finding can carry are those of :data:`CODES`.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from ._result import Diagnostic, MetaSPResult
+from ._result import MetaSPResult
 from .kernels import truncated_svd
+
+#: Every code a :class:`Diagnostic` can carry, with what it means; the one list of them.
+CODES = {
+    "step_too_large": "the loss oscillates or diverges with a fixed step",
+    "rank_too_small": "a shared direction is left in the residuals at a stationary point",
+    "too_few_samples": "fewer samples than the model's unknowns, or the error to reference_B "
+                       "grew during the iterations",
+    "weak_direction": "a subspace direction along which most tasks' features barely vary",
+    "prior_out_of_range": "a head prior float64 cannot hold in the data's units (left unset)",
+}
+
+
+class Diagnostic(NamedTuple):
+    """One finding about a fit: a stable ``code`` and an actionable ``message``."""
+
+    #: One of the codes of ``metasp._diagnostics.CODES`` (listed below)
+    code: str
+    message: str
+
+
+Diagnostic.__doc__ += "\n\nNotes\n-----\nThe codes:\n\n" + "\n".join(
+    f"- ``{code}``: {meaning}." for code, meaning in CODES.items())
 
 # Oscillation: at least this fraction of the last iterations raised the loss.
 OSCILLATION_FRACTION = 0.3

@@ -13,6 +13,9 @@ read; each member is then streamed into an array of exactly its declared size, w
 checked. Object (pickled) members are refused. Every field is validated (type, shape,
 finiteness, sign), so a file that loads is a model that works.
 
+The result type itself is defined in :mod:`metasp._result`, whose ``save`` and ``load`` call
+this module; :func:`load` is handed the type to build, so that this module does not import it.
+
 Writing goes to a temporary file in the target's folder, which is flushed to disk and then
 renamed over the target (:func:`atomic_write`): an interrupted save leaves either the old file
 or the new one, never a truncated one.
@@ -33,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._result import MetaSPResult
-from ._validation import is_integer, is_real
+from ._arrays import is_integer, is_real
+from ._version import __version__
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "atomic_write", "load", "save"]
 
@@ -131,7 +134,17 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
-def save(result: MetaSPResult, path) -> Path:
+def _storable(result) -> bool:
+    """Whether ``result`` is an instance of a result dataclass this format has a rule for
+    every field of."""
+    if not dataclasses.is_dataclass(result) or isinstance(result, type):
+        return False
+    names = {field.name for field in dataclasses.fields(result)}
+    return names == set(_ARRAY_FIELDS) | set(_SCALAR_FIELDS) | {"history", "metadata",
+                                                                "diagnostics"}
+
+
+def save(result, path) -> Path:
     """Write ``result`` to ``path`` as one ``.npz`` file (see :meth:`MetaSPResult.save`).
 
     Parameters
@@ -147,9 +160,7 @@ def save(result: MetaSPResult, path) -> Path:
     pathlib.Path
         ``path``.
     """
-    from . import __version__
-
-    if not isinstance(result, MetaSPResult):
+    if not _storable(result):
         raise TypeError(f"only a MetaSPResult can be saved; got {type(result).__name__}")
     arrays, scalars = {}, {}
     for field in dataclasses.fields(result):
@@ -197,60 +208,23 @@ def save(result: MetaSPResult, path) -> Path:
     return path
 
 
-def load(path) -> MetaSPResult:
-    """Read a model written by :meth:`MetaSPResult.save`.
-
-    The file is read without pickle, so loading a model cannot run code, and every size in it
-    is checked before memory is allocated for it, so a damaged or hostile file cannot exhaust
-    memory.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The ``.npz`` file.
-
-    Returns
-    -------
-    MetaSPResult
-        The saved result, with its ``metadata``.
-
-    Raises
-    ------
-    ValueError
-        When the file is corrupt or truncated, is not a metasp model, declares sizes it does
-        not hold or far beyond what it holds, holds an invalid field (for example a NaN,
-        infinite or negative ``noise_variance``), or was written by a newer metasp in a format
-        version this one cannot read.
-    FileNotFoundError
-        When there is no file at ``path``.
-
-    Examples
-    --------
-    >>> import os, tempfile
-    >>> import metasp
-    >>> X, y, B, W = metasp.datasets.make_hps(T=50, m=10, d=8, s=2, random_state=0)
-    >>> result = metasp.fit(X, y, 2, random_state=0)
-    >>> result.metadata["note"] = "simulated"
-    >>> with tempfile.TemporaryDirectory() as folder:
-    ...     path = result.save(os.path.join(folder, "model.npz"))
-    ...     loaded = metasp.load(path)
-    >>> bool((loaded.B == result.B).all()), loaded.status, loaded.metadata
-    (True, 'converged', {'note': 'simulated'})
-    """
-    header, members = _read_members(path)
+def load(path, result_type):
+    """Read a model written by :func:`save` as a ``result_type`` (:class:`MetaSPResult`); see
+    :func:`metasp.load`."""
+    header, members = _read_members(path, result_type)
     history = {name[len(_HISTORY):]: array for name, array in members.items()
                if name.startswith(_HISTORY)}
     arrays = {name: array for name, array in members.items() if not name.startswith(_HISTORY)}
     fields = header["fields"]
     values = {**fields, **arrays, "history": history, "metadata": header["metadata"]}
-    result = MetaSPResult(**values)
+    result = result_type(**values)
     problem = _problem(result)
     if problem:
         raise _not_a_model(path, problem)
     return result
 
 
-def _read_members(path) -> tuple[dict, dict]:
+def _read_members(path, result_type) -> tuple[dict, dict]:
     """The checked JSON header and the arrays; any damage to the file becomes a ValueError."""
     with open(path, "rb") as file:
         size = os.fstat(file.fileno()).st_size
@@ -265,14 +239,14 @@ def _read_members(path) -> tuple[dict, dict]:
                       "by MetaSPResult.save or `python -m metasp fit`") from None
         try:
             with archive:
-                return _read_archive(archive, size, path)
+                return _read_archive(archive, size, path, result_type)
         except _NotAModel:
             raise
         except _DAMAGE as error:
             raise _not_a_model(path, f"the file is corrupt or truncated ({error})") from None
 
 
-def _read_archive(archive, size: int, path) -> tuple[dict, dict]:
+def _read_archive(archive, size: int, path, result_type) -> tuple[dict, dict]:
     infos = {}
     entries = archive.infolist()
     if len(entries) > _MAX_MEMBERS:
@@ -314,7 +288,7 @@ def _read_archive(archive, size: int, path) -> tuple[dict, dict]:
         if list(shape) != shapes[name]:
             raise _not_a_model(path, f"array {name!r} has shape {shape}, the header says "
                                      f"{tuple(shapes[name])}")
-    _check_fields(header["fields"], shapes, path)
+    _check_fields(header["fields"], shapes, path, result_type)
     _check_layout(shapes, path)
     members = {name: _read_member(archive, info, path) for name, info in infos.items()}
     return header, members
@@ -420,9 +394,9 @@ def _parse_header(text: str, path) -> dict:
     return header
 
 
-def _check_fields(fields: dict, shapes: dict, path) -> None:
+def _check_fields(fields: dict, shapes: dict, path, result_type) -> None:
     """Which fields the file has, and where: arrays as members, scalars in the header."""
-    known = {field.name for field in dataclasses.fields(MetaSPResult)}
+    known = {field.name for field in dataclasses.fields(result_type)}
     arrays = {name for name in shapes if not name.startswith(_HISTORY)}
     unknown = sorted((set(fields) | arrays) - known)
     if unknown:
@@ -434,7 +408,7 @@ def _check_fields(fields: dict, shapes: dict, path) -> None:
     if misplaced:
         raise _not_a_model(path, f"fields {misplaced} are not stored the way metasp stores them")
     missing = sorted(name for name in known if name not in fields and name not in arrays
-                     and _required(name))
+                     and _required(result_type, name))
     if missing:
         raise _not_a_model(path, f"fields {missing} are missing")
 
@@ -456,12 +430,12 @@ def _check_layout(shapes: dict, path) -> None:
                                      f"{tuple(shape)}; history entries are 1-D")
 
 
-def _required(name: str) -> bool:
-    field = MetaSPResult.__dataclass_fields__[name]
+def _required(result_type, name: str) -> bool:
+    field = result_type.__dataclass_fields__[name]
     return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
 
 
-def _problem(result: MetaSPResult):
+def _problem(result):
     """What makes ``result`` unusable as a model (None when nothing does): every field's type,
     shape, finiteness and sign, as ``adapt`` and ``predict`` rely on them."""
     for name in ("B", "W", "Theta", "singular_values"):

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import numpy as np
 
-from . import _core
-from ._tasks import _check_finite, _numeric_array, as_tasks
-from ._validation import is_real, rescaled
-from .kernels import task_statistics
+from . import _io
+from ._arrays import check_finite, is_real, numeric_array
+from ._prior import head_prior_in_data_units
+from ._tasks import as_tasks
 
-__all__ = ["ConvergenceWarning", "Diagnostic", "DiagnosticWarning", "DivergenceWarning",
-           "MetaSPResult"]
+__all__ = ["ConvergenceWarning", "DiagnosticWarning", "DivergenceWarning", "MetaSPResult", "load"]
 
 
 class ConvergenceWarning(UserWarning):
@@ -31,15 +29,6 @@ class DiagnosticWarning(ConvergenceWarning):
     A kind of :class:`ConvergenceWarning`: code that silences those for fits it makes on
     purpose with a wrong rank (rank selection) silences these too.
     """
-
-
-class Diagnostic(NamedTuple):
-    """One finding about a fit: a stable ``code`` and an actionable ``message``."""
-
-    #: "step_too_large", "rank_too_small", "too_few_samples", "weak_direction" or
-    #: "prior_out_of_range" (a head prior float64 cannot hold in the data's units)
-    code: str
-    message: str
 
 
 @dataclass(eq=False)
@@ -86,9 +75,9 @@ class MetaSPResult:
         example feature names and training options); empty after :func:`metasp.fit`.
     head_mean : ndarray of shape (s,) or None
         Mean of the Gaussian prior on task heads used by :meth:`adapt` (``prior="empirical"``);
-        set by :meth:`fit_prior`, which :func:`metasp.fit` calls on the training tasks (and
-        leaves unset, with the diagnostic ``"prior_out_of_range"``, where the data's scale puts
-        the prior beyond float64).
+        set by :meth:`fit_prior`, which :func:`metasp.fit` and :func:`metasp.polish` call on the
+        training tasks (and leave unset, with the diagnostic ``"prior_out_of_range"``, where the
+        data's scale puts the prior beyond float64).
     head_cov : ndarray of shape (s, s) or None
         Covariance of that prior.
     noise_variance : float or None
@@ -123,13 +112,13 @@ class MetaSPResult:
         """Number of features d."""
         return self.B.shape[1]
 
-    def _check_design(self, X, name: str = "X") -> np.ndarray:
-        X = np.asarray(_numeric_array(X, name), dtype=np.float64)
+    def _checked_features(self, X, name: str = "X") -> np.ndarray:
+        X = np.asarray(numeric_array(X, name), dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(
                 f"{name} must be 2-D with d = {self.n_features} columns; got shape {X.shape}"
             )
-        _check_finite(X, name)
+        check_finite(X, name)
         return X
 
     def adapt(self, X, y, prior=None, ridge=None) -> np.ndarray:
@@ -176,13 +165,13 @@ class MetaSPResult:
             Where the head is beyond the float64 range (targets far larger than the features
             can explain).
         """
-        X = self._check_design(X)
-        y = np.asarray(_numeric_array(y, "y"), dtype=np.float64)
+        X = self._checked_features(X)
+        y = np.asarray(numeric_array(y, "y"), dtype=np.float64)
         if y.shape != (X.shape[0],):
             raise ValueError(f"y must have shape ({X.shape[0]},) to match X; got {y.shape}")
         if X.shape[0] == 0:
             raise ValueError("the new task has no samples")
-        _check_finite(y, "y")
+        check_finite(y, "y")
         if prior is None:
             prior = "empirical" if ridge is None else "ridge"
         if prior not in ("empirical", "ridge", "none"):
@@ -262,21 +251,7 @@ class MetaSPResult:
         if tasks.n_tasks != self.W.shape[0]:
             raise ValueError(f"the result has heads for {self.W.shape[0]} tasks but "
                              f"{tasks.n_tasks} tasks were given: pass the training tasks")
-        # On data of extreme scale the statistics are taken where they cannot under- or
-        # overflow, and the prior scaled back (heads scale as y / X).
-        scaled, scale = rescaled(tasks)
-        mean, cov, noise = _fit_head_prior(
-            _task_sufficient_statistics(scaled, self.B), tasks.n_samples, max_iter, tol)
-        heads = scale.y - scale.x
-        with np.errstate(over="ignore", under="ignore"):
-            mean, cov = np.ldexp(mean, heads), np.ldexp(cov, 2 * heads)
-            noise = float(np.ldexp(noise, 2 * scale.y))
-        tiny = np.finfo(float).tiny
-        if not (np.isfinite(cov).all() and np.diag(cov).min() >= tiny and tiny <= noise < np.inf):
-            raise FloatingPointError(
-                f"the head prior of these tasks is beyond the float64 range in the data's units "
-                f"(noise variance about 2^{2 * scale.y} times its value on data scaled to 1): "
-                f"scale y (or X) by a power of ten towards 1, or adapt with prior='ridge'")
+        mean, cov, noise = head_prior_in_data_units(tasks, self.B, max_iter, tol)
         self.head_mean, self.head_cov, self.noise_variance = mean, cov, noise
         return self
 
@@ -297,11 +272,11 @@ class MetaSPResult:
         FloatingPointError
             Where a prediction is beyond the float64 range.
         """
-        X = self._check_design(X)
-        w = np.asarray(_numeric_array(w, "w"), dtype=np.float64)
+        X = self._checked_features(X)
+        w = np.asarray(numeric_array(w, "w"), dtype=np.float64)
         if w.shape != (self.rank,):
             raise ValueError(f"w must have shape ({self.rank},); got {w.shape}")
-        _check_finite(w, "w")
+        check_finite(w, "w")
         with np.errstate(over="ignore", invalid="ignore"):
             prediction = X @ (self.B.T @ w)
         return _finite_or_raise(prediction, "the prediction", X, w)
@@ -321,9 +296,7 @@ class MetaSPResult:
         pathlib.Path
             ``path``.
         """
-        from ._io import save
-
-        return save(self, path)
+        return _io.save(self, path)
 
     def __repr__(self) -> str:
         T, d = self.Theta.shape
@@ -333,6 +306,69 @@ class MetaSPResult:
             if len(self.history.get("loss", ()))
             else f"MetaSPResult(T={T}, d={d}, s={self.rank}, status={self.status!r}, n_iter=0)"
         )
+
+
+def load(path) -> MetaSPResult:
+    """Read a model written by :meth:`MetaSPResult.save`.
+
+    The file is read without pickle, so loading a model cannot run code, and every size in it
+    is checked before memory is allocated for it, so a damaged or hostile file cannot exhaust
+    memory.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.npz`` file.
+
+    Returns
+    -------
+    MetaSPResult
+        The saved result, with its ``metadata``.
+
+    Raises
+    ------
+    ValueError
+        When the file is corrupt or truncated, is not a metasp model, declares sizes it does
+        not hold or far beyond what it holds, holds an invalid field (for example a NaN,
+        infinite or negative ``noise_variance``), or was written by a newer metasp in a format
+        version this one cannot read.
+    FileNotFoundError
+        When there is no file at ``path``.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import metasp
+    >>> X, y, B, W = metasp.datasets.make_hps(T=50, m=10, d=8, s=2, random_state=0)
+    >>> result = metasp.fit(X, y, 2, random_state=0)
+    >>> result.metadata["note"] = "simulated"
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = result.save(os.path.join(folder, "model.npz"))
+    ...     loaded = metasp.load(path)
+    >>> bool((loaded.B == result.B).all()), loaded.status, loaded.metadata
+    (True, 'converged', {'note': 'simulated'})
+    """
+    return _io.load(path, MetaSPResult)
+
+
+def make_result(out, args) -> MetaSPResult:
+    """A MetaSPResult from the ``_core.SolveResult`` of ``_core.solve`` (or the reference's
+    run, which has the same attributes)."""
+    records = out.history
+    history = {key: np.asarray(records[key]) for key in ("loss", "step", "rel_change")}
+    if args.conjugate:
+        history["beta"] = np.asarray(records["beta"])
+    if args.reference_B is not None:
+        history["sin_angle"] = np.asarray(records["sin_angle"])
+    for key in ("svd_steps", "seconds", "svd_seconds"):  # C++ solver only
+        if key in records:
+            history[key] = np.asarray(records[key])
+    history["phase"] = np.where(np.asarray(records["phase"]) == 0, "iht", "polish")
+    history["start_loss"] = np.asarray(out.start_loss)
+    return MetaSPResult(
+        B=out.B, W=out.W, Theta=out.Theta, singular_values=out.singular_values,
+        n_iter=out.n_iter, status=out.status, history=history,
+    )
 
 
 def _ridge_solve(A: np.ndarray, b: np.ndarray, ridge: float) -> np.ndarray:
@@ -355,130 +391,6 @@ def _finite_or_raise(values: np.ndarray, what: str, *inputs) -> np.ndarray:
     raise FloatingPointError(
         f"{what} is beyond the float64 range (largest |entries| of the inputs: {largest}): "
         "rescale X or y by a power of ten towards 1")
-
-
-def _task_sufficient_statistics(tasks, B, n_jobs=None):
-    """Per-task Z_t^T Z_t, Z_t^T y_t and y_t^T y_t for Z_t = X_t B^T (one compiled pass)."""
-    return task_statistics(tasks, B, n_jobs=n_jobs)[:3]
-
-
-def _residual_sums(heads, gram, cross, squares):
-    """||y_t - Z_t w_t||^2 per task from the sufficient statistics."""
-    return (squares - 2 * np.einsum("ts,ts->t", heads, cross)
-            + np.einsum("ts,tsr,tr->t", heads, gram, heads))
-
-
-def posterior_heads(result, tasks) -> np.ndarray:
-    """Posterior-mean heads (T, s) of ``tasks`` under ``result``'s head prior: adapt, per task.
-
-    Computed on the tasks rescaled as a fit rescales them (so that data of extreme scale do not
-    under- or overflow); least-squares heads (minimum norm) where the result has no head prior,
-    as where float64 cannot hold one in the data's units.
-    """
-    scaled, scale = rescaled(tasks)
-    heads = scale.y - scale.x  # the heads scale as y / X
-    gram, cross, _ = _task_sufficient_statistics(scaled, result.B)
-    if result.head_cov is None or result.head_mean is None or result.noise_variance is None:
-        solution = np.einsum("tij,tj->ti", np.linalg.pinv(gram, hermitian=True), cross)
-    else:
-        noise = np.ldexp(result.noise_variance, -2 * scale.y)
-        precision = noise * np.linalg.inv(np.ldexp(result.head_cov, -2 * heads))
-        rhs = cross + precision @ np.ldexp(result.head_mean, -heads)
-        solution = np.linalg.solve(gram + precision, rhs[..., None])[..., 0]
-    return np.ldexp(solution, heads)
-
-
-def _em_step(params, statistics, n, floor, n_threads=1):
-    """One EM step from ``params = (mean, cov, noise)``; returns (new params, log-likelihood of
-    ``params``), the log marginal likelihood up to its constant. Compiled; its NumPy twin is
-    :func:`metasp.reference.head_prior_em_step`."""
-    gram, cross, squares = statistics[:3]
-    mean, cov, noise = params
-    *new, log_likelihood = _core.head_prior_em_step(gram, cross, squares, mean, cov, noise,
-                                                    float(n), floor, n_threads)
-    return tuple(new), log_likelihood
-
-
-def _pack(params):
-    mean, cov, noise = params
-    return np.concatenate([mean, cov.ravel(), [noise]])
-
-
-def _unpack(vector, s):
-    cov = vector[s:s + s * s].reshape(s, s)
-    return vector[:s], (cov + cov.T) / 2, float(vector[-1])
-
-
-def _valid(params, floor):
-    _, cov, noise = params
-    return noise >= floor and np.linalg.eigvalsh(cov)[0] >= floor
-
-
-# Floor of the head prior's variances, in units of the targets' mean square (and of the heads'
-# in the subspace): a perfect fit (zero residuals, all-zero targets) is valid data, and its
-# noise variance is this floor rather than 0, which keeps the prior's variances invertible.
-VARIANCE_FLOOR = 1e-12
-
-
-def _fit_head_prior(statistics, n, max_iter=100, tol=1e-5, *, n_threads=1, em_step=None):
-    """Maximum marginal likelihood (mean, cov, noise variance) of the Gaussian random-effects
-    model of the heads in a subspace, from the tasks' statistics in it
-    (:func:`_task_sufficient_statistics`) and their total number of samples ``n``: EM
-    accelerated by SQUAREM (Varadhan and Roland, 2008), started from per-task least squares.
-    ``em_step(params, statistics, n, floor)`` replaces the compiled EM step (the reference
-    passes its NumPy twin). The noise variance is at least VARIANCE_FLOOR times the targets'
-    mean square (VARIANCE_FLOOR where every target is 0)."""
-    gram, cross, squares = statistics[:3]
-    s = cross.shape[1]
-    # EM runs in units where the targets and the features in the subspace have mean square 1:
-    # its floor and SQUAREM's steps then mean the same at any scale of the data, and no
-    # variance (nor its inverse) leaves the float64 range.
-    y_unit = float(np.sqrt(np.sum(squares) / n)) or 1.0
-    x_unit = float(np.sqrt(np.trace(gram, axis1=1, axis2=2).sum() / (n * s))) or 1.0
-    mean, cov, noise = _fit_scaled_head_prior(
-        (gram / x_unit**2, cross / (x_unit * y_unit), squares / y_unit**2), n, max_iter, tol,
-        n_threads, em_step)
-    to_heads = y_unit / x_unit
-    return mean * to_heads, cov * to_heads**2, noise * y_unit**2
-
-
-def _fit_scaled_head_prior(statistics, n, max_iter, tol, n_threads, em_step):
-    """_fit_head_prior in units where the targets' mean square is 1 (or 0)."""
-    gram, cross, squares = statistics
-    T, s = cross.shape
-    scale, floor = 1.0, VARIANCE_FLOOR  # the targets' mean square, and the variances' floor
-    eye = np.eye(s)
-    # Start: per-task least squares (minimum norm when a task has fewer than s samples).
-    jitter = 1e-10 * np.trace(gram, axis1=1, axis2=2)[:, None, None] / s + floor
-    heads = np.linalg.solve(gram + jitter * eye, cross[..., None])[..., 0]
-    noise = max(float(_residual_sums(heads, gram, cross, squares).sum()) / n, floor)
-    cov = (np.atleast_2d(np.cov(heads.T, bias=True)) if T > 1 else scale * eye) + floor * eye
-    params = (heads.mean(axis=0), cov, noise)
-
-    def step(params):
-        if em_step is not None:
-            return em_step(params, statistics, n, floor)
-        return _em_step(params, statistics, n, floor, n_threads)
-
-    for _ in range(max(1, max_iter // 3)):
-        first, _ = step(params)
-        second, first_likelihood = step(first)
-        x0, x1, x2 = _pack(params), _pack(first), _pack(second)
-        r, v = x1 - x0, x2 - 2 * x1 + x0
-        candidate = second
-        if np.linalg.norm(v) > 0:
-            alpha = -max(1.0, np.linalg.norm(r) / np.linalg.norm(v))
-            extrapolated = _unpack(x0 - 2 * alpha * r + alpha**2 * v, s)
-            if _valid(extrapolated, floor):
-                stabilised, extrapolated_likelihood = step(extrapolated)
-                if extrapolated_likelihood >= first_likelihood:  # else plain EM: monotone
-                    candidate = stabilised
-        change = np.linalg.norm(_pack(candidate) - x0) / max(np.linalg.norm(_pack(candidate)),
-                                                             floor)
-        params = candidate
-        if change < tol:
-            break
-    return params
 
 
 # B B^T may differ from the identity by this much (rounding of a QR or an SVD) in a result.

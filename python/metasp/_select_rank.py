@@ -8,9 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._progress import progress
-from ._result import ConvergenceWarning, posterior_heads
-from ._tasks import _rank_within_tasks, as_tasks
-from ._validation import check_rank, check_shots, data_scale, is_integer
+from ._arrays import is_integer
+from ._prior import posterior_heads
+from ._result import ConvergenceWarning
+from ._scaling import data_scale
+from ._tasks import as_tasks, rank_within_tasks
+from ._validation import check_rank, check_shots
 
 __all__ = ["RankSelection", "select_rank"]
 
@@ -63,7 +66,7 @@ def _sample_folds(tasks, cv: int, rng) -> np.ndarray:
     A task with 2 <= m_t < cv samples has one sample in each of its first m_t folds; a task
     with a single sample is never held out (it would have nothing left to fit its head).
     """
-    folds = _rank_within_tasks(rng.random(tasks.n_samples), tasks) % cv
+    folds = rank_within_tasks(rng.random(tasks.n_samples), tasks) % cv
     single = np.repeat(tasks.task_sizes == 1, tasks.task_sizes)
     folds[single] = -1
     return folds

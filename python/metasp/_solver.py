@@ -5,22 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core, kernels, metrics
-from ._diagnostics import checks_rank, diagnose
+from ._postprocess import postprocess
 from ._random_heads import NEGLIGIBLE_NOISE, fit_random_heads, spectral_start
-from ._result import (
-    MetaSPResult,
-    _fit_head_prior,
-    checked,
-    warn_about_diagnostics,
-    warn_about_status,
-)
-from ._solve_result import make_result, unscaled
+from ._result import MetaSPResult, make_result
 from ._validation import (
-    Scale,
     check_fit_arguments,
     check_polish_arguments,
     renamed_refine,
-    rescaled,
     rescaled_arguments,
 )
 
@@ -215,9 +206,9 @@ def fit(
     work, scale = rescaled_arguments(args)
     tasks = work.tasks
     if args.heads == "random":
-        return _finish(_fit_random_heads(work), args, work, scale)
-    out = _core.solve(*kernels._core_arrays(tasks), work.s, solve_options(work))
-    return _finish(make_result(out, work), args, work, scale)
+        return postprocess(_fit_random_heads(work), args, work, scale)
+    out = _core.solve(*kernels.core_arrays(tasks), work.s, solve_options(work))
+    return postprocess(make_result(out, work), args, work, scale)
 
 
 def solve_options(args) -> _core.SolveOptions:
@@ -272,7 +263,7 @@ def _fit_random_heads(args) -> MetaSPResult:
     if fitted.noise_share < NEGLIGIBLE_NOISE and not reached:
         # Noise this small shrinks no head: both estimates coincide, and the least-squares
         # polish converges fast (and exactly on noiseless data) where L-BFGS crawls.
-        out = _core.polish(*kernels._core_arrays(tasks), np.asfortranarray(fitted.U),
+        out = _core.polish(*kernels.core_arrays(tasks), np.asfortranarray(fitted.U),
                            polish_options(args, reference))
         n = out["n_iter"]
         for key in ("loss", "rel_change") + (("sin_angle",) if reference is not None else ()):
@@ -288,45 +279,6 @@ def _fit_random_heads(args) -> MetaSPResult:
     W = left * singular_values
     return MetaSPResult(B=B, W=W, Theta=W @ B, singular_values=singular_values,
                         n_iter=fitted.n_iter, status=fitted.status, history=history)
-
-
-def _finish(result: MetaSPResult, args, work, scale: Scale) -> MetaSPResult:
-    """The head prior, the diagnostics and the warnings of a fit; ``result`` was fitted to
-    the rescaled ``work.tasks`` (see :func:`metasp._validation.rescaled`), ``args`` are the
-    arguments as given."""
-    given, args, tasks = args, work, work.tasks
-    statistics = None
-    # Random heads are shrunk on purpose; the rank check reads the residual correlations at
-    # least-squares heads in the fitted subspace instead, outside that subspace.
-    phase = result.history.get("phase", ())
-    shrunk = len(phase) > 0 and phase[-1] == "random_heads"
-    if result.status != "diverged":
-        # The head prior behind adapt(prior="empirical") (what result.fit_prior(tasks) does).
-        # The diagnostics reuse its per-task statistics, and the same pass over X gives them
-        # the gradient at Theta = W B when the rank check needs it.
-        statistics = kernels.task_statistics(
-            tasks, result.B, heads=result.W if checks_rank(result, args) and not shrunk else None,
-            n_jobs=args.n_threads)
-        result.head_mean, result.head_cov, result.noise_variance = _fit_head_prior(
-            statistics, tasks.n_samples, n_threads=args.n_threads)
-
-    def gradient(Theta):
-        if statistics is not None and statistics.G is not None:
-            return statistics.G
-        if shrunk:
-            heads = np.einsum("tij,tj->ti", np.linalg.pinv(statistics.gram, hermitian=True),
-                              statistics.cross)
-            G = kernels.gradient(tasks, heads @ result.B, n_jobs=args.n_threads).G
-            return G - (G @ result.B.T) @ result.B
-        return kernels.gradient(tasks, Theta, n_jobs=args.n_threads).G
-
-    # The findings are ratios, the same at any scale; their advice names the step as given.
-    result.diagnostics = diagnose(result, args._replace(step=given.step), gradient,
-                                  None if statistics is None else statistics.gram)
-    result = checked(unscaled(result, scale))
-    warn_about_status(result, given.adaptive, given.step, given.tol)
-    warn_about_diagnostics(result)
-    return result
 
 
 def polish(Xs, ys=None, B=None, *, max_iter=100, tol=1e-10, n_jobs=None, reference_B=None):
@@ -370,8 +322,9 @@ def polish(Xs, ys=None, B=None, *, max_iter=100, tol=1e-10, n_jobs=None, referen
     """
     args = check_polish_arguments(Xs, ys, B, max_iter, tol, n_jobs, reference_B,
                                   available_threads=_core.max_threads())
-    tasks, scale = rescaled(args.tasks)
-    out = _core.polish(*kernels._core_arrays(tasks), np.asfortranarray(args.init_B.T),
+    work, scale = rescaled_arguments(args)
+    tasks = work.tasks
+    out = _core.polish(*kernels.core_arrays(tasks), np.asfortranarray(args.init_B.T),
                        polish_options(args, args.reference_B))
     n = out["n_iter"]
     history = {"loss": out["loss"], "rel_change": out["rel_change"],
@@ -382,6 +335,4 @@ def polish(Xs, ys=None, B=None, *, max_iter=100, tol=1e-10, n_jobs=None, referen
         B=out["B"], W=out["W"], Theta=out["Theta"], singular_values=out["singular_values"],
         n_iter=n, status=out["status"], history=history,
     )
-    result = checked(unscaled(result, scale))
-    warn_about_status(result, True, 1.0, args.tol)
-    return result
+    return postprocess(result, args, work, scale)

@@ -2,56 +2,21 @@
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
+from ._arrays import (
+    as_core_matrix,
+    as_float64,
+    check_finite,
+    is_float32,
+    is_integer,
+    numeric_array,
+)
+
 __all__ = ["Tasks", "as_tasks"]
-
-
-def _numeric_array(values, name: str) -> np.ndarray:
-    """Return ``values`` as an array, refusing dtypes that are not real numbers."""
-    if type(values).__module__.startswith("scipy.sparse"):
-        raise TypeError(f"{name} is a sparse {type(values).__name__}; metasp needs dense data: "
-                        f"pass {name}.toarray()")
-    try:
-        array = np.asarray(values)
-    except (TypeError, ValueError) as error:  # ragged nested lists, objects numpy rejects
-        raise TypeError(f"{name} could not be read as a numeric array: {error}") from None
-    if array.dtype == object:
-        array = _object_to_float(array, name)
-    if array.dtype.kind == "c":
-        raise TypeError(
-            f"{name} has complex dtype {array.dtype}; metasp fits real-valued regressions. "
-            "Pass the real part (np.real) or split real and imaginary parts into features."
-        )
-    if array.dtype.kind not in "biuf":
-        raise TypeError(
-            f"{name} has dtype {array.dtype}, which is not numeric; convert it with "
-            f"np.asarray({name}, dtype=float) after encoding any non-numeric columns."
-        )
-    return array
-
-
-def _object_to_float(array: np.ndarray, name: str) -> np.ndarray:
-    """An object array whose entries are all real numbers, as float64; else a ``TypeError``.
-
-    pandas gives object arrays for frames that mix booleans and floats, for example. Strings,
-    ``None`` and ``pandas.NA`` are refused rather than parsed or read as NaN: they are a sign
-    of data that needs cleaning first.
-    """
-    for index, value in enumerate(array.flat):
-        if not isinstance(value, (numbers.Real, np.bool_)):
-            where = ", ".join(str(i) for i in np.unravel_index(index, array.shape))
-            raise TypeError(
-                f"{name} has dtype object, which is not numeric: its entry at [{where}] is "
-                f"{value!r} (a {type(value).__name__}). The argument must be free of strings, "
-                "None and other objects: real numbers only. Encode or impute such entries, "
-                f"then convert with np.asarray({name}, dtype=float)"
-            )
-    return array.astype(np.float64)
 
 
 def _is_missing(value) -> bool:
@@ -75,7 +40,8 @@ def _missing_labels(labels: np.ndarray) -> np.ndarray:
     return np.zeros(labels.shape, dtype=bool)
 
 
-def _refuse_missing_labels(groups: np.ndarray, name: str = "groups") -> None:
+def refuse_missing_labels(groups: np.ndarray, name: str = "groups") -> None:
+    """Raise a ValueError that counts the missing task labels, when there are any."""
     missing = _missing_labels(groups)
     if missing.any():
         raise ValueError(
@@ -85,7 +51,7 @@ def _refuse_missing_labels(groups: np.ndarray, name: str = "groups") -> None:
         )
 
 
-def _unique_labels(groups: np.ndarray, name: str = "groups"):
+def unique_labels(groups: np.ndarray, name: str = "groups"):
     """``np.unique(groups, return_inverse=True, return_counts=True)`` for task labels.
 
     Missing labels are a ``ValueError`` (NumPy would make NaN a task of its own, or one task
@@ -95,7 +61,7 @@ def _unique_labels(groups: np.ndarray, name: str = "groups"):
     try:
         labels, codes, counts = np.unique(groups, return_inverse=True, return_counts=True)
     except TypeError:  # object labels that cannot be compared with each other
-        _refuse_missing_labels(groups, name)
+        refuse_missing_labels(groups, name)
         types = sorted({type(v).__name__ for v in groups.tolist()})
         raise TypeError(
             f"{name} mixes labels of types {types}, which cannot be sorted together; convert "
@@ -104,13 +70,8 @@ def _unique_labels(groups: np.ndarray, name: str = "groups"):
     # A missing label survives np.unique as a label of its own (one per NaN in an object
     # array), so the T labels tell whether any of the N rows has one.
     if _missing_labels(labels).any():
-        _refuse_missing_labels(groups, name)
+        refuse_missing_labels(groups, name)
     return labels, codes.reshape(-1), counts
-
-
-def _float64(array: np.ndarray) -> np.ndarray:
-    """C-contiguous float64: the same object when it already is, else one deliberate copy."""
-    return np.ascontiguousarray(array, dtype=np.float64)
 
 
 def _check_dtype(dtype):
@@ -127,42 +88,8 @@ def _check_dtype(dtype):
     return dtype.type
 
 
-def _is_float32(array: np.ndarray) -> bool:
-    return array.dtype.kind == "f" and array.dtype.itemsize == 4
-
-
-def _design(X: np.ndarray, dtype=None) -> np.ndarray:
-    """X as the C++ core reads it: C-contiguous float32 or float64.
-
-    ``dtype=None`` keeps float32 data in float32 and makes everything else float64; the same
-    object comes back when nothing needs converting, else one deliberate copy.
-    """
-    if dtype is None:
-        dtype = np.float32 if _is_float32(X) else np.float64
-    try:
-        with np.errstate(over="raise"):
-            return np.ascontiguousarray(X, dtype=dtype)
-    except FloatingPointError:
-        raise ValueError(f"X has values beyond the range of {np.dtype(dtype).name}; keep it in "
-                         "float64 (dtype=None)") from None
-
-
-def _check_finite(array: np.ndarray, name: str) -> None:
-    # A sum is finite exactly when no entry is NaN or inf, unless it overflows; it needs no
-    # temporary the size of the array, which matters for a data set of several GB.
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(np.sum(array)):
-            return
-    bad = np.argwhere(~np.isfinite(array))
-    if bad.size:
-        where = ", ".join(str(i) for i in bad[0])
-        raise ValueError(
-            f"{name} contains NaN or inf (first at index [{where}]); remove or impute those "
-            "samples before fitting."
-        )
-
-
-def _import_pandas(caller: str):
+def import_pandas(caller: str):
+    """The pandas module, or an ImportError that says how to install it for ``caller``."""
     try:
         import pandas
     except ImportError:
@@ -170,7 +97,7 @@ def _import_pandas(caller: str):
     return pandas
 
 
-def _is_numeric_column(column) -> bool:
+def is_numeric_column(column) -> bool:
     """Real numbers or booleans (which become 0 and 1); not complex, text, dates or categories."""
     from pandas.api import types
 
@@ -182,7 +109,7 @@ def _feature_columns(df, group, target, features) -> list:
     """The feature column labels: checked when given, every numeric column when not."""
     if features is None:
         candidates = [c for c in df.columns if c != group and c != target]
-        features = [c for c in candidates if _is_numeric_column(df[c])]
+        features = [c for c in candidates if is_numeric_column(df[c])]
         skipped = [c for c in candidates if c not in features]
         if skipped:
             warnings.warn(
@@ -205,7 +132,7 @@ def _feature_columns(df, group, target, features) -> list:
     for role, column in (("group", group), ("target", target)):
         if column in features:
             raise ValueError(f"the {role} column {column!r} cannot also be a feature")
-    text = {str(c): str(df[c].dtype) for c in features if not _is_numeric_column(df[c])}
+    text = {str(c): str(df[c].dtype) for c in features if not is_numeric_column(df[c])}
     if text:
         raise TypeError(f"feature columns are not numeric (dtypes {text}); encode them first, "
                         "for example with pd.get_dummies(df, columns=[...], drop_first=True)")
@@ -261,9 +188,9 @@ class Tasks:
 
     def __init__(self, X, y, offsets, labels=None, feature_names=None, *, dtype=None):
         dtype = _check_dtype(dtype)
-        X = _numeric_array(X, "X")
-        y = _numeric_array(y, "y")
-        offsets = _numeric_array(offsets, "offsets")
+        X = numeric_array(X, "X")
+        y = numeric_array(y, "y")
+        offsets = numeric_array(offsets, "offsets")
         if X.ndim != 2:
             raise ValueError(f"X must be 2-D (N samples, d features); got shape {X.shape}")
         if y.ndim != 1:
@@ -291,9 +218,9 @@ class Tasks:
                 f"task {empty} has no samples (offsets must increase strictly); drop empty "
                 "tasks before fitting"
             )
-        X, y = _design(X, dtype), _float64(y)
-        _check_finite(X, "X")
-        _check_finite(y, "y")
+        X, y = as_core_matrix(X, dtype), as_float64(y)
+        check_finite(X, "X")
+        check_finite(y, "y")
         if labels is not None:
             labels = np.asarray(labels)
             if labels.shape != (offsets.size - 1,):
@@ -327,8 +254,8 @@ class Tasks:
             raise ValueError(f"got {len(Xs)} design matrices but {len(ys)} target vectors")
         if not Xs:
             raise ValueError("there are no tasks: Xs and ys are empty")
-        Xs = [_numeric_array(X, f"Xs[{t}]") for t, X in enumerate(Xs)]
-        ys = [_numeric_array(y, f"ys[{t}]") for t, y in enumerate(ys)]
+        Xs = [numeric_array(X, f"Xs[{t}]") for t, X in enumerate(Xs)]
+        ys = [numeric_array(y, f"ys[{t}]") for t, y in enumerate(ys)]
         d = None
         for t, (X, y) in enumerate(zip(Xs, ys)):
             if X.ndim != 2:
@@ -350,7 +277,7 @@ class Tasks:
         offsets = np.zeros(len(Xs) + 1, dtype=np.int64)
         np.cumsum([X.shape[0] for X in Xs], out=offsets[1:])
         if dtype is None:
-            dtype = np.float32 if all(_is_float32(X) for X in Xs) else np.float64
+            dtype = np.float32 if all(is_float32(X) for X in Xs) else np.float64
         # One copy, straight into the stored dtype, whatever the per-task dtypes.
         try:
             with np.errstate(over="raise"):
@@ -368,8 +295,8 @@ class Tasks:
         ``dtype`` as in :class:`Tasks`.
         """
         dtype = _check_dtype(dtype)
-        X = _numeric_array(X, "X")
-        y = _numeric_array(y, "y")
+        X = numeric_array(X, "X")
+        y = numeric_array(y, "y")
         if X.ndim != 3:
             hint = (
                 "; for one row per sample with a task label per row, use "
@@ -386,7 +313,7 @@ class Tasks:
         if m == 0:
             raise ValueError("every task is empty: X has m = 0 samples per task")
         offsets = np.arange(T + 1, dtype=np.int64) * m
-        return cls(_design(X, dtype).reshape(T * m, d), _float64(y).reshape(T * m), offsets)
+        return cls(as_core_matrix(X, dtype).reshape(T * m, d), as_float64(y).reshape(T * m), offsets)
 
     @classmethod
     def from_groups(cls, X, y, groups, *, dtype=None) -> Tasks:
@@ -398,8 +325,8 @@ class Tasks:
         None, NaT, ``pandas.NA``) is a ``ValueError``, as in :meth:`from_frame`; labels that
         cannot be sorted together (str and int) are a ``TypeError``.
         """
-        X = _numeric_array(X, "X")
-        y = _numeric_array(y, "y")
+        X = numeric_array(X, "X")
+        y = numeric_array(y, "y")
         groups = np.asarray(groups)
         if X.ndim != 2:
             raise ValueError(f"X must be 2-D (N samples, d features); got shape {X.shape}")
@@ -414,7 +341,7 @@ class Tasks:
             )
         if X.shape[0] == 0:
             raise ValueError("there are no tasks: X has no rows")
-        labels, codes, counts = _unique_labels(groups)
+        labels, codes, counts = unique_labels(groups)
         if (np.diff(codes) < 0).any():
             order = np.argsort(codes, kind="stable")
             X, y = X[order], y[order]
@@ -473,9 +400,7 @@ class Tasks:
         >>> tasks.labels.tolist(), tasks.feature_names, tasks.task_sizes.tolist()
         (['a', 'b'], ('temp', 'wind'), [2, 3])
         """
-        from ._validation import is_integer  # _validation imports this module
-
-        pd = _import_pandas("Tasks.from_frame")
+        pd = import_pandas("Tasks.from_frame")
         if not isinstance(df, pd.DataFrame):
             raise TypeError(f"df must be a pandas DataFrame; got {type(df).__name__}. For "
                             "arrays, use Tasks.from_groups(X, y, groups)")
@@ -492,7 +417,7 @@ class Tasks:
                                  f"{df.columns.tolist()}")
         if group == target:
             raise ValueError(f"group and target are the same column {group!r}")
-        if not _is_numeric_column(df[target]):
+        if not is_numeric_column(df[target]):
             raise TypeError(f"the target column {target!r} has dtype {df[target].dtype}, which is "
                             "not numeric; convert it (pd.to_numeric) first")
         features = _feature_columns(df, group, target, features)
@@ -692,7 +617,7 @@ class Tasks:
             )
         rng = np.random.default_rng(random_state)
         # A random key per row; the k smallest keys of each task form its support set.
-        rank_in_task = _rank_within_tasks(rng.random(self.n_samples), self)
+        rank_in_task = rank_within_tasks(rng.random(self.n_samples), self)
         support = rank_in_task < k
         return self._take_rows(support), self._take_rows(~support)
 
@@ -721,7 +646,7 @@ class Tasks:
         )
 
 
-def _rank_within_tasks(keys: np.ndarray, tasks: Tasks) -> np.ndarray:
+def rank_within_tasks(keys: np.ndarray, tasks: Tasks) -> np.ndarray:
     """Rank (0, 1, ...) of each row's key among the rows of its own task."""
     task_of_row = tasks.task_of_row
     order = np.lexsort((keys, task_of_row))
@@ -747,7 +672,7 @@ def as_tasks(Xs, ys=None, dtype=None) -> Tasks:
         raise TypeError("ys is missing: pass the targets, or a metasp.Tasks as the only input")
     if isinstance(Xs, np.ndarray):
         if not isinstance(ys, np.ndarray):
-            ys = _numeric_array(ys, "ys")
+            ys = numeric_array(ys, "ys")
         return Tasks.from_array(Xs, ys, dtype=dtype)
     if isinstance(Xs, (list, tuple)) and isinstance(ys, (list, tuple, np.ndarray)):
         return Tasks.from_list(Xs, ys, dtype=dtype)

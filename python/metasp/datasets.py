@@ -11,8 +11,8 @@ from importlib import resources
 
 import numpy as np
 
+from ._arrays import is_integer, is_real
 from ._tasks import Tasks
-from ._validation import is_integer, is_real
 
 __all__ = ["PM25Dataset", "load_beijing_pm25", "make_hps"]
 

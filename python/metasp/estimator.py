@@ -16,9 +16,9 @@ import warnings
 
 import numpy as np
 
+from ._arrays import check_finite, is_integer, numeric_array
 from ._solver import fit
-from ._tasks import Tasks, _check_finite, _numeric_array, _refuse_missing_labels, _unique_labels
-from ._validation import is_integer
+from ._tasks import Tasks, refuse_missing_labels, unique_labels
 
 __all__ = ["MetaSP"]
 
@@ -85,9 +85,9 @@ def _feature_names(X):
 
 
 def _real_array(values, name: str) -> np.ndarray:
-    """``_numeric_array``, with scikit-learn's ``ValueError`` for complex data."""
+    """``numeric_array``, with scikit-learn's ``ValueError`` for complex data."""
     try:
-        return _numeric_array(values, name)
+        return numeric_array(values, name)
     except TypeError:
         try:
             is_complex = np.iscomplexobj(values)
@@ -349,7 +349,7 @@ class MetaSP(*_BASES):
             raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
                              f"expecting {self.n_features_in_} features as input (d = "
                              f"{self.n_features_in_} columns, as in fit)")
-        _check_finite(X, "X")
+        check_finite(X, "X")
         return X
 
     def _check_feature_names(self, names) -> None:
@@ -388,7 +388,7 @@ class MetaSP(*_BASES):
                              f"{y.shape}{hint}")
         if y.shape[0] != n_rows:
             raise ValueError(f"X has {n_rows} rows but y has {y.shape[0]} entries")
-        _check_finite(y, "y")
+        check_finite(y, "y")
         return np.asarray(y, dtype=np.float64)
 
     def _adapt_options(self) -> dict:
@@ -399,7 +399,7 @@ class MetaSP(*_BASES):
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call "
                                  "fit(X, y, groups) first")
 
-    def _design(self, X) -> np.ndarray:
+    def _checked_features(self, X) -> np.ndarray:
         """``X`` of a fitted model's methods, as float64, its columns checked against fit's."""
         self._check_fitted()
         self._check_feature_names(_feature_names(X))
@@ -435,7 +435,7 @@ class MetaSP(*_BASES):
         ndarray of shape (n_samples, rank)
             The subspace features.
         """
-        return self._design(X) @ self.B_.T
+        return self._checked_features(X) @ self.B_.T
 
     def predict(self, X, groups=None) -> np.ndarray:
         """Predict rows of training tasks with their fitted heads.
@@ -453,11 +453,11 @@ class MetaSP(*_BASES):
         ndarray of shape (n_samples,)
             Predictions.
         """
-        X = self._design(X)
+        X = self._checked_features(X)
         if groups is None:
             raise TypeError("MetaSP.predict needs groups: the training task of every row")
         groups = self._rows_like(groups, X.shape[0], "groups")
-        _refuse_missing_labels(groups)
+        refuse_missing_labels(groups)
         position, known = self._task_index(groups)
         if not known.all():
             unseen = np.unique(groups[~known])
@@ -483,7 +483,7 @@ class MetaSP(*_BASES):
         self : MetaSP
             With the new head in ``head_``; predict with :meth:`predict_new`.
         """
-        X = self._design(X)
+        X = self._checked_features(X)
         self.head_ = self.result_.adapt(X, y, **self._adapt_options())
         return self
 
@@ -503,7 +503,7 @@ class MetaSP(*_BASES):
         self._check_fitted()
         if not hasattr(self, "head_"):
             raise NotFittedError("no new task yet: call adapt(X_support, y_support) first")
-        return self.result_.predict(self._design(X), self.head_)
+        return self.result_.predict(self._checked_features(X), self.head_)
 
     def score(self, X, y, groups=None, sample_weight=None) -> float:
         """Coefficient of determination R^2, scoring training and unseen tasks alike.
@@ -531,7 +531,7 @@ class MetaSP(*_BASES):
             ``1 - sum(w (y - pred)^2) / sum(w (y - mean_w(y))^2)`` over the predicted rows;
             1.0 or 0.0 when those targets are constant (perfect predictions or not).
         """
-        X = self._design(X)
+        X = self._checked_features(X)
         if groups is None:
             raise TypeError("MetaSP.score needs groups; with GridSearchCV, enable metadata "
                             "routing and call set_score_request(groups=True)")
@@ -541,7 +541,7 @@ class MetaSP(*_BASES):
             raise ValueError("MetaSP.score requires y to be passed, but the target y is None")
         y = self._check_y(y, X.shape[0])
         groups = self._rows_like(groups, X.shape[0], "groups")
-        _refuse_missing_labels(groups)
+        refuse_missing_labels(groups)
         weights = self._check_sample_weight(sample_weight, X.shape[0])
         features = X @ self.B_.T
         position, known = self._task_index(groups)
@@ -549,7 +549,7 @@ class MetaSP(*_BASES):
         prediction[known] = np.einsum("ij,ij->i", features[known], self.W_[position[known]])
         scored = known.copy()
         new_rows = np.flatnonzero(~known)
-        labels, task_of_row, _ = _unique_labels(groups[new_rows])
+        labels, task_of_row, _ = unique_labels(groups[new_rows])
         for task, label in enumerate(labels.tolist()):
             rows = new_rows[task_of_row == task]
             if rows.size <= self.shots:
@@ -574,13 +574,13 @@ class MetaSP(*_BASES):
     def _check_sample_weight(self, sample_weight, n_rows: int) -> np.ndarray:
         if sample_weight is None:
             return np.ones(n_rows)
-        weights = np.asarray(_numeric_array(sample_weight, "sample_weight"), dtype=np.float64)
+        weights = np.asarray(numeric_array(sample_weight, "sample_weight"), dtype=np.float64)
         if weights.ndim == 0:  # one number for every row, as scikit-learn allows
             weights = np.full(n_rows, float(weights))
         if weights.shape != (n_rows,):
             raise ValueError(f"sample_weight must have shape ({n_rows},), one weight per row of "
                              f"X; got {weights.shape}")
-        _check_finite(weights, "sample_weight")
+        check_finite(weights, "sample_weight")
         if (weights < 0).any():
             raise ValueError("sample_weight has negative entries; weights must be >= 0")
         return weights

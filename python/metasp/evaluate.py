@@ -14,33 +14,28 @@ subspace dimension for this repeat and ``rng`` a ``numpy.random.Generator``, and
 
 from __future__ import annotations
 
-import inspect
 import warnings
 import zlib
 
 import numpy as np
 
+from ._arrays import is_integer
 from ._progress import progress
 from ._result import ConvergenceWarning
 from ._tasks import as_tasks
-from ._validation import check_shots, is_integer
+from ._validation import check_shots
+from .baselines import BASELINES
 
 __all__ = ["available_methods", "few_shot", "format_table"]
 
 # Ridge strengths tried by the per-task ridge, relative to the mean squared feature value.
 RIDGE_GRID = np.logspace(-3, 4, 22)
 # Baselines that need information real data do not have (the true subspace).
-_NEEDS_TRUTH = ("oracle",)
+_NEEDS_TRUTH = tuple(name for name, baseline in BASELINES.items() if baseline.needs_truth)
 
 
 def _baseline_names() -> tuple:
-    try:
-        from . import baselines
-    except ImportError:
-        return ()
-    names = ("mom", "anil", "burer_monteiro", "altmin", "altmin_gd", "nuclear_norm",
-             "single_task")
-    return tuple(name for name in names if hasattr(baselines, name))
+    return tuple(name for name, baseline in BASELINES.items() if not baseline.needs_truth)
 
 
 def available_methods() -> tuple:
@@ -96,12 +91,9 @@ def _metasp_fit(fit_options):
 
 def _baseline_fit(name, options):
     def fit_subspace(train, rank, rng):
-        from . import baselines
-
-        method = getattr(baselines, name)
-        seed = {"random_state": rng} if "random_state" in inspect.signature(method).parameters \
-            else {}
-        return method(train, s=rank, **seed, **options)
+        baseline = BASELINES[name]
+        seed = {"random_state": rng} if baseline.seeded else {}
+        return baseline.function(train, s=rank, **seed, **options)
 
     return fit_subspace
 

@@ -60,10 +60,10 @@ from pathlib import Path
 import numpy as np
 
 from . import baselines
+from ._arrays import is_integer
 from ._progress import progress as _progress
 from ._solver import fit
 from ._tasks import Tasks
-from ._validation import is_integer
 from .kernels import gradient
 from .metrics import frobenius_error, sin_angle
 
@@ -162,17 +162,17 @@ def _call(method, tasks, s, seed, setting, B_true, options):
         return fit(tasks, None, s, random_state=seed, heads="fixed", **options)
     if method == "nuclear_norm_best":
         return _nuclear_norm_best(tasks, s, seed, setting["sigma"], B_true, options)
-    if method == "mom":
-        return baselines.mom(tasks, None, s)
-    if method == "oracle":
-        return baselines.oracle(tasks, None, s, B_true=B_true)
     if method == "anil_2nd":
         return baselines.anil(tasks, None, s, order=2, random_state=seed, **options)
+    baseline = baselines.BASELINES[method]
+    if baseline.needs_truth:
+        options = {"B_true": B_true, **options}
     if method == "nuclear_norm":
         # The default weight with the known noise level, as in the trace-norm literature's
         # simulations (estimating it would add a Meta-SP fit to every run).
         options = {"sigma": setting["sigma"], **options}
-    return getattr(baselines, method)(tasks, None, s, random_state=seed, **options)
+    seed = {"random_state": seed} if baseline.seeded else {}
+    return baseline.function(tasks, None, s, **seed, **options)
 
 
 # The oracle-tuned trace norm tries these multiples of the default weight (from the true sigma).

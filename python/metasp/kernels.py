@@ -12,15 +12,12 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _core
-from ._tasks import Tasks, _check_finite, _float64, _numeric_array
-from ._validation import (
-    as_float,
-    check_max_iter,
-    check_tol,
-    is_real,
-    resolve_n_jobs,
-    seed_from,
-)
+from ._arrays import as_float, is_real
+from ._arrays import as_float64 as _float64
+from ._arrays import check_finite as _check_finite
+from ._arrays import numeric_array as _numeric_array
+from ._tasks import Tasks
+from ._validation import check_max_iter, check_tol, resolve_n_jobs, seed_from
 
 # The C++ core's truncated-SVD defaults, read from the core (their one source).
 #: Ritz-residual tolerance of :func:`truncated_svd`, relative to the largest eigenvalue of A^T A.
@@ -53,7 +50,7 @@ def _aligned(array: np.ndarray, order: str = "C") -> np.ndarray:
     return np.require(array, requirements=[order, "A"])
 
 
-def _core_arrays(tasks: Tasks) -> tuple:
+def core_arrays(tasks: Tasks) -> tuple:
     """(X, y, offsets) of ``tasks`` for the C++ core."""
     return _aligned(tasks.X), _aligned(tasks.y), _aligned(tasks.offsets)
 
@@ -139,7 +136,7 @@ def gradient(tasks: Tasks, Theta, *, subspace=None, n_jobs=None) -> GradientPass
     Theta = _matrix(Theta, "Theta", (tasks.n_tasks, tasks.n_features))
     V = None if subspace is None else _basis(subspace, tasks.n_features, "subspace")
     threads = resolve_n_jobs(n_jobs, _core.max_threads())
-    out = GradientPass(*_core.task_gradient(*_core_arrays(tasks), Theta, V, threads))
+    out = GradientPass(*_core.task_gradient(*core_arrays(tasks), Theta, V, threads))
     _check_output("gradient", out._asdict(), {"X": tasks.X, "y": tasks.y, "Theta": Theta})
     return out
 
@@ -165,7 +162,7 @@ def curvature(tasks: Tasks, C, B, n_jobs=None) -> np.ndarray:
     B = _basis(B, tasks.n_features, "B")
     C = _matrix(C, "C", (tasks.n_tasks, B.shape[1]))
     threads = resolve_n_jobs(n_jobs, _core.max_threads())
-    out = _core.task_curvature(*_core_arrays(tasks), C, B, threads)
+    out = _core.task_curvature(*core_arrays(tasks), C, B, threads)
     _check_output("curvature", {"curvature": out}, {"X": tasks.X, "C": C, "B": B})
     return out
 
@@ -214,7 +211,7 @@ def task_statistics(tasks: Tasks, B, *, heads=None, n_jobs=None) -> TaskStatisti
     if heads is not None:
         heads = _matrix(heads, "heads", (tasks.n_tasks, B.shape[0]))
     threads = resolve_n_jobs(n_jobs, _core.max_threads())
-    out = TaskStatistics(*_core.task_statistics(*_core_arrays(tasks), _aligned(B.T, "F"), heads,
+    out = TaskStatistics(*_core.task_statistics(*core_arrays(tasks), _aligned(B.T, "F"), heads,
                                                 threads))
     _check_output("task_statistics", out._asdict(), {"X": tasks.X, "y": tasks.y, "B": B})
     return out
@@ -263,7 +260,7 @@ def marginal_pass(tasks: Tasks, U, noise, *, n_jobs=None) -> MarginalPass:
     if not (np.isfinite(variance) and variance > 0):
         raise ValueError(f"noise must be a positive finite number; got {noise!r}")
     threads = resolve_n_jobs(n_jobs, _core.max_threads())
-    return MarginalPass(*_core.marginal_pass(*_core_arrays(tasks), U, variance, threads))
+    return MarginalPass(*_core.marginal_pass(*core_arrays(tasks), U, variance, threads))
 
 
 def truncated_svd(

@@ -11,9 +11,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from . import _core
-from ._result import MetaSPResult, _fit_head_prior, _residual_sums, warn_about_status
-from ._solve_result import make_result, unscaled
+from . import _core, _prior
+from ._arrays import canonical_factors
+from ._postprocess import Passes, postprocess
+from ._result import MetaSPResult, make_result
 from ._tasks import Tasks
 from ._validation import check_fit_arguments, renamed_refine, rescaled_arguments
 from .kernels import GradientPass, MarginalPass, TaskStatistics, TruncatedSVD
@@ -117,7 +118,7 @@ def head_prior_em_step(params, statistics, n, floor, block=None):
         sum_outer += posterior_mean.T @ posterior_mean
         sum_cov += posterior_cov.sum(axis=0)
         sum_residual += float(
-            _residual_sums(posterior_mean, gram[part], cross[part], squares[part]).sum()
+            _prior.residual_sums(posterior_mean, gram[part], cross[part], squares[part]).sum()
             + np.einsum("tsr,tsr->", gram[part], posterior_cov))
         log_det += float(np.linalg.slogdet(precision)[1].sum())
         quadratic += float(squares[part].sum() / noise - np.einsum("ts,ts->", rhs,
@@ -135,7 +136,7 @@ def head_prior_em_step(params, statistics, n, floor, block=None):
 def fit_head_prior(statistics, n, max_iter=100, tol=1e-5):
     """The head prior (mean, cov, noise variance) of :meth:`metasp.MetaSPResult.fit_prior`
     from the tasks' statistics and their number of samples ``n``, with the NumPy EM step."""
-    return _fit_head_prior(statistics, n, max_iter, tol, em_step=head_prior_em_step)
+    return _prior.fit_head_prior(statistics, n, max_iter, tol, em_step=head_prior_em_step)
 
 
 def truncated_svd(A: np.ndarray, s: int) -> TruncatedSVD:
@@ -171,8 +172,6 @@ def fit(
     threads; ``random_state`` only draws the extra starts. ``history`` has no ``"svd_steps"``,
     ``"seconds"`` or ``"svd_seconds"``.
     """
-    from ._diagnostics import diagnose
-    from ._result import checked, warn_about_diagnostics
     polish = renamed_refine(refine, polish)
     given = check_fit_arguments(
         Xs, ys, s, step, init, max_iter, tol, n_jobs, random_state, reference_B,
@@ -193,13 +192,8 @@ def fit(
                 best.status == "diverged" or run.final_loss < best.final_loss)):
             best = run
     best.start_loss, best.start_iter = start_loss, start_iter
-    result = make_result(best, args)
-    result.diagnostics = diagnose(result, args._replace(step=given.step),
-                                  lambda Theta: gradient(args.tasks, Theta).G)
-    result = checked(unscaled(result, scale))
-    warn_about_status(result, given.adaptive, given.step, given.tol)
-    warn_about_diagnostics(result)
-    return result
+    return postprocess(make_result(best, args), given, args, scale,
+                       Passes(task_statistics, gradient, head_prior_em_step))
 
 
 # The C++ core's constants: the polish hand-over and "stalled" patience (SolveOptions'
@@ -461,13 +455,6 @@ def heads(tasks: Tasks, V: np.ndarray):
         W[t] = np.linalg.lstsq(Z, y, rcond=None)[0]
         task_loss[t] = np.sum((y - Z @ W[t]) ** 2) / len(y)
     return W, task_loss
-
-
-def canonical_factors(W: np.ndarray, U: np.ndarray):
-    """``W U^T = W' V^T`` with orthonormal V and ``W' = P diag(singular values)``, descending."""
-    Q, R = np.linalg.qr(U)
-    P, S, Zt = np.linalg.svd(W @ R.T, full_matrices=False)
-    return P * S, Q @ Zt.T, S
 
 
 def basis_system(tasks: Tasks, W: np.ndarray, V=None):

@@ -6,16 +6,16 @@ import numpy as np
 
 from .._validation import check_count, check_max_iter, check_tol, seed_from
 from ._common import (
-    _check_choice,
-    _hessian_product,
-    _moments,
-    _prepare,
-    _random_rows,
-    _result,
-    _spectral_start,
-    _task_heads,
-    _warn_max_iter,
-    _without_targets,
+    canonical_result,
+    check_choice,
+    hessian_product,
+    prepare,
+    random_rows,
+    spectral_start,
+    task_heads,
+    task_moments,
+    warn_max_iter,
+    without_targets,
 )
 
 
@@ -29,7 +29,7 @@ def _solve_subspace_factor(tasks, tasks_without_y, W, B, moments, *, steps, prec
     preconditioner. Returns the new B and the number of passes.
     """
     def operator(D):
-        return W.T @ _hessian_product(tasks_without_y, W @ D, n_jobs)
+        return W.T @ hessian_product(tasks_without_y, W @ D, n_jobs)
 
     gram = W.T @ W
     try:
@@ -69,21 +69,21 @@ def _solve_subspace_factor(tasks, tasks_without_y, W, B, moments, *, steps, prec
 
 def _altmin(tasks, s, *, init, max_iter, tol, random_state, n_jobs, steps, precondition,
             name):
-    init = _check_choice(init, "init", ("spectral", "random"))
+    init = check_choice(init, "init", ("spectral", "random"))
     max_iter = check_max_iter(max_iter)
     tol = check_tol(tol)
     seed = seed_from(random_state)
     if init == "spectral":
-        B = _spectral_start(tasks, s, seed, n_jobs).V.T
+        B = spectral_start(tasks, s, seed, n_jobs).V.T
     else:
-        B = _random_rows(np.random.default_rng(seed), s, tasks.n_features)
-    moments = _moments(tasks, n_jobs)
-    tasks_without_y = _without_targets(tasks)
+        B = random_rows(np.random.default_rng(seed), s, tasks.n_features)
+    moments = task_moments(tasks, n_jobs)
+    tasks_without_y = without_targets(tasks)
     Theta = np.zeros((tasks.n_tasks, tasks.n_features))
     history = {"rel_change": [], "passes": []}
     status = "max_iter"
     for k in range(max_iter):
-        W = _task_heads(tasks, B)
+        W = task_heads(tasks, B)
         B, passes = _solve_subspace_factor(
             tasks, tasks_without_y, W, B, moments, steps=steps, precondition=precondition,
             tol=1e-10, n_jobs=n_jobs,
@@ -100,8 +100,8 @@ def _altmin(tasks, s, *, init, max_iter, tol, random_state, n_jobs, steps, preco
             status = "converged"
             break
     if status == "max_iter" and tol > 0:
-        _warn_max_iter(name, max_iter, f"relative change {history['rel_change'][-1]:.2g}")
-    return _result(_task_heads(tasks, B), B, k + 1, status, history)
+        warn_max_iter(name, max_iter, f"relative change {history['rel_change'][-1]:.2g}")
+    return canonical_result(task_heads(tasks, B), B, k + 1, status, history)
 
 
 def altmin(Xs, ys=None, s=None, *, init="spectral", max_iter=200, tol=1e-8, cg_steps=50,
@@ -166,7 +166,7 @@ def altmin(Xs, ys=None, s=None, *, init="spectral", max_iter=200, tol=1e-8, cg_s
     >>> result.status, bool(metasp.metrics.sin_angle(result.B, B) < 1e-6)
     ('converged', True)
     """
-    tasks, s = _prepare(Xs, ys, s)
+    tasks, s = prepare(Xs, ys, s)
     steps = check_count(cg_steps, "cg_steps")
     return _altmin(tasks, s, init=init, max_iter=max_iter, tol=tol, random_state=random_state,
                    n_jobs=n_jobs, steps=steps, precondition=True, name="altmin")
@@ -225,6 +225,6 @@ def altmin_gd(Xs, ys=None, s=None, *, init="spectral", max_iter=1000, tol=1e-8,
     >>> bool(metasp.metrics.sin_angle(result.B, B) < 1e-5)
     True
     """
-    tasks, s = _prepare(Xs, ys, s)
+    tasks, s = prepare(Xs, ys, s)
     return _altmin(tasks, s, init=init, max_iter=max_iter, tol=tol, random_state=random_state,
                    n_jobs=n_jobs, steps=1, precondition=False, name="altmin_gd")

@@ -9,16 +9,22 @@ import numpy as np
 from .. import kernels
 from .._result import DivergenceWarning
 from .._tasks import Tasks
-from .._validation import (DIVERGENCE_FACTOR, check_count, check_max_iter, check_positive,
-                           check_tol, seed_from)
+from .._validation import (
+    DIVERGENCE_FACTOR,
+    check_count,
+    check_max_iter,
+    check_positive,
+    check_tol,
+    seed_from,
+)
 from ._common import (
-    _hessian_product,
-    _prepare,
-    _random_rows,
-    _result,
-    _task_heads,
-    _warn_max_iter,
-    _without_targets,
+    canonical_result,
+    hessian_product,
+    prepare,
+    random_rows,
+    task_heads,
+    warn_max_iter,
+    without_targets,
 )
 
 
@@ -110,7 +116,7 @@ def anil(Xs, ys=None, s=None, *, order=1, inner_lr=0.1, inner_steps=3, outer_lr=
     >>> result.status, bool(metasp.metrics.sin_angle(result.B, B) < 0.1)
     ('max_iter', True)
     """
-    tasks, s = _prepare(Xs, ys, s)
+    tasks, s = prepare(Xs, ys, s)
     order = check_count(order, "order")
     if order not in (1, 2):
         raise ValueError(f"order must be 1 (first-order ANIL) or 2 (exact meta-gradient); got {order}")
@@ -123,9 +129,9 @@ def anil(Xs, ys=None, s=None, *, order=1, inner_lr=0.1, inner_steps=3, outer_lr=
     if fraction >= 1:
         raise ValueError(f"support_fraction must be below 1; got {fraction}")
     support, query = _split_tasks(tasks, fraction)
-    support_without_y = _without_targets(support)
+    support_without_y = without_targets(support)
     rng = np.random.default_rng(seed_from(random_state))
-    B = _random_rows(rng, s, tasks.n_features)
+    B = random_rows(rng, s, tasks.n_features)
     history = {"query_loss": []}
     status = "max_iter"
     with np.errstate(over="ignore", invalid="ignore"):
@@ -158,9 +164,9 @@ def anil(Xs, ys=None, s=None, *, order=1, inner_lr=0.1, inner_steps=3, outer_lr=
             stacklevel=2,
         )
     elif status == "max_iter" and tol > 0:
-        _warn_max_iter("anil", max_iter, "ANIL's outer loop converges slowly")
+        warn_max_iter("anil", max_iter, "ANIL's outer loop converges slowly")
     B = np.ascontiguousarray(np.linalg.qr(B.T)[0].T)
-    return _result(_task_heads(tasks, B), B, k + 1, status, history)
+    return canonical_result(task_heads(tasks, B), B, k + 1, status, history)
 
 
 def _anil_meta_gradient(support, support_without_y, query, B, alpha, steps, order, n_jobs):
@@ -181,7 +187,7 @@ def _anil_meta_gradient(support, support_without_y, query, B, alpha, steps, orde
         head_adjoint = -out.G @ B.T
         for inner in range(steps - 1, -1, -1):
             v = head_adjoint @ B  # row t: B^T (adjoint of w_t^(inner+1))
-            Hv = _hessian_product(support_without_y, v, n_jobs)
+            Hv = hessian_product(support_without_y, v, n_jobs)
             grad_B += alpha * (head_adjoint.T @ support_grads[inner] - heads[inner].T @ Hv)
             head_adjoint = head_adjoint - alpha * Hv @ B.T
     return loss, grad_B / T

@@ -7,7 +7,7 @@ import numpy as np
 from .. import kernels
 from .._tasks import Tasks
 from .._validation import check_positive, orthonormal_rows
-from ._common import _prepare, _result, _task_heads
+from ._common import canonical_result, prepare, task_heads
 
 
 def mom(Xs, ys=None, s=None):
@@ -51,14 +51,14 @@ def mom(Xs, ys=None, s=None):
     >>> result.B.shape, result.W.shape
     ((2, 10), (200, 2))
     """
-    tasks, s = _prepare(Xs, ys, s)
+    tasks, s = prepare(Xs, ys, s)
     weighted = tasks.X * (tasks.y**2)[:, None]
     moment = weighted.T @ tasks.X / tasks.n_samples
     eigenvalues, eigenvectors = np.linalg.eigh(moment)
     order = np.argsort(eigenvalues)[::-1]
     B = np.ascontiguousarray(eigenvectors[:, order[:s]].T)
     top = eigenvalues[order[: min(s + 1, tasks.n_features)]]
-    return _result(_task_heads(tasks, B), B, 0, "converged", {"eigenvalues": top})
+    return canonical_result(task_heads(tasks, B), B, 0, "converged", {"eigenvalues": top})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,13 +93,13 @@ def oracle(Xs, ys=None, s=None, B_true=None):
     >>> bool(metasp.metrics.sin_angle(result.B, B) < 1e-12)
     True
     """
-    tasks, s = _prepare(Xs, ys, s)
+    tasks, s = prepare(Xs, ys, s)
     if B_true is None:
         raise TypeError("oracle needs the true subspace: oracle(Xs, ys, s, B_true=B)")
     B = orthonormal_rows(B_true, "B_true", tasks.n_features)
     if B.shape[0] != s:
         raise ValueError(f"B_true must have s = {s} rows; got shape {np.shape(B_true)}")
-    return _result(_task_heads(tasks, B), B, 0, "converged")
+    return canonical_result(task_heads(tasks, B), B, 0, "converged")
 
 
 def _ridge_solutions(tasks: Tasks, ridge: float) -> np.ndarray:
@@ -170,9 +170,9 @@ def single_task(Xs, ys=None, s=None, *, ridge=0.0, random_state=None, n_jobs=Non
     >>> bool(metasp.metrics.sin_angle(result.B, B) < 1e-8)
     True
     """
-    tasks, s = _prepare(Xs, ys, s)
+    tasks, s = prepare(Xs, ys, s)
     ridge = check_positive(ridge, "ridge", allow_zero=True)
     svd = kernels.truncated_svd(
         _ridge_solutions(tasks, ridge), s, random_state=random_state, n_jobs=n_jobs
     )
-    return _result(svd.W, svd.V.T, 0, "converged")
+    return canonical_result(svd.W, svd.V.T, 0, "converged")

@@ -10,12 +10,12 @@ from .. import kernels
 from .._result import DivergenceWarning
 from .._validation import check_max_iter, check_tol, seed_from
 from ._common import (
-    _check_choice,
-    _prepare,
-    _random_rows,
-    _result,
-    _spectral_start,
-    _warn_max_iter,
+    canonical_result,
+    check_choice,
+    prepare,
+    random_rows,
+    spectral_start,
+    warn_max_iter,
 )
 
 
@@ -82,9 +82,9 @@ def burer_monteiro(Xs, ys=None, s=None, *, solver="auto", init="spectral", max_i
     >>> bool(metasp.metrics.sin_angle(result.B, B) < 1e-4)
     True
     """
-    tasks, s = _prepare(Xs, ys, s)
-    solver = _check_choice(solver, "solver", ("auto", "lbfgs", "gd"))
-    init = _check_choice(init, "init", ("spectral", "random"))
+    tasks, s = prepare(Xs, ys, s)
+    solver = check_choice(solver, "solver", ("auto", "lbfgs", "gd"))
+    init = check_choice(init, "init", ("spectral", "random"))
     max_iter = check_max_iter(max_iter)
     tol = check_tol(tol)
     seed = seed_from(random_state)
@@ -100,14 +100,14 @@ def burer_monteiro(Xs, ys=None, s=None, *, solver="auto", init="spectral", max_i
                 ) from None
     T, d = tasks.n_tasks, tasks.n_features
 
-    start = _spectral_start(tasks, s, seed, n_jobs)
+    start = spectral_start(tasks, s, seed, n_jobs)
     scale = np.sqrt(np.maximum(start.singular_values, np.finfo(float).tiny))
     if init == "spectral":
         W0, B0 = start.W / scale, scale[:, None] * start.V.T
     else:
         rng = np.random.default_rng(seed)
         W0 = np.linalg.qr(rng.standard_normal((T, s)))[0] * scale
-        B0 = scale[:, None] * _random_rows(rng, s, d)
+        B0 = scale[:, None] * random_rows(rng, s, d)
 
     def objective(vector):
         W = vector[: T * s].reshape(T, s)
@@ -135,9 +135,9 @@ def burer_monteiro(Xs, ys=None, s=None, *, solver="auto", init="spectral", max_i
         warnings.warn("burer_monteiro diverged; do not use the result", DivergenceWarning,
                       stacklevel=2)
     elif status == "max_iter" and tol > 0:
-        _warn_max_iter("burer_monteiro", max_iter, "objective still decreasing")
+        warn_max_iter("burer_monteiro", max_iter, "objective still decreasing")
     W, B = x[: T * s].reshape(T, s), x[T * s:].reshape(s, d)
-    return _result(W, B, n_iter, status, history)
+    return canonical_result(W, B, n_iter, status, history)
 
 
 def _gradient_descent(objective, x, max_iter, tol):

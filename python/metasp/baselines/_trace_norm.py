@@ -10,7 +10,7 @@ from .. import kernels
 from .._result import ConvergenceWarning
 from .._tasks import Tasks
 from .._validation import check_max_iter, check_positive, check_tol, seed_from
-from ._common import _check_choice, _prepare, _result, _warn_max_iter
+from ._common import canonical_result, check_choice, prepare, warn_max_iter
 
 
 def _lipschitz(tasks: Tasks) -> float:
@@ -48,7 +48,7 @@ def noise_level(Xs, ys=None, s=None, *, random_state=None):
     """
     from .._solver import fit
 
-    tasks, s = _prepare(Xs, ys, s)
+    tasks, s = prepare(Xs, ys, s)
     dof = _residual_dof(tasks, s)
     if dof <= 0:
         raise ValueError(
@@ -228,7 +228,7 @@ def nuclear_norm(Xs, ys=None, s=None, *, lam="default", sigma=None, lam_grid=(0.
     >>> bool(metasp.metrics.sin_angle(result.B, B) < 0.05)
     True
     """
-    tasks, s = _prepare(Xs, ys, s)
+    tasks, s = prepare(Xs, ys, s)
     max_iter = check_max_iter(max_iter)
     tol = check_tol(tol)
     seed = seed_from(random_state)
@@ -236,7 +236,7 @@ def nuclear_norm(Xs, ys=None, s=None, *, lam="default", sigma=None, lam_grid=(0.
         sigma = check_positive(sigma, "sigma", allow_zero=True)
     history = {}
     if isinstance(lam, str):
-        _check_choice(lam, "lam", ("default", "search"))
+        check_choice(lam, "lam", ("default", "search"))
         if sigma is None and _residual_dof(tasks, s) <= 0:
             # No residual degrees of freedom to estimate the noise from (m <= s, or below the
             # information limit): search below the largest noise level the targets allow.
@@ -256,7 +256,7 @@ def nuclear_norm(Xs, ys=None, s=None, *, lam="default", sigma=None, lam_grid=(0.
                                                   seed=seed, n_jobs=n_jobs)
     history = {**fista_history, "lambda": [lam], **history}
     if status == "max_iter" and tol > 0:
-        _warn_max_iter("nuclear_norm", max_iter,
+        warn_max_iter("nuclear_norm", max_iter,
                        f"relative change {fista_history['rel_change'][-1]:.2g}")
     if not np.any(Theta):
         raise ValueError(
@@ -264,7 +264,7 @@ def nuclear_norm(Xs, ys=None, s=None, *, lam="default", sigma=None, lam_grid=(0.
             "no subspace; pass a smaller lam or sigma, or lam='search'"
         )
     svd = kernels.truncated_svd(Theta, s, random_state=seed, n_jobs=n_jobs)
-    return _result(svd.W, svd.V.T, n_iter, status, history)
+    return canonical_result(svd.W, svd.V.T, n_iter, status, history)
 
 
 def _search_lambda(tasks, s, base, lam_grid, validation_fraction, *, max_iter, tol, seed,
