@@ -4,14 +4,14 @@ Meta Subspace Pursuit (arXiv:2409.02708) with a C++ core. Start with :func:`fit`
 """
 
 from . import baselines, datasets, evaluate, experiments, kernels, metrics, reference
+from ._config import show_config
 from ._io import load
 from ._result import (ConvergenceWarning, Diagnostic, DiagnosticWarning, DivergenceWarning,
                       MetaSPResult)
 from ._select_rank import RankSelection, select_rank
 from ._solver import fit, polish
 from ._tasks import Tasks
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "ConvergenceWarning",
@@ -33,6 +33,7 @@ __all__ = [
     "polish",
     "reference",
     "select_rank",
+    "show_config",
 ]
 
 
