@@ -21,8 +21,13 @@ from metasp import _core
 LEVELS_BUILT = _core.isa_levels_built
 needs_levels = pytest.mark.skipif(not LEVELS_BUILT, reason="this build has a single core")
 
-# The vector instructions Eigen reports for each level's module.
-SIMD_OF_LEVEL = {"baseline": "SSE2", "v2": "SSE4.2", "v3": "AVX2", "v4": "AVX512"}
+# The vector instruction sets Eigen is compiled to use in each level's module.
+SIMD_OF_LEVEL = {
+    "baseline": "SSE2",
+    "v2": "SSE2, SSE4.2",
+    "v3": "SSE2, SSE4.2, AVX, AVX2, FMA",
+    "v4": "SSE2, SSE4.2, AVX, AVX2, FMA, AVX512",
+}
 
 
 def run_python(code: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
@@ -107,12 +112,21 @@ def test_single_core_build_refuses_a_level(monkeypatch):
 FIT_AT_LEVEL = """
 import json, numpy as np, metasp
 Xs, ys, _, _ = metasp.datasets.make_hps(T=300, m=12, d=40, s=4, sigma=0.1, random_state=3)
-result = metasp.fit(Xs, ys, s=4)
+arrays, status = {}, {}
+for heads in ("fixed", "random"):
+    result = metasp.fit(Xs, ys, s=4, heads=heads)
+    arrays[f"{heads}_projector"] = result.B.T @ result.B
+    arrays[f"{heads}_singular_values"] = result.singular_values
+    status[heads] = result.status
+np.savez("fit.npz", **arrays)
 config = metasp.show_config(mode="dicts")["Compiled core"]
-np.savez("fit.npz", projector=result.B.T @ result.B, singular_values=result.singular_values)
-print(json.dumps({"module": config["module"], "simd": config["Eigen SIMD"],
-                  "status": result.status}))
+print(json.dumps({"module": config["module"], "simd": config["Eigen SIMD"], "status": status}))
 """
+# Relative agreement between levels: the fixed-heads fit ends with a least-squares polish that
+# converges to machine precision; the random-heads fit stops when its marginal likelihood
+# changes by less than tol, and the levels' rounding differences move where that happens
+# (about 1e-8 measured).
+AGREEMENT = {"fixed": 1e-10, "random": 1e-6}
 
 
 @needs_levels
@@ -120,8 +134,8 @@ def test_levels_agree_to_rounding(tmp_path):
     """Every level this CPU runs fits the same subspace, equal up to rounding.
 
     The levels compile the same source; they differ only in vector width and fused
-    multiply-adds, so sums are rounded in a different order. Results agree to about 1e-10
-    relative, far below the fit's statistical error.
+    multiply-adds, so sums are rounded in a different order. The fixed-heads fit agrees to
+    1e-10 relative; the default random-heads fit to within what its stopping rule leaves.
     """
     levels = [level for level in LEVELS_BUILT if level in _core.isa_levels_supported]
     fits = {}
@@ -130,18 +144,20 @@ def test_levels_agree_to_rounding(tmp_path):
         folder.mkdir()
         done = run_python(FIT_AT_LEVEL, folder, METASP_ISA=level)
         assert done.returncode == 0, done.stderr
-        report = json.loads(done.stdout)
+        report = json.loads(done.stdout.strip().splitlines()[-1])
         assert report["module"] == _core.ISA_MODULES[level]
-        assert SIMD_OF_LEVEL[level] in report["simd"], report["simd"]
-        assert report["status"] == "converged"
+        assert report["simd"] == SIMD_OF_LEVEL[level]
+        assert report["status"] == {"fixed": "converged", "random": "converged"}
         with np.load(folder / "fit.npz") as arrays:
             fits[level] = {name: arrays[name] for name in arrays.files}
     baseline = fits[levels[0]]
     for level in levels[1:]:
-        for name in ("projector", "singular_values"):
-            np.testing.assert_allclose(fits[level][name], baseline[name], rtol=1e-10,
-                                       atol=1e-10 * np.abs(baseline[name]).max(),
-                                       err_msg=f"{level} vs {levels[0]}: {name}")
+        for heads, tolerance in AGREEMENT.items():
+            for quantity in ("projector", "singular_values"):
+                name = f"{heads}_{quantity}"
+                difference = np.linalg.norm(fits[level][name] - baseline[name])
+                assert difference <= tolerance * np.linalg.norm(baseline[name]), (
+                    f"{level} vs {levels[0]}: {name} differs by {difference:.1e}")
 
 
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),

@@ -31,13 +31,35 @@ std::string compiler_description() {
 #endif
 }
 
-// Which vector instructions Eigen was compiled to use in this module.
+// The vector instruction sets Eigen was compiled to use in this module (its own summary,
+// SimdInstructionSetsInUse, does not tell AVX from AVX2 and FMA).
 std::string eigen_simd() {
-    std::string simd = Eigen::SimdInstructionSetsInUse();
-#ifdef __FMA__
-    simd += ", FMA";
+    std::string simd;
+    auto add = [&simd](const char* name) {
+        simd += simd.empty() ? std::string(name) : std::string(", ") + name;
+    };
+#ifdef EIGEN_VECTORIZE_SSE2
+    add("SSE2");
 #endif
-    return simd;
+#ifdef EIGEN_VECTORIZE_SSE4_2
+    add("SSE4.2");
+#endif
+#ifdef EIGEN_VECTORIZE_AVX
+    add("AVX");
+#endif
+#ifdef EIGEN_VECTORIZE_AVX2
+    add("AVX2");
+#endif
+#ifdef EIGEN_VECTORIZE_FMA
+    add("FMA");
+#endif
+#ifdef EIGEN_VECTORIZE_AVX512
+    add("AVX512");
+#endif
+#ifdef EIGEN_VECTORIZE_NEON
+    add("NEON");
+#endif
+    return simd.empty() ? "none" : simd;
 }
 
 py::dict build_info() {
