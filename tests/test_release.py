@@ -5,6 +5,7 @@ import inspect
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,18 @@ def test_show_config_refuses_an_unknown_mode():
 def test_show_config_is_documented():
     doc = inspect.getdoc(metasp.show_config)
     assert "Parameters\n----------\nmode" in doc and "Returns\n-------" in doc
+
+
+def test_deprecations_inside_other_packages_do_not_fail_the_suite():
+    # pyparsing deprecating something matplotlib calls: shown, not an error (pyproject.toml).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.warn_explicit("old API", DeprecationWarning, "pyparsing/core.py", 1,
+                               module="pyparsing.core")
+    assert [type(entry.message) for entry in caught] == [DeprecationWarning]
+
+
+@pytest.mark.parametrize("category", [DeprecationWarning, PendingDeprecationWarning])
+def test_deprecations_in_metasp_fail_the_suite(category):
+    with pytest.raises(category, match="old API"):
+        warnings.warn_explicit("old API", category, "metasp/_solver.py", 1,
+                               module="metasp._solver")

@@ -84,7 +84,7 @@ def supported_levels(python: str) -> list[str]:
             "print(json.dumps([l for l in c.get('levels built', []) "
             "if l in c.get('levels this CPU runs', [])]))")
     done = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(done.stdout)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def report(configurations: list[str], timings: dict[str, list[dict]], shape, rounds) -> str:
@@ -135,8 +135,7 @@ def main() -> None:
             raise SystemExit(f"--python takes LABEL=PATH; got {entry!r}")
         configurations[label] = (path, None)
     levels = args.levels or supported_levels(sys.executable)
-    if not levels:
-        configurations["this build"] = (sys.executable, None)
+    configurations["this build, its choice"] = (sys.executable, None)
     for level in levels:
         configurations[f"METASP_ISA={level}"] = (sys.executable, level)
     timings: dict[str, list[dict]] = {label: [] for label in configurations}
