@@ -97,7 +97,8 @@ def test_dropna_drops_rows_and_reports(frame):
     assert tasks.task_sizes.tolist() == [2, 2, 3]
     assert tasks.n_samples == 7
     # Only the columns in use count: a gap in an unused column drops nothing.
-    frame = frame.dropna()
+    # A copy, not a view of the filtered frame: pandas < 3 warns when a view is assigned to.
+    frame = frame.dropna().copy()
     frame["notes"] = [np.nan] * len(frame)
     tasks = Tasks.from_frame(frame, "station", "pm25", features=["temp"])
     assert tasks.n_samples == 7

@@ -4,6 +4,7 @@ Meta Subspace Pursuit (arXiv:2409.02708) with a C++ core. Start with :func:`fit`
 """
 
 from . import baselines, datasets, evaluate, experiments, kernels, metrics, reference
+from ._config import show_config
 from ._diagnostics import Diagnostic
 from ._result import (
     ConvergenceWarning,
@@ -15,7 +16,7 @@ from ._result import (
 from ._select_rank import RankSelection, select_rank
 from ._solver import fit, polish
 from ._tasks import Tasks
-from ._version import __version__  # noqa: F401  (metasp.__version__)
+from ._version import __version__
 
 __all__ = [
     "ConvergenceWarning",
@@ -37,6 +38,7 @@ __all__ = [
     "polish",
     "reference",
     "select_rank",
+    "show_config",
 ]
 
 
