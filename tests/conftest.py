@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 import metasp
+from metasp import _core
 
 
 @pytest.fixture
@@ -39,3 +40,15 @@ def with_dtype(X, dtype):
 def strict_svd(monkeypatch):
     """Trajectory comparisons need every truncated SVD to SVD_TOL, not relative to the step."""
     monkeypatch.setattr(metasp._solver, "SVD_RELATIVE_TOL", 0.0)
+
+
+def core_polish(tasks, start, max_iter, tol, n_threads=1, *, newton=True, newton_solve="auto",
+                max_dense=None):
+    """_core.polish from span(start) with PolishOptions set from the arguments."""
+    options = _core.PolishOptions()
+    options.max_iter, options.tol, options.n_threads = max_iter, tol, n_threads
+    options.newton = newton
+    options.basis.newton_solve = newton_solve
+    if max_dense is not None:
+        options.basis.max_dense = max_dense
+    return _core.polish(tasks.X, tasks.y, tasks.offsets, np.asfortranarray(start), options)

@@ -67,7 +67,10 @@ CROSS = np.einsum("tms,tm->ts", _Z, Y.reshape(T, M))
 SQUARES = np.sum(Y.reshape(T, M) ** 2, axis=1)
 
 
-def em_step(gram=GRAM, cross=CROSS, squares=SQUARES, mean=np.zeros(S), cov=np.eye(S), noise=1.0,
+MEAN, COV = np.zeros(S), np.eye(S)
+
+
+def em_step(gram=GRAM, cross=CROSS, squares=SQUARES, mean=MEAN, cov=COV, noise=1.0,
             n=float(N), floor=0.0, n_threads=1):
     return _core.head_prior_em_step(gram, cross, squares, mean, cov, noise, n, floor, n_threads)
 

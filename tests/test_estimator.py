@@ -381,7 +381,7 @@ def test_frame_columns_must_match_fit():
         "score": lambda X: model.score(X, y, groups), "adapt": lambda X: model.adapt(X, y),
         "predict_new": model.predict_new,
     }
-    for name, call in calls.items():
+    for call in calls.values():
         with pytest.raises(ValueError, match=r"(?s)should match those that were passed during "
                                              r"fit.*must be in the same order.*"
                                              r"X\[model.feature_names_in_\]"):

@@ -39,7 +39,7 @@ def run_python(code: str, tmp_path: Path, **env: str) -> subprocess.CompletedPro
 
 
 def test_core_reexports_the_compiled_functions():
-    for name in ("solve", "refine", "task_gradient", "truncated_svd", "max_threads"):
+    for name in ("solve", "polish", "SolveOptions", "task_gradient", "truncated_svd", "max_threads"):
         assert callable(getattr(_core, name)), name
     assert _core.build_info()["module"] == _core.module_name
 

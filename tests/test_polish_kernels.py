@@ -4,23 +4,9 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import DTYPES, ragged_tasks
+from conftest import DTYPES, core_polish, ragged_tasks
 
 import metasp
-from metasp import _core
-
-
-def core_polish(tasks, start, max_iter, tol, n_threads=1, *, newton=True, newton_solve="auto",
-                max_dense=None):
-    """_core.polish from span(start) with PolishOptions set from the arguments."""
-    options = _core.PolishOptions()
-    options.max_iter, options.tol, options.n_threads = max_iter, tol, n_threads
-    options.newton = newton
-    options.basis.newton_solve = newton_solve
-    if max_dense is not None:
-        options.basis.max_dense = max_dense
-    return _core.polish(tasks.X, tasks.y, tasks.offsets, np.asfortranarray(start), options)
-
 
 S_VALUES = [1, 2, 5, 7]  # column groups of 4, 2 and 1 in the row kernels
 

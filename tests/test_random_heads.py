@@ -4,12 +4,11 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import ragged_tasks
 
 import metasp
 from metasp import _random_heads, baselines, kernels, reference
 from metasp.metrics import sin_angle
-
-from conftest import ragged_tasks
 
 
 def scarce(T, m, d, s, seed, sigma=1.0):

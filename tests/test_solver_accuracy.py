@@ -4,23 +4,11 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import DTYPES, ragged_tasks, with_dtype
+from conftest import DTYPES, core_polish, ragged_tasks, with_dtype
 
 import metasp
 from metasp import _core
 from metasp.metrics import sin_angle
-
-
-def core_polish(tasks, start, max_iter, tol, n_threads=1, *, newton=True, newton_solve="auto",
-                max_dense=None):
-    """_core.polish from span(start) with PolishOptions set from the arguments."""
-    options = _core.PolishOptions()
-    options.max_iter, options.tol, options.n_threads = max_iter, tol, n_threads
-    options.newton = newton
-    options.basis.newton_solve = newton_solve
-    if max_dense is not None:
-        options.basis.max_dense = max_dense
-    return _core.polish(tasks.X, tasks.y, tasks.offsets, np.asfortranarray(start), options)
 
 
 def projector(B):

@@ -16,7 +16,7 @@ from ._result import (
 from ._select_rank import RankSelection, select_rank
 from ._solver import fit, polish
 from ._tasks import Tasks
-from ._version import __version__
+from ._version import __version__ as __version__
 
 __all__ = [
     "ConvergenceWarning",

@@ -200,7 +200,7 @@ def _numeric_table(table, path, group, target, features, *, drop_text=False, dro
         rows = np.logical_or.reduce(list(text.values()))
         counts = {str(column): int(mask.sum()) for column, mask in text.items()}
         warnings.warn(f"dropped {int(rows.sum())} of {len(table)} rows of {path} with text in a "
-                      f"number column (count per column: {counts}; --drop-non-numeric)")
+                      f"number column (count per column: {counts}; --drop-non-numeric)", stacklevel=2)
         table = table[~rows]
     columns = [group, *([target] if target in table.columns else []), *features]
     table = table[columns].copy()
@@ -216,7 +216,7 @@ def _numeric_table(table, path, group, target, features, *, drop_text=False, dro
                 f"per column: {counts}; first in data row {table.index[rows][0] + 1}); pass "
                 "--dropna to drop those rows, or fill them in")
         warnings.warn(f"dropped {int(rows.sum())} of {len(table)} rows of {path} with missing "
-                      f"values (count per column: {counts}; --dropna)")
+                      f"values (count per column: {counts}; --dropna)", stacklevel=2)
         table = table[~rows]
     for column in numeric:
         infinite = np.isinf(table[column].to_numpy())
@@ -329,7 +329,7 @@ def _fit_tasks(args):
         if skipped:
             warnings.warn(f"left out non-numeric columns {[str(c) for c in skipped]}; encode "
                           "them as numbers to use them, or list the features with --features "
-                          "to silence this")
+                          "to silence this", stacklevel=2)
         if not features:
             raise ValueError(f"{args.file} has no numeric column besides --group "
                              f"{args.group!r} and --target {args.target!r}")
@@ -344,7 +344,7 @@ def _fit_tasks(args):
         shown = ", ".join(repr(label) for label in small.index[:5])
         warnings.warn(f"dropped {len(small)} of {len(sizes)} tasks with fewer than "
                       f"--min-samples {args.min_samples} rows ({int(small.sum())} rows in all; "
-                      f"for example {shown})")
+                      f"for example {shown})", stacklevel=2)
         table = table[~table[args.group].isin(small.index).to_numpy()]
     if len(table) == 0:
         raise ValueError(f"no rows of {args.file} are left after dropping rows and tasks; "

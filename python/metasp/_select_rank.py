@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._progress import progress
 from ._arrays import is_integer
 from ._prior import posterior_heads
+from ._progress import progress
 from ._result import ConvergenceWarning
 from ._scaling import data_scale
 from ._tasks import as_tasks, rank_within_tasks

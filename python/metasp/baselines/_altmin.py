@@ -82,7 +82,7 @@ def _altmin(tasks, s, *, init, max_iter, tol, random_state, n_jobs, steps, preco
     Theta = np.zeros((tasks.n_tasks, tasks.n_features))
     history = {"rel_change": [], "passes": []}
     status = "max_iter"
-    for k in range(max_iter):
+    for k in range(max_iter):  # noqa: B007  (k counts the sweeps returned below)
         W = task_heads(tasks, B)
         B, passes = _solve_subspace_factor(
             tasks, tasks_without_y, W, B, moments, steps=steps, precondition=precondition,

@@ -144,7 +144,7 @@ def _gradient_descent(objective, x, max_iter, tol):
     """Gradient descent with Armijo backtracking; the step grows again after each success."""
     value, grad = objective(x)
     step, history, status, k = 1.0, [value], "max_iter", 0
-    for k in range(1, max_iter + 1):
+    for k in range(1, max_iter + 1):  # noqa: B007  (k: the iterations returned below)
         norm2 = np.sum(grad**2)
         while True:
             candidate = x - step * grad
