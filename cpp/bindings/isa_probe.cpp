@@ -60,8 +60,8 @@ std::vector<std::pair<std::string, bool>> cpu_features() {
     const CpuidRegisters extended =
         max_extended_leaf >= 0x80000001U ? cpuid(0x80000001U, 0) : CpuidRegisters{};
     const std::uint64_t xcr0 = bit(leaf1.ecx, 27) ? enabled_register_state() : 0;
-    const bool avx_state = (xcr0 & 0x6U) == 0x6U;            // SSE and AVX registers
-    const bool avx512_state = (xcr0 & 0xE6U) == 0xE6U;       // plus opmask and ZMM registers
+    const bool avx_state = (xcr0 & 0x6U) == 0x6U;       // SSE and AVX registers
+    const bool avx512_state = (xcr0 & 0xE6U) == 0xE6U;  // plus opmask and ZMM registers
     return {
         // x86-64-v2
         {"cx16", bit(leaf1.ecx, 13)},

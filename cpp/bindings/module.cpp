@@ -69,8 +69,7 @@ py::dict build_info() {
     info["simd"] = eigen_simd();
     info["compiler"] = compiler_description();
     info["eigen"] = std::to_string(EIGEN_WORLD_VERSION) + "." +
-                    std::to_string(EIGEN_MAJOR_VERSION) + "." +
-                    std::to_string(EIGEN_MINOR_VERSION);
+                    std::to_string(EIGEN_MAJOR_VERSION) + "." + std::to_string(EIGEN_MINOR_VERSION);
     info["pybind11"] = std::to_string(PYBIND11_VERSION_MAJOR) + "." +
                        std::to_string(PYBIND11_VERSION_MINOR) + "." +
                        std::to_string(PYBIND11_VERSION_PATCH);
