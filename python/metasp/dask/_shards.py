@@ -108,13 +108,13 @@ def rescaled(shard: Shard, x_exponent: int, y_exponent: int) -> Shard:
 
 
 def square_sums(shard: Shard, s: int) -> np.ndarray:
-    """[sum X^2, X.size, sum y^2, y.size, sum_t max(m_t - s, 0)]."""
+    """[sum X^2, X.size, sum y^2, y.size, sum_t max(m_t - s, 0), T_p]."""
     if shard.tasks is None:
-        return np.zeros(5)
+        return np.zeros(6)
     t = shard.tasks
     return np.array([np.einsum("ij,ij->", t.X, t.X, dtype=np.float64), t.X.size,
                      float(np.sum(t.y ** 2)), t.y.size,
-                     float(np.maximum(t.task_sizes - s, 0).sum())])
+                     float(np.maximum(t.task_sizes - s, 0).sum()), t.n_tasks])
 
 
 def start_gram(shard: Shard, d: int, n_threads: int) -> np.ndarray:
