@@ -195,3 +195,23 @@ def test_a_killed_worker_does_not_kill_the_fit(client):
     assert pids[0] not in client.run(os.getpid).values()  # the shards were rebuilt elsewhere
     assert metasp.metrics.sin_angle(survived.B, undisturbed.B) < 1e-6
     assert survived.status == undisturbed.status
+
+
+def test_a_lost_client_raises_instead_of_hanging(client):
+    df, _ = long_frame(60, 15, 8, 2, 0.3)
+    second = distributed.Client(client.scheduler.address)
+    tasks = distributed_tasks(second, df, npartitions=2)
+
+    def disconnect(B):
+        second.close()
+        return False
+
+    with pytest.raises(ConnectionError, match="client is clos"):
+        md.fit(tasks, 2, random_state=0, on_iteration=disconnect, timeout=20)
+
+
+def test_a_cluster_that_does_not_answer_in_time_raises(client):
+    df, _ = long_frame(30, 10, 6, 2, 0.3)
+    tasks = distributed_tasks(client, df, npartitions=2)
+    with pytest.raises(TimeoutError, match="did not answer within"):
+        md.fit(tasks, 2, timeout=1e-4)

@@ -82,6 +82,9 @@ class _Cluster:
         self.client, self.timeout = client, timeout
 
     def submit_each(self, name, func, shards, *args, others=None):
+        from ._tasks import _check_connected
+
+        _check_connected(self.client)
         tag = uuid.uuid4().hex[:8]
         others = others or [()] * len(shards)
         return [self.client.submit(func, shard, *extra, *args, key=f"metasp-{name}-{i}-{tag}")
