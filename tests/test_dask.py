@@ -215,3 +215,15 @@ def test_a_cluster_that_does_not_answer_in_time_raises(client):
     tasks = distributed_tasks(client, df, npartitions=2)
     with pytest.raises(TimeoutError, match="did not answer within"):
         md.fit(tasks, 2, timeout=1e-4)
+
+
+def test_marginal_pass_sums_the_shards(client):
+    df, _ = long_frame(40, 10, 6, 2, 0.3)
+    tasks = distributed_tasks(client, df, npartitions=3)
+    U = np.random.default_rng(0).standard_normal((6, 2))
+    ours = md.marginal_pass(tasks, U, 0.4)
+    theirs = metasp.kernels.marginal_pass(tasks.to_local(), U, 0.4)
+    assert ours["deviance"] == pytest.approx(theirs.deviance, rel=1e-12)
+    assert ours["expected"] == pytest.approx(theirs.expected, rel=1e-12)
+    np.testing.assert_allclose(ours["gradient"], theirs.gradient, rtol=1e-10)
+    assert ours["mean_task_loss"] == pytest.approx(theirs.task_loss.mean(), rel=1e-12)

@@ -15,7 +15,7 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError('metasp.dask needs dask.distributed: pip install "metasp[dask]"') from error
 
-from ._fit import DaskResult, fit
+from ._fit import DaskResult, fit, marginal_pass
 from ._tasks import Tasks
 
-__all__ = ["DaskResult", "Tasks", "fit"]
+__all__ = ["DaskResult", "Tasks", "fit", "marginal_pass"]

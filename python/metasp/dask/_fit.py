@@ -369,3 +369,35 @@ def _head_prior(cluster, stats, n, T, s, x_unit, y_unit):
     mean, cov, noise = squarem((mean, np.atleast_2d(cov), noise), step, 100, 1e-5)
     to_heads = y_unit / x_unit
     return mean * to_heads, cov * to_heads**2, noise * y_unit**2
+
+
+def marginal_pass(tasks, U, noise, *, n_jobs=None, timeout=300.0, client=None):
+    """One evaluation of :func:`metasp.kernels.marginal_pass` over all shards, reduced: what
+    every L-BFGS step of :func:`fit` costs (the heads stay on the workers).
+
+    Parameters
+    ----------
+    tasks : metasp.dask.Tasks
+    U : array_like of shape (d, s)
+    noise : float
+        Noise variance, positive.
+    n_jobs, timeout, client
+        As in :func:`fit`.
+
+    Returns
+    -------
+    dict
+        ``deviance`` (float), ``gradient`` ((d, s) ndarray), ``expected`` (float) summed over
+        all tasks as in :class:`metasp.kernels.MarginalPass`, and ``mean_task_loss``.
+    """
+    if not isinstance(tasks, Tasks):
+        raise TypeError(f"tasks must be a metasp.dask.Tasks; got {type(tasks).__name__}")
+    U = np.asfortranarray(np.asarray(U, dtype=np.float64))
+    if U.ndim != 2 or U.shape[0] != tasks.n_features:
+        raise ValueError(f"U must have shape (d, s) with d = {tasks.n_features}; got {U.shape}")
+    cluster = _Cluster(client or tasks.client, timeout)
+    parts = cluster.each("marginal", _shards.marginal_sums, tasks.shards, U, float(noise),
+                         1 if n_jobs is None else int(n_jobs))
+    return {"deviance": sum(p[0] for p in parts), "gradient": sum(p[1] for p in parts),
+            "expected": sum(p[2] for p in parts),
+            "mean_task_loss": sum(p[3] for p in parts) / tasks.n_tasks}
