@@ -227,3 +227,11 @@ def test_marginal_pass_sums_the_shards(client):
     assert ours["expected"] == pytest.approx(theirs.expected, rel=1e-12)
     np.testing.assert_allclose(ours["gradient"], theirs.gradient, rtol=1e-10)
     assert ours["mean_task_loss"] == pytest.approx(theirs.task_loss.mean(), rel=1e-12)
+
+
+def test_progress_bar_counts_iterations(client, capsys):
+    df, _ = long_frame(40, 15, 6, 2, 0.3)
+    result = md.fit(distributed_tasks(client, df, npartitions=2), 2, random_state=0,
+                    progress=True)
+    assert "metasp.dask.fit" in capsys.readouterr().err
+    assert result.n_iter > 0

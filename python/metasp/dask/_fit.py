@@ -7,6 +7,7 @@ sums of :func:`metasp.kernels.marginal_pass` (a deviance, a d x s gradient, two 
 
 from __future__ import annotations
 
+import sys
 import uuid
 
 import numpy as np
@@ -130,7 +131,8 @@ class _ShardedLikelihood:
 
 def fit(tasks, s=None, *, heads="auto", step="auto", accel="cg", polish="auto", init="zero",
         n_starts=1, max_iter=1000, tol=1e-10, sin_tol=None, n_jobs=None, random_state=None,
-        reference_B=None, on_iteration=None, timeout=300.0, client=None) -> DaskResult:
+        reference_B=None, on_iteration=None, progress=False, timeout=300.0,
+        client=None) -> DaskResult:
     """:func:`metasp.fit` (random heads, its default) on tasks held by a Dask cluster.
 
     The same options, defaults and result as :func:`metasp.fit`: the same power-of-two
@@ -160,6 +162,9 @@ def fit(tasks, s=None, *, heads="auto", step="auto", accel="cg", polish="auto", 
     on_iteration : callable, optional
         ``on_iteration(B)`` after every iteration of the final fit with the current (s, d)
         subspace; returning True stops the fit.
+    progress : bool, default False
+        A progress bar on the driver (tqdm where installed), one step per iteration of the
+        final fit.
     timeout : float, default 300
         Seconds to wait for any one evaluation; a cluster that does not answer (a lost
         scheduler or client connection) raises instead of hanging.
@@ -232,12 +237,19 @@ def fit(tasks, s=None, *, heads="auto", step="auto", accel="cg", polish="auto", 
             sin.append(metrics.sin_angle(np.linalg.qr(B.T)[0].T, reference))
             if sin_tol > 0 and sin[-1] <= sin_tol:
                 reached.append(True)
+        if bar is not None:
+            bar.update(1)
         stop = on_iteration is not None and bool(on_iteration(B))
         return bool(reached) or stop
 
-    fitted = fit_marginal(likelihood_of(shards, tasks.n_samples, tasks.n_tasks), fold_pairs, s,
-                          start, scarce=scarce, scales=(x_scale, y_scale), max_iter=max_iter,
-                          tol=tol, seed=seed, on_iteration=record)
+    bar = _progress_bar(max_iter) if progress else None
+    try:
+        fitted = fit_marginal(likelihood_of(shards, tasks.n_samples, tasks.n_tasks), fold_pairs,
+                              s, start, scarce=scarce, scales=(x_scale, y_scale),
+                              max_iter=max_iter, tol=tol, seed=seed, on_iteration=record)
+    finally:
+        if bar is not None:
+            bar.close()
     if fitted.noise_share < NEGLIGIBLE_NOISE and not reached:
         raise NotImplementedError(
             f"the fitted noise is negligible ({fitted.noise_share:.2g} of the mean squared "
@@ -252,6 +264,27 @@ def fit(tasks, s=None, *, heads="auto", step="auto", accel="cg", polish="auto", 
         history["sin_angle"] = np.asarray(sin)
     result = _canonical(cluster, fitted, tasks, s, d, history, scale)
     return _postprocess(result, cluster, shards, tasks, s, tol, scale, n_threads)
+
+
+class _PlainBar:
+    def __init__(self):
+        self.n = 0
+
+    def update(self, k):
+        self.n += k
+        print(f"\rmetasp.dask.fit: iteration {self.n}", end="", file=sys.stderr)
+
+    def close(self):
+        print(file=sys.stderr)
+
+
+def _progress_bar(max_iter):
+    """tqdm's bar over the iterations where tqdm is installed, else a counter on stderr."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _PlainBar()
+    return tqdm(total=max_iter, desc="metasp.dask.fit", unit="it", file=sys.stderr)
 
 
 def _same(value, default) -> bool:
