@@ -235,3 +235,12 @@ def test_progress_bar_counts_iterations(client, capsys):
                     progress=True)
     assert "metasp.dask.fit" in capsys.readouterr().err
     assert result.n_iter > 0
+
+
+def test_import_metasp_does_not_import_dask():
+    import subprocess
+    import sys
+
+    code = "import sys, metasp; print(any(m.split('.')[0] in ('dask', 'distributed') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"

@@ -124,8 +124,8 @@ def main():
         gap = np.abs(result.B.T @ result.B - theirs.B.T @ theirs.B).max()
         print(f"projector difference md.fit vs metasp.fit: {gap:.2e}")
 
-    print("| fit | evaluation [s] (median of {}) | whole fit [s] | iterations | per iteration [s] "
-          "| bytes from workers per evaluation | per iteration (whole fit) |".format(args.repeats))
+    print(f"| fit | evaluation [s] (median of {args.repeats}) | whole fit [s] | iterations | per iteration [s] "
+          "| bytes from workers per evaluation | per iteration (whole fit) |")
     print("|---|---|---|---|---|---|---|")
     for name, ev, total, n, per_eval, per_iter in rows:
         print(f"| {name} | {ev:.4f} | {total:.2f} | {n} | {total / max(n, 1):.4f} | "

@@ -13,7 +13,7 @@ import uuid
 import numpy as np
 
 from .. import metrics
-from .._diagnostics import SMALL_GRAM, diagnose, spike_over_edge  # noqa: F401
+from .._diagnostics import diagnose, spike_over_edge
 from .._postprocess import unscaled
 from .._prior import VARIANCE_FLOOR, squarem
 from .._random_heads import (
@@ -23,7 +23,7 @@ from .._random_heads import (
     fit_marginal,
 )
 from .._result import MetaSPResult, checked, warn_about_diagnostics, warn_about_status
-from .._scaling import SQUARE_EXPONENT, TASK_EXPONENT, Scale, _exponent
+from .._scaling import SAFE_EXPONENT, SQUARE_EXPONENT, TASK_EXPONENT, Scale
 from .._validation import (
     check_init,
     check_max_iter,
@@ -83,9 +83,9 @@ class _Cluster:
         self.client, self.timeout = client, timeout
 
     def submit_each(self, name, func, shards, *args, others=None):
-        from ._tasks import _check_connected
+        from ._tasks import check_connected
 
-        _check_connected(self.client)
+        check_connected(self.client)
         tag = uuid.uuid4().hex[:8]
         others = others or [()] * len(shards)
         return [self.client.submit(func, shard, *extra, *args, key=f"metasp-{name}-{i}-{tag}")
@@ -304,7 +304,14 @@ def _data_scale(tasks: Tasks) -> Scale:
     if y_largest >= 2.0**SQUARE_EXPONENT:
         raise ValueError(f"the largest |y| is {y_largest:.3g}: its square is beyond the float64 "
                          f"range; divide y by a power of ten first")
-    return Scale(_exponent(x_largest), _exponent(y_largest))
+    return Scale(_power_of_two(x_largest), _power_of_two(y_largest))
+
+
+def _power_of_two(largest: float) -> int:
+    """As metasp._scaling: 0 inside the safe range (or for 0), else the power of two."""
+    if largest == 0 or 2.0**-SAFE_EXPONENT <= largest <= 2.0**SAFE_EXPONENT:
+        return 0
+    return int(np.frexp(largest)[1])
 
 
 def _canonical(cluster, fitted, tasks, s, d, history, scale) -> DaskResult:

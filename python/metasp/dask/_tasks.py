@@ -32,7 +32,7 @@ def gather(client, futures, timeout=GATHER_TIMEOUT):
     ``timeout`` seconds (a lost scheduler, a disconnected client) instead of hanging."""
     from distributed import wait
 
-    _check_connected(client)
+    check_connected(client)
     futures = list(futures)
     try:
         wait(futures, timeout=timeout)
@@ -41,11 +41,11 @@ def gather(client, futures, timeout=GATHER_TIMEOUT):
         raise TimeoutError(f"the Dask cluster did not answer within {timeout:g} s (pass a "
                            "larger timeout= for slow shards)") from None
     except Exception:
-        _check_connected(client)
+        check_connected(client)
         raise
 
 
-def _check_connected(client) -> None:
+def check_connected(client) -> None:
     if client.status != "running":
         raise ConnectionError(f"the Dask client is {client.status}: it lost its scheduler or "
                               "was closed; reconnect and fit again")
