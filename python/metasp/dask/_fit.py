@@ -49,7 +49,7 @@ class DaskResult(MetaSPResult):
     :meth:`save` writes the model without heads.
     """
 
-    _heads = None  # (futures, labels per shard, R, right, exponent, client, feature count)
+    _heads = None  # (head futures per shard, labels per shard, R, right, exponent, client)
 
     def heads(self):
         """The per-task heads ``W`` (T, s) as a dask DataFrame indexed by the group label.
