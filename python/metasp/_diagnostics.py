@@ -89,13 +89,21 @@ def rank_spike(gradient: np.ndarray, task_sizes: np.ndarray, s: int, n_jobs=None
     total = np.sum(G**2)
     if total == 0 or not np.isfinite(total):
         return 0.0
-    effective = max(d - s, 1)
-    variance = total / (T * effective)
-    edge = variance * (np.sqrt(T) + np.sqrt(effective)) ** 2
     if min(T, d) <= SMALL_GRAM:
         top = np.linalg.eigvalsh(G.T @ G if d <= T else G @ G.T)[-1]
     else:
         top = truncated_svd(G, 1, random_state=0, n_jobs=n_jobs).singular_values[0] ** 2
+    return spike_over_edge(top, total, T, d, s)
+
+
+def spike_over_edge(top: float, total: float, T: int, d: int, s: int) -> float:
+    """:func:`rank_spike` from the top squared singular value and the squared sum of the scaled
+    residual correlations (T x d)."""
+    if total == 0 or not np.isfinite(total):
+        return 0.0
+    effective = max(d - s, 1)
+    variance = total / (T * effective)
+    edge = variance * (np.sqrt(T) + np.sqrt(effective)) ** 2
     return float(top / edge)
 
 
@@ -118,13 +126,16 @@ def checks_rank(result: MetaSPResult, args) -> bool:
                 and min(tasks.n_tasks, tasks.n_features) > s and not exact_fit)
 
 
-def diagnose(result: MetaSPResult, args, gradient, gram=None) -> list:
+def diagnose(result: MetaSPResult, args, gradient, gram=None, *, spike=None,
+             variance_ratio=None) -> list:
     """Findings for a finished fit; ``args`` are the validated fit arguments.
 
     ``gradient(Theta)`` returns the (T, d) rows :math:`X_t^\top r_t / m_t`; it costs a pass
     over the data, so it is called only when the rank check applies (:func:`checks_rank`).
     ``gram`` (T, s, s) holds the tasks' :math:`Z_t^\top Z_t` in the fitted subspace, from
-    fitting the head prior; the weak-direction check needs it and the prior.
+    fitting the head prior; the weak-direction check needs it and the prior. Where the tasks
+    live elsewhere (a cluster), ``spike()`` replaces :func:`rank_spike` of the gradient and
+    ``variance_ratio()`` the weak-direction ratio of ``gram``.
     """
     findings = []
     tasks, s = args.tasks, args.s
@@ -163,7 +174,8 @@ def diagnose(result: MetaSPResult, args, gradient, gram=None) -> list:
             f"step='auto', or lower s.",
         ))
     if checks_rank(result, args):
-        spike = rank_spike(gradient(result.Theta), tasks.task_sizes, s, args.n_threads)
+        spike = (rank_spike(gradient(result.Theta), tasks.task_sizes, s, args.n_threads)
+                 if spike is None else spike())
         if spike > RANK_SPIKE:
             findings.append(Diagnostic(
                 "rank_too_small",
@@ -171,8 +183,10 @@ def diagnose(result: MetaSPResult, args, gradient, gram=None) -> list:
                 f"strength is {spike:.1f} times the noise level): the rank s = {s} is too "
                 f"small. Increase s (metasp.select_rank chooses it by cross-validation).",
             ))
-    if gram is not None and result.head_cov is not None and s < d:
-        ratio = _predictive_variance_ratio(gram, result.head_cov, tasks.task_sizes)
+    if (gram is not None or variance_ratio is not None) and result.head_cov is not None \
+            and s < d:
+        ratio = (_predictive_variance_ratio(gram, result.head_cov, tasks.task_sizes)
+                 if variance_ratio is None else variance_ratio())
         if ratio > WEAK_DIRECTION:
             findings.append(Diagnostic(
                 "weak_direction",

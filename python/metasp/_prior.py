@@ -137,6 +137,14 @@ def _fit_scaled_head_prior(statistics, n, max_iter, tol, n_threads, em_step):
             return em_step(params, statistics, n, floor)
         return compiled_em_step(params, statistics, n, floor, n_threads)
 
+    return squarem(params, step, max_iter, tol)
+
+
+def squarem(params, step, max_iter, tol):
+    """EM accelerated by SQUAREM from ``params = (mean, cov, noise)``; ``step(params)`` is one
+    EM step returning (new params, log-likelihood of ``params``) (the seam that lets the EM's
+    sums be taken where the tasks live: :mod:`metasp.dask`)."""
+    s, floor = params[0].shape[0], VARIANCE_FLOOR
     for _ in range(max(1, max_iter // 3)):
         first, _ = step(params)
         second, first_likelihood = step(first)

@@ -73,9 +73,9 @@ class _MarginalLikelihood:
         self.y_scale, self.n_threads = y_scale, n_threads
 
     def value(self, U, noise, with_gradient=True):
-        """(f, dU, d log noise, posterior means, task losses) or f alone; f is +inf where the
-        model is not defined (a line search then steps back). Task losses are in the data's
-        units."""
+        """(f, dU, d log noise, posterior means, mean task loss) or f alone; f is +inf where
+        the model is not defined (a line search then steps back). The mean over tasks of
+        ||y_t - X_t U mu_t||^2 / m_t is in the data's units."""
         out = kernels.marginal_pass(self.tasks, U * self.to_data, noise * self.y_scale**2,
                                     n_jobs=self.n_threads)
         f = out.deviance / (2 * self.n) - np.log(self.y_scale)
@@ -85,7 +85,11 @@ class _MarginalLikelihood:
             return np.inf, None, None, None, None
         dU = out.gradient * (self.to_data / (2 * self.n))
         dlog_noise = 0.5 * (1 - out.expected / (noise * self.y_scale**2 * self.n))
-        return f, dU, dlog_noise, out.heads, out.task_loss
+        return f, dU, dlog_noise, out.heads, float(np.mean(out.task_loss))
+
+    def posterior_heads(self, U, noise):
+        """(T, s) posterior means of the heads at (U, noise), standardised units."""
+        return self.value(U, noise)[3]
 
 
 def _lbfgs(objective, x, max_iter, tol, record):
@@ -153,10 +157,10 @@ def _maximise(likelihood, U, noise, max_iter, tol, on_iteration=None):
         # line search too long; either way the search steps back.
         if free and not -745 < x[-1] < 709:
             return np.inf, None
-        f, dU, dlog_noise, _, task_loss = likelihood.value(*unpack(x))
+        f, dU, dlog_noise, _, mean_loss = likelihood.value(*unpack(x))
         if not np.isfinite(f):
             return np.inf, None
-        last_loss[0] = np.mean(task_loss)  # the line search ends on the accepted point
+        last_loss[0] = mean_loss  # the line search ends on the accepted point
         return f, (np.append(dU.ravel(), dlog_noise) if free else dU.ravel())
 
     history = {"marginal_nll": [], "loss": [], "rel_change": []}
@@ -195,6 +199,15 @@ def spectral_start(tasks: Tasks, s: int, seed: int, n_threads: int) -> np.ndarra
     return kernels.truncated_svd(G, s, random_state=seed, n_jobs=n_threads).V.T
 
 
+def standardising_scales(tasks: Tasks) -> tuple[float, float]:
+    """(x_scale, y_scale): the root mean squares of X and y (1 where 0), the units in which
+    the marginal likelihood is maximised."""
+    X = tasks.X
+    x_scale = float(np.sqrt(np.einsum("ij,ij->", X, X, dtype=np.float64) / X.size)) or 1.0
+    y_scale = float(np.sqrt(np.mean(tasks.y ** 2))) or 1.0
+    return x_scale, y_scale
+
+
 def fit_random_heads(tasks: Tasks, s: int, start_B: np.ndarray, *, max_iter: int, tol: float,
                      seed: int, n_threads: int, on_iteration=None) -> RandomHeadsFit:
     """The random-heads estimate from the subspace spanned by ``start_B`` (s, d).
@@ -202,17 +215,54 @@ def fit_random_heads(tasks: Tasks, s: int, start_B: np.ndarray, *, max_iter: int
     ``on_iteration(B)`` (rows spanning the current subspace, original units) is called after
     every iteration of the final fit and returns True to stop it.
     """
-    X = tasks.X
-    x_scale = float(np.sqrt(np.einsum("ij,ij->", X, X, dtype=np.float64) / X.size)) or 1.0
-    y_scale = float(np.sqrt(np.mean(tasks.y ** 2))) or 1.0
-    likelihood = _MarginalLikelihood(tasks, x_scale, y_scale, n_threads)
+    x_scale, y_scale = standardising_scales(tasks)
+
+    def fold_pairs(seed):
+        pairs = []
+        for held_out in _fold_indices(tasks.n_tasks, HOLDOUT_FOLDS, np.random.default_rng(seed)):
+            keep = np.setdiff1d(np.arange(tasks.n_tasks), held_out)
+            pairs.append((_MarginalLikelihood(tasks.subset(keep), x_scale, y_scale, n_threads),
+                          _MarginalLikelihood(tasks.subset(held_out), x_scale, y_scale,
+                                              n_threads)))
+        return pairs
+
+    scarce = scarce_ratio(tasks, s) < SCARCE_RATIO and tasks.n_tasks >= 2 * HOLDOUT_FOLDS
+    return fit_marginal(_MarginalLikelihood(tasks, x_scale, y_scale, n_threads), fold_pairs, s,
+                        start_B, scarce=scarce, scales=(x_scale, y_scale), max_iter=max_iter,
+                        tol=tol, seed=seed, on_iteration=on_iteration)
+
+
+def fold_of_tasks(n_tasks: int, seed: int) -> np.ndarray:
+    """(T,) the held-out fold of every task, as :func:`fit_random_heads` draws them (for
+    evaluators that hold the tasks in pieces)."""
+    folds = np.empty(n_tasks, dtype=np.int64)
+    for k, held_out in enumerate(_fold_indices(n_tasks, HOLDOUT_FOLDS,
+                                               np.random.default_rng(seed))):
+        folds[held_out] = k
+    return folds
+
+
+def fit_marginal(likelihood, fold_pairs, s: int, start_B: np.ndarray, *, scarce: bool,
+                 scales: tuple, max_iter: int, tol: float, seed: int,
+                 on_iteration=None) -> RandomHeadsFit:
+    """:func:`fit_random_heads` on any evaluator of the marginal likelihood: the seam that lets
+    the tasks live elsewhere (on a cluster: :mod:`metasp.dask`).
+
+    ``likelihood`` has ``value(U, noise, with_gradient=True)`` and ``posterior_heads(U,
+    noise)`` as :class:`_MarginalLikelihood` (``n``: its number of samples);
+    ``fold_pairs(seed)`` returns the (training, held-out) likelihoods of the
+    :data:`HOLDOUT_FOLDS` folds of tasks drawn from ``seed`` (called only where ``scarce``);
+    ``scales`` are the (x_scale, y_scale) of :func:`standardising_scales`. ``heads`` of the
+    result is what ``likelihood.posterior_heads`` returns.
+    """
+    x_scale, y_scale = scales
     basis = np.linalg.qr(np.asarray(start_B, dtype=np.float64).T)[0]
     U = basis * np.sqrt(0.5 / s)  # half the target's variance in the heads at the start
     candidates, scores = [], []
     noise = [0.5]  # free: maximum likelihood
-    if scarce_ratio(tasks, s) < SCARCE_RATIO and tasks.n_tasks >= 2 * HOLDOUT_FOLDS:
-        noise, fold_fit = _choose_noise(tasks, s, U, x_scale, y_scale, seed, n_threads,
-                                        candidates, scores, max_iter, tol)
+    if scarce:
+        noise, fold_fit = _choose_noise(fold_pairs(seed), likelihood.n, U, candidates, scores,
+                                        max_iter, tol)
     if not isinstance(noise, list) and noise < NEGLIGIBLE_NOISE:
         # Noiseless, or nearly: the fit on two thirds of the tasks is a start from which the
         # least-squares polish converges in a few sweeps; L-BFGS would only crawl.
@@ -222,7 +272,7 @@ def fit_random_heads(tasks: Tasks, s: int, start_B: np.ndarray, *, max_iter: int
         U, noise, n_iter, status, history = _maximise(
             likelihood, U, noise, max_iter, tol,
             None if on_iteration is None else lambda U: on_iteration(U.T))
-    *_, heads, _ = likelihood.value(U, noise)
+    heads = likelihood.posterior_heads(U, noise)
     to_units = y_scale / x_scale
     return RandomHeadsFit(
         U=U * to_units, heads=heads, noise=noise * y_scale**2, noise_share=noise,
@@ -232,18 +282,12 @@ def fit_random_heads(tasks: Tasks, s: int, start_B: np.ndarray, *, max_iter: int
         noise_candidates=np.asarray(candidates), holdout_score=np.asarray(scores))
 
 
-def _choose_noise(tasks, s, U, x_scale, y_scale, seed, n_threads, candidates, scores, max_iter,
-                  tol):
+def _choose_noise(pairs, n_samples, U, candidates, scores, max_iter, tol):
     """The noise variance (a share of the mean squared target, in standardised units) whose
-    fits on all but one fold of tasks give the held-out folds the highest marginal likelihood;
-    appends what it tried to ``candidates`` and ``scores``. Returns the noise and the chosen
-    candidate's fit on the first fold's training tasks."""
-    folds = _fold_indices(tasks.n_tasks, HOLDOUT_FOLDS, np.random.default_rng(seed))
-    pairs = []
-    for held_out in folds:
-        keep = np.setdiff1d(np.arange(tasks.n_tasks), held_out)
-        pairs.append((_MarginalLikelihood(tasks.subset(keep), x_scale, y_scale, n_threads),
-                      _MarginalLikelihood(tasks.subset(held_out), x_scale, y_scale, n_threads)))
+    fits on all but one fold of tasks (``pairs``: (training, held-out) likelihoods) give the
+    held-out folds the highest marginal likelihood; appends what it tried to ``candidates``
+    and ``scores``. Returns the noise and the chosen candidate's fit on the first fold's
+    training tasks."""
     starts = [U] * len(pairs)
     first_fold_fits = []
     worse = 0
@@ -253,7 +297,7 @@ def _choose_noise(tasks, s, U, x_scale, y_scale, seed, n_threads, candidates, sc
             U1, *_ = _maximise(train, U0, noise, max_iter, max(tol, HOLDOUT_TOL))
             fitted.append(U1)
             score += test.value(U1, noise, with_gradient=False) * test.n
-        score /= tasks.n_samples
+        score /= n_samples
         candidates.append(noise)
         scores.append(score)
         first_fold_fits.append(fitted[0])

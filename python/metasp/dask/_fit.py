@@ -1,0 +1,443 @@
+"""metasp.dask.fit: metasp.fit's random-heads default with the tasks on a Dask cluster.
+
+The driver runs the same L-BFGS (:func:`metasp._random_heads.fit_marginal`) and holds only
+d x s matrices and scalars; every evaluation sends (U, noise) to the shards and gets back their
+sums of :func:`metasp.kernels.marginal_pass` (a deviance, a d x s gradient, two scalars).
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+
+import numpy as np
+
+from .. import metrics
+from .._diagnostics import diagnose, spike_over_edge
+from .._postprocess import unscaled
+from .._prior import VARIANCE_FLOOR, squarem
+from .._random_heads import (
+    HOLDOUT_FOLDS,
+    NEGLIGIBLE_NOISE,
+    SCARCE_RATIO,
+    fit_marginal,
+)
+from .._result import MetaSPResult, checked, warn_about_diagnostics, warn_about_status
+from .._scaling import SAFE_EXPONENT, SQUARE_EXPONENT, TASK_EXPONENT, Scale
+from .._validation import (
+    check_init,
+    check_max_iter,
+    check_rank,
+    check_reference_B,
+    check_sin_tol,
+    check_tol,
+    seed_from,
+)
+from . import _shards
+from ._tasks import Tasks, gather
+
+# The fixed-heads options of metasp.fit with their defaults: metasp.dask runs random heads only.
+_FIXED_HEADS_DEFAULTS = {"step": "auto", "accel": "cg", "polish": "auto", "n_starts": 1}
+
+
+class DaskResult(MetaSPResult):
+    """A :class:`metasp.MetaSPResult` whose per-task heads stay on the cluster.
+
+    ``B``, ``singular_values``, ``n_iter``, ``status``, ``history``, ``diagnostics``, the head
+    prior and :meth:`adapt` / :meth:`predict` are as from :func:`metasp.fit`; ``W`` and
+    ``Theta`` hold no rows (T-sized, they live on the workers: :meth:`heads`), so
+    :meth:`save` writes the model without heads.
+    """
+
+    _heads = None  # (head futures per shard, labels per shard, R, right, exponent, client)
+
+    def heads(self):
+        """The per-task heads ``W`` (T, s) as a dask DataFrame indexed by the group label.
+
+        Returns
+        -------
+        dask.dataframe.DataFrame
+            Columns ``w0 .. w{s-1}``; task t's coefficients are ``W[t] @ B``.
+        """
+        import dask
+        import dask.dataframe as dd
+        import pandas as pd
+
+        futures, labels, R, right, exponent, client = self._heads
+        columns = [f"w{j}" for j in range(self.B.shape[0])]
+
+        def frame(heads, labels):
+            W = _shards.canonical_heads(heads, R, right, exponent)
+            return pd.DataFrame(W, index=pd.Index(labels, name="group"), columns=columns)
+
+        parts = [dask.delayed(frame)(f, lab) for f, lab in zip(futures, labels)]
+        return dd.from_delayed(parts, meta=pd.DataFrame(
+            {c: np.zeros(0) for c in columns}, index=pd.Index([], name="group")),
+            verify_meta=False)
+
+
+class _Cluster:
+    """Submits one kernel per shard with readable keys and gathers with a timeout."""
+
+    def __init__(self, client, timeout):
+        self.client, self.timeout = client, timeout
+
+    def submit_each(self, name, func, shards, *args, others=None):
+        from ._tasks import check_connected
+
+        check_connected(self.client)
+        tag = uuid.uuid4().hex[:8]
+        others = others or [()] * len(shards)
+        return [self.client.submit(func, shard, *extra, *args, key=f"metasp-{name}-{i}-{tag}")
+                for i, (shard, extra) in enumerate(zip(shards, others))]
+
+    def each(self, name, func, shards, *args, others=None):
+        return gather(self.client, self.submit_each(name, func, shards, *args, others=others),
+                      self.timeout)
+
+
+class _ShardedLikelihood:
+    """:class:`metasp._random_heads._MarginalLikelihood` over shards on the cluster."""
+
+    def __init__(self, cluster, shards, n, x_scale, y_scale, n_threads):
+        self.cluster, self.shards, self.n = cluster, shards, n
+        self.to_data = y_scale / x_scale
+        self.y_scale, self.n_threads = y_scale, n_threads
+        self.n_tasks = None  # set by the caller: the tasks these shards hold
+
+    def value(self, U, noise, with_gradient=True):
+        U_data = np.asfortranarray(U * self.to_data)
+        parts = self.cluster.each("marginal", _shards.marginal_sums, self.shards, U_data,
+                                  noise * self.y_scale**2, self.n_threads)
+        deviance = sum(p[0] for p in parts)
+        f = deviance / (2 * self.n) - np.log(self.y_scale)
+        if not with_gradient:
+            return f
+        if not np.isfinite(f):
+            return np.inf, None, None, None, None
+        gradient = sum(p[1] for p in parts)
+        expected = sum(p[2] for p in parts)
+        mean_loss = sum(p[3] for p in parts) / self.n_tasks
+        dU = gradient * (self.to_data / (2 * self.n))
+        dlog_noise = 0.5 * (1 - expected / (noise * self.y_scale**2 * self.n))
+        return f, dU, dlog_noise, None, mean_loss
+
+    def posterior_heads(self, U, noise):
+        """Futures of each shard's (T_p, s) posterior means: they stay on the workers."""
+        return self.cluster.submit_each(
+            "heads", _shards.posterior_heads, self.shards,
+            np.asfortranarray(U * self.to_data), noise * self.y_scale**2, self.n_threads)
+
+
+def fit(tasks, s=None, *, heads="auto", step="auto", accel="cg", polish="auto", init="zero",
+        n_starts=1, max_iter=1000, tol=1e-10, sin_tol=None, n_jobs=None, random_state=None,
+        reference_B=None, on_iteration=None, progress=False, timeout=300.0,
+        client=None) -> DaskResult:
+    """:func:`metasp.fit` (random heads, its default) on tasks held by a Dask cluster.
+
+    The same options, defaults and result as :func:`metasp.fit`: the same power-of-two
+    rescaling, spectral start (the top eigenvectors of the d x d Gram matrix of the rows
+    X_t^T y_t / m_t, summed over the shards), the same choice of the noise by held-out folds of
+    tasks where data are scarce, the same L-BFGS and the same head prior and diagnostics, with
+    every pass over the tasks run on the shards and reduced to at most d x d numbers. Where the
+    fitted noise is negligible, :func:`metasp.fit` finishes with the least-squares polish,
+    which is not distributed yet: that raises NotImplementedError (fit such data in memory).
+
+    Parameters
+    ----------
+    tasks : metasp.dask.Tasks
+    s : int
+        Rank of the shared subspace, ``1 <= s <= min(T, d)``.
+    heads : {"auto", "random"}
+        ``"fixed"`` (and the fixed-heads options ``step``, ``accel``, ``polish``, ``n_starts``
+        changed from their defaults) raise NotImplementedError: use :func:`metasp.fit` on
+        ``tasks.to_local()`` for them.
+    init : {"zero", "spectral"} or array_like of shape (s, d)
+        As in :func:`metasp.fit` ("zero" starts random heads from the spectral start).
+    max_iter, tol, sin_tol, random_state, reference_B
+        As in :func:`metasp.fit`.
+    n_jobs : int or None
+        Threads of each shard's kernel call (default 1: a worker's threads run shards side by
+        side). Results do not depend on it.
+    on_iteration : callable, optional
+        ``on_iteration(B)`` after every iteration of the final fit with the current (s, d)
+        subspace; returning True stops the fit.
+    progress : bool, default False
+        A progress bar on the driver (tqdm where installed), one step per iteration of the
+        final fit.
+    timeout : float, default 300
+        Seconds to wait for any one evaluation; a cluster that does not answer (a lost
+        scheduler or client connection) raises instead of hanging.
+    client : distributed.Client, optional
+        Default: the client ``tasks`` were built with.
+
+    Returns
+    -------
+    DaskResult
+        As :class:`metasp.MetaSPResult`, with the heads on the cluster (:meth:`~DaskResult.heads`).
+    """
+    if not isinstance(tasks, Tasks):
+        raise TypeError(f"tasks must be a metasp.dask.Tasks (md.Tasks.from_frame or "
+                        f"from_arrays); got {type(tasks).__name__}")
+    given = {"step": step, "accel": accel, "polish": polish, "n_starts": n_starts}
+    changed = [k for k, v in given.items() if not _same(v, _FIXED_HEADS_DEFAULTS[k])]
+    if heads == "fixed" or (heads == "auto" and changed):
+        raise NotImplementedError(
+            f"metasp.dask.fit runs the random-heads default only; heads='fixed' "
+            f"{'(implied by ' + ', '.join(changed) + ') ' if changed else ''}is not distributed "
+            f"yet: use metasp.fit(tasks.to_local(), s, ...) where the data fit in memory")
+    if heads not in ("auto", "random"):
+        raise ValueError(f"heads must be 'auto' or 'random' here; got {heads!r}")
+    s = check_rank(s, tasks)
+    d = tasks.n_features
+    kind, init_B = check_init(init, s, d)
+    max_iter, tol, seed = check_max_iter(max_iter), check_tol(tol), seed_from(random_state)
+    reference = check_reference_B(reference_B, s, d)
+    sin_tol = check_sin_tol(sin_tol, reference)
+    n_threads = 1 if n_jobs is None else int(n_jobs)
+    cluster = _Cluster(client or tasks.client, timeout)
+
+    scale = _data_scale(tasks)
+    shards = tasks.shards
+    if not scale.identity:
+        shards = cluster.submit_each("rescale", _shards.rescaled, shards, scale.x, scale.y)
+    sums = np.sum(cluster.each("squares", _shards.square_sums, shards, s), axis=0)
+    x_scale = float(np.sqrt(sums[0] / sums[1])) or 1.0
+    y_scale = float(np.sqrt(sums[2] / sums[3])) or 1.0
+    scarce = sums[4] / (d * s) < SCARCE_RATIO and tasks.n_tasks >= 2 * HOLDOUT_FOLDS
+    if kind == "given":
+        start = init_B
+    else:
+        gram = sum(cluster.each("start", _shards.start_gram, shards, d, n_threads))
+        start = np.linalg.eigh(gram)[1][:, ::-1][:, :s].T
+
+    def likelihood_of(parts, n, n_tasks):
+        out = _ShardedLikelihood(cluster, parts, n, x_scale, y_scale, n_threads)
+        out.n_tasks = n_tasks
+        return out
+
+    def fold_pairs(seed):
+        pairs = []
+        first = tasks.first_task
+        for k in range(HOLDOUT_FOLDS):
+            pair = []
+            for held_out in (False, True):
+                parts = cluster.submit_each(
+                    f"fold{k}{'test' if held_out else 'train'}", _shards.fold, shards,
+                    tasks.n_tasks, seed, k, held_out, others=[(f,) for f in first])
+                counts = np.sum(cluster.each("count", _shards.square_sums, parts, s), axis=0)
+                pair.append(likelihood_of(parts, int(counts[3]), int(counts[5])))
+            pairs.append(tuple(pair))
+        return pairs
+
+    sin, reached = [], []
+
+    def record(B):
+        if reference is not None:
+            sin.append(metrics.sin_angle(np.linalg.qr(B.T)[0].T, reference))
+            if sin_tol > 0 and sin[-1] <= sin_tol:
+                reached.append(True)
+        if bar is not None:
+            bar.update(1)
+        stop = on_iteration is not None and bool(on_iteration(B))
+        return bool(reached) or stop
+
+    bar = _progress_bar(max_iter) if progress else None
+    try:
+        fitted = fit_marginal(likelihood_of(shards, tasks.n_samples, tasks.n_tasks), fold_pairs,
+                              s, start, scarce=scarce, scales=(x_scale, y_scale),
+                              max_iter=max_iter, tol=tol, seed=seed, on_iteration=record)
+    finally:
+        if bar is not None:
+            bar.close()
+    if fitted.noise_share < NEGLIGIBLE_NOISE and not reached:
+        raise NotImplementedError(
+            f"the fitted noise is negligible ({fitted.noise_share:.2g} of the mean squared "
+            f"target): metasp.fit finishes such fits with the least-squares polish, which "
+            f"metasp.dask does not distribute yet; use metasp.fit(tasks.to_local(), s)")
+    history = {"loss": fitted.loss, "rel_change": fitted.rel_change,
+               "marginal_nll": fitted.marginal_nll,
+               "phase": np.full(fitted.n_iter, "random_heads"),
+               "noise_candidates": fitted.noise_candidates,
+               "holdout_score": fitted.holdout_score}
+    if reference is not None:
+        history["sin_angle"] = np.asarray(sin)
+    result = _canonical(cluster, fitted, tasks, s, d, history, scale)
+    return _postprocess(result, cluster, shards, tasks, s, tol, scale, n_threads)
+
+
+class _PlainBar:
+    def __init__(self):
+        self.n = 0
+
+    def update(self, k):
+        self.n += k
+        print(f"\rmetasp.dask.fit: iteration {self.n}", end="", file=sys.stderr)
+
+    def close(self):
+        print(file=sys.stderr)
+
+
+def _progress_bar(max_iter):
+    """tqdm's bar over the iterations where tqdm is installed, else a counter on stderr."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _PlainBar()
+    return tqdm(total=max_iter, desc="metasp.dask.fit", unit="it", file=sys.stderr)
+
+
+def _same(value, default) -> bool:
+    return isinstance(value, type(default)) and value == default
+
+
+def _data_scale(tasks: Tasks) -> Scale:
+    """:func:`metasp._scaling.data_scale` from the shards' summaries."""
+    x_largest = max(s.x_task_max_largest for s in tasks.summaries)
+    smallest = min(s.x_task_max_smallest for s in tasks.summaries)
+    if smallest < np.ldexp(x_largest, -TASK_EXPONENT):
+        raise ValueError(
+            f"some tasks have X entries at most {smallest:.3g}, below 2^-{TASK_EXPONENT} times "
+            f"the largest entry ({x_largest:.3g}): on one float64 scale the products of their "
+            f"rows underflow while the others' do not. Rescale each task, or leave those out.")
+    y_largest = max(s.y_largest for s in tasks.summaries)
+    if y_largest >= 2.0**SQUARE_EXPONENT:
+        raise ValueError(f"the largest |y| is {y_largest:.3g}: its square is beyond the float64 "
+                         f"range; divide y by a power of ten first")
+    return Scale(_power_of_two(x_largest), _power_of_two(y_largest))
+
+
+def _power_of_two(largest: float) -> int:
+    """As metasp._scaling: 0 inside the safe range (or for 0), else the power of two."""
+    if largest == 0 or 2.0**-SAFE_EXPONENT <= largest <= 2.0**SAFE_EXPONENT:
+        return 0
+    return int(np.frexp(largest)[1])
+
+
+def _canonical(cluster, fitted, tasks, s, d, history, scale) -> DaskResult:
+    """Orthonormal B and the singular values of Theta = heads U^T, from the s x s Gram matrix
+    of the heads (as metasp.fit's SVD of the T x s heads, without moving them)."""
+    Q, R = np.linalg.qr(fitted.U)
+    gram = sum(cluster.each("heads-gram", _shards.heads_gram, fitted.heads, R))
+    values, vectors = np.linalg.eigh((gram + gram.T) / 2)
+    right = vectors[:, ::-1]
+    singular_values = np.sqrt(np.maximum(values[::-1], 0.0))
+    result = DaskResult(B=right.T @ Q.T, W=np.zeros((0, s)), Theta=np.zeros((0, d)),
+                        singular_values=singular_values, n_iter=fitted.n_iter,
+                        status=fitted.status, history=history)
+    labels = [summary_labels for summary_labels in gather(
+        cluster.client, cluster.submit_each("labels", _labels, tasks.shards), cluster.timeout)]
+    result._heads = (fitted.heads, labels, R, right, scale.y - scale.x, cluster.client)
+    return result
+
+
+def _labels(shard):
+    return shard.labels
+
+
+class _Summary:
+    """The sizes of the tasks the diagnostics read (their data stay on the cluster)."""
+
+    def __init__(self, tasks, mean_square_y):
+        self.n_tasks, self.n_features = tasks.n_tasks, tasks.n_features
+        self.n_samples = tasks.n_samples
+        self.y = np.array([np.sqrt(mean_square_y)])  # checks_rank reads mean(y^2) only
+
+
+class _Arguments:
+    def __init__(self, tasks, s, n_threads):
+        self.tasks, self.s, self.n_threads = tasks, s, n_threads
+        self.adaptive, self.step, self.heads = True, 1.0, "random"
+
+
+def _postprocess(result, cluster, shards, tasks, s, tol, scale, n_threads) -> DaskResult:
+    """metasp._postprocess.postprocess with every per-task pass on the shards."""
+    stats = cluster.submit_each("statistics", _shards.statistics, shards, result.B, n_threads)
+    units = np.sum(cluster.each("units", _shards.unit_sums, stats), axis=0)
+    n, T = tasks.n_samples, tasks.n_tasks
+    y_unit = float(np.sqrt(units[0] / n)) or 1.0
+    x_unit = float(np.sqrt(units[1] / (n * s))) or 1.0
+    result.head_mean, result.head_cov, result.noise_variance = _head_prior(
+        cluster, stats, n, T, s, x_unit, y_unit)
+    summary = _Summary(tasks, units[0] / n)
+
+    def spike():
+        parts = cluster.each("rank", _shards.rank_gram, shards, result.B, n_threads,
+                             others=[(st,) for st in stats])
+        gram = sum(p[0] for p in parts)
+        total = sum(p[1] for p in parts)
+        return spike_over_edge(np.linalg.eigvalsh(gram)[-1], total, T, tasks.n_features, s)
+
+    def variance_ratio():
+        variances = np.concatenate(cluster.each(
+            "variances", _shards.predictive_variances, shards, result.head_cov,
+            others=[(st,) for st in stats]))
+        typical = np.median(variances)
+        return float(variances.max() / typical) if typical > 0 else 0.0
+
+    result.diagnostics = diagnose(result, _Arguments(summary, s, n_threads), None,
+                                  spike=spike, variance_ratio=variance_ratio)
+    result = checked(unscaled(result, scale))
+    warn_about_status(result, True, 1.0, tol)
+    warn_about_diagnostics(result)
+    return result
+
+
+def _head_prior(cluster, stats, n, T, s, x_unit, y_unit):
+    """metasp._prior.fit_head_prior with its sums taken on the shards."""
+    floor = VARIANCE_FLOOR
+    parts = cluster.each("prior-start", _shards.prior_start_sums, stats, s, floor, x_unit, y_unit)
+    sum_heads = sum(p[1] for p in parts)
+    sum_outer = sum(p[2] for p in parts)
+    mean = sum_heads / T
+    cov = ((sum_outer / T - np.outer(mean, mean)) if T > 1 else np.eye(s)) + floor * np.eye(s)
+    noise = max(sum(p[3] for p in parts) / n, floor)
+
+    def step(params):
+        mean, cov, noise = params
+        parts = cluster.each("prior-em", _shards.em_sums, stats, params, x_unit, y_unit)
+        sum_mean, sum_outer, sum_cov = (sum(p[i] for p in parts) for i in range(3))
+        sum_residual, log_det, quadratic = (sum(p[i] for p in parts) for i in range(3, 6))
+        shift = np.linalg.solve(cov, mean)
+        log_likelihood = -0.5 * (quadratic + T * float(mean @ shift) + n * np.log(noise)
+                                 + T * float(np.linalg.slogdet(cov)[1]) + log_det)
+        new_mean = sum_mean / T
+        new_cov = (sum_outer + sum_cov) / T - np.outer(new_mean, new_mean)
+        new_cov = (new_cov + new_cov.T) / 2 + floor * np.eye(s)
+        return (new_mean, new_cov, max(sum_residual / n, floor)), log_likelihood
+
+    mean, cov, noise = squarem((mean, np.atleast_2d(cov), noise), step, 100, 1e-5)
+    to_heads = y_unit / x_unit
+    return mean * to_heads, cov * to_heads**2, noise * y_unit**2
+
+
+def marginal_pass(tasks, U, noise, *, n_jobs=None, timeout=300.0, client=None):
+    """One evaluation of :func:`metasp.kernels.marginal_pass` over all shards, reduced: what
+    every L-BFGS step of :func:`fit` costs (the heads stay on the workers).
+
+    Parameters
+    ----------
+    tasks : metasp.dask.Tasks
+    U : array_like of shape (d, s)
+    noise : float
+        Noise variance, positive.
+    n_jobs, timeout, client
+        As in :func:`fit`.
+
+    Returns
+    -------
+    dict
+        ``deviance`` (float), ``gradient`` ((d, s) ndarray), ``expected`` (float) summed over
+        all tasks as in :class:`metasp.kernels.MarginalPass`, and ``mean_task_loss``.
+    """
+    if not isinstance(tasks, Tasks):
+        raise TypeError(f"tasks must be a metasp.dask.Tasks; got {type(tasks).__name__}")
+    U = np.asfortranarray(np.asarray(U, dtype=np.float64))
+    if U.ndim != 2 or U.shape[0] != tasks.n_features:
+        raise ValueError(f"U must have shape (d, s) with d = {tasks.n_features}; got {U.shape}")
+    cluster = _Cluster(client or tasks.client, timeout)
+    parts = cluster.each("marginal", _shards.marginal_sums, tasks.shards, U, float(noise),
+                         1 if n_jobs is None else int(n_jobs))
+    return {"deviance": sum(p[0] for p in parts), "gradient": sum(p[1] for p in parts),
+            "expected": sum(p[2] for p in parts),
+            "mean_task_loss": sum(p[3] for p in parts) / tasks.n_tasks}

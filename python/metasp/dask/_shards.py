@@ -1,0 +1,239 @@
+"""What runs on the workers: one shard of tasks (the rows of whole tasks, co-located by the
+shuffle) and the per-shard kernels whose small outputs the driver reduces."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import kernels
+from .._tasks import Tasks as LocalTasks
+from .._tasks import is_numeric_column
+
+
+class Shard(NamedTuple):
+    """The tasks of one partition after the shuffle, in sorted label order."""
+
+    index: int  # partition number after the shuffle
+    tasks: LocalTasks | None  # None where the shuffle left the partition empty
+    labels: np.ndarray  # (T_p,) group labels, in task order
+
+
+class ShardSummary(NamedTuple):
+    """What the driver needs to know about a shard: sizes and the scale of its data."""
+
+    n_tasks: int
+    n_samples: int
+    n_features: int
+    spare: int  # sum over tasks of max(m_t - s, 0) is computed later; here the sizes' sum
+    x_task_max_largest: float  # largest max |X| over its tasks
+    x_task_max_smallest: float  # smallest positive max |X| over its tasks (inf if none)
+    y_largest: float
+
+
+def where(index, file=None) -> str:
+    return f"partition {index}" + (f" (file {file})" if file is not None else "")
+
+
+def check_partition(pdf, group, target, features, partition_info=None, path_column=None):
+    """Raise a ValueError/TypeError naming the input partition (and its file, where the frame
+    carries a path column) for anything a fit cannot use; return the partition unchanged."""
+    index = None if partition_info is None else partition_info.get("number")
+    file = None
+    if path_column is not None and path_column in pdf.columns and len(pdf):
+        file = str(pdf[path_column].iloc[0])
+    place = where(index, file)
+    for role, column in (("group", group), ("target", target)):
+        if column not in pdf.columns:
+            raise ValueError(f"{place}: the {role} column {column!r} is missing; its columns "
+                             f"are {pdf.columns.tolist()}")
+    absent = [c for c in features if c not in pdf.columns]
+    if absent:
+        raise ValueError(f"{place}: feature columns {absent} are missing (its columns are "
+                         f"{pdf.columns.tolist()}); every partition and file needs the same "
+                         f"feature columns")
+    for column in (target, *features):
+        if not is_numeric_column(pdf[column]):
+            raise TypeError(f"{place}: column {column!r} has dtype {pdf[column].dtype}, which is "
+                            f"not numeric; encode or convert it (pd.to_numeric) first")
+    if pdf[group].isna().any():
+        raise ValueError(f"{place}: {int(pdf[group].isna().sum())} rows have no {group!r} label; "
+                         f"drop them or give them a label first")
+    values = pdf[[target, *features]].to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        columns = [str(c) for c, b in zip([target, *features], bad.any(axis=0)) if b]
+        raise ValueError(f"{place}: columns {columns} hold NaN or infinite values "
+                         f"({int(bad.sum())} entries); drop or impute them first")
+    return pdf
+
+
+def build_shard(pdf, index, group, target, features, dtype=None) -> Shard:
+    """The tasks of one shuffled partition, ordered by sorted group label."""
+    if len(pdf) == 0:
+        return Shard(index, None, np.empty(0, dtype=object))
+    values = pdf[[target, *features]].to_numpy(dtype=np.float64)
+    tasks = LocalTasks.from_groups(values[:, 1:], values[:, 0], pdf[group].to_numpy(),
+                                   dtype=dtype)
+    tasks.feature_names = tuple(str(f) for f in features)
+    return Shard(index, tasks, np.asarray(tasks.labels))
+
+
+def summary(shard: Shard) -> ShardSummary:
+    tasks = shard.tasks
+    if tasks is None:
+        return ShardSummary(0, 0, 0, 0, 0.0, np.inf, 0.0)
+    X = tasks.X
+    row_max = np.maximum(X.max(axis=1), -X.min(axis=1))
+    task_max = np.maximum.reduceat(row_max, tasks.offsets[:-1]).astype(np.float64)
+    positive = task_max[task_max > 0]
+    return ShardSummary(tasks.n_tasks, tasks.n_samples, tasks.n_features, tasks.n_samples,
+                        float(task_max.max()),
+                        float(positive.min()) if positive.size else np.inf,
+                        float(np.abs(tasks.y).max()))
+
+
+# ---- per-shard kernels of md.fit: each returns sums of at most d x d numbers --------------
+
+def rescaled(shard: Shard, x_exponent: int, y_exponent: int) -> Shard:
+    """The shard's data times 2^-x and 2^-y (exact), as metasp.fit rescales."""
+    if shard.tasks is None or (x_exponent == 0 and y_exponent == 0):
+        return shard
+    t = shard.tasks
+    X = np.ldexp(t.X, -x_exponent) if x_exponent else t.X
+    y = np.ldexp(t.y, -y_exponent) if y_exponent else t.y
+    return Shard(shard.index, LocalTasks(X, y, t.offsets, t.labels, t.feature_names),
+                 shard.labels)
+
+
+def square_sums(shard: Shard, s: int) -> np.ndarray:
+    """[sum X^2, X.size, sum y^2, y.size, sum_t max(m_t - s, 0), T_p]."""
+    if shard.tasks is None:
+        return np.zeros(6)
+    t = shard.tasks
+    return np.array([np.einsum("ij,ij->", t.X, t.X, dtype=np.float64), t.X.size,
+                     float(np.sum(t.y ** 2)), t.y.size,
+                     float(np.maximum(t.task_sizes - s, 0).sum()), t.n_tasks])
+
+
+def start_gram(shard: Shard, d: int, n_threads: int) -> np.ndarray:
+    """G^T G of the rows G[t] = X_t^T y_t / m_t: the spectral start is its top eigenvectors."""
+    if shard.tasks is None:
+        return np.zeros((d, d))
+    t = shard.tasks
+    G = kernels.gradient(t, np.zeros((t.n_tasks, t.n_features)), n_jobs=n_threads).G
+    return G.T @ G
+
+
+def fold(shard: Shard, first_task: int, n_tasks: int, seed: int, k: int, held_out: bool):
+    """The shard's tasks in held-out fold ``k`` (or all others), with the folds metasp.fit
+    draws over all T tasks (from ``seed``)."""
+    from .._random_heads import fold_of_tasks
+
+    if shard.tasks is None:
+        return shard
+    folds = fold_of_tasks(n_tasks, seed)[first_task:first_task + shard.tasks.n_tasks]
+    chosen = np.flatnonzero((folds == k) == held_out)
+    if chosen.size == 0:
+        return Shard(shard.index, None, shard.labels[:0])
+    return Shard(shard.index, shard.tasks.subset(chosen), shard.labels[chosen])
+
+
+def marginal_sums(shard: Shard, U, noise: float, n_threads: int):
+    """(deviance, gradient (d, s), expected, sum of task losses) of kernels.marginal_pass."""
+    if shard.tasks is None:
+        return 0.0, np.zeros_like(U), 0.0, 0.0
+    out = kernels.marginal_pass(shard.tasks, U, noise, n_jobs=n_threads)
+    return out.deviance, out.gradient, out.expected, float(np.sum(out.task_loss))
+
+
+def posterior_heads(shard: Shard, U, noise: float, n_threads: int) -> np.ndarray:
+    """(T_p, s) posterior means of the heads; kept on the worker."""
+    if shard.tasks is None:
+        return np.zeros((0, U.shape[1]))
+    return kernels.marginal_pass(shard.tasks, U, noise, n_jobs=n_threads).heads
+
+
+def heads_gram(heads: np.ndarray, R: np.ndarray) -> np.ndarray:
+    """(H R^T)^T (H R^T): the s x s Gram matrix whose eigenvectors give the canonical form."""
+    A = heads @ R.T
+    return A.T @ A
+
+
+def canonical_heads(heads: np.ndarray, R: np.ndarray, right: np.ndarray, exponent: int):
+    """W = H R^T right (left singular vectors times singular values), in the data's units."""
+    return np.ldexp(heads @ R.T @ right, exponent)
+
+
+def statistics(shard: Shard, B: np.ndarray, n_threads: int):
+    """(gram, cross, squares) of kernels.task_statistics in the row space of B; kept."""
+    s = B.shape[0]
+    if shard.tasks is None:
+        return np.zeros((0, s, s)), np.zeros((0, s)), np.zeros(0)
+    return tuple(kernels.task_statistics(shard.tasks, B, n_jobs=n_threads)[:3])
+
+
+def prior_start_sums(stats, s: int, floor: float, x_unit: float, y_unit: float):
+    """Sums behind the head prior's start (per-task least squares): (T, sum w, sum w w^T,
+    residual sum), in the EM's units."""
+    from .._prior import residual_sums
+
+    gram, cross, squares = stats
+    gram, cross, squares = gram / x_unit**2, cross / (x_unit * y_unit), squares / y_unit**2
+    eye = np.eye(s)
+    jitter = 1e-10 * np.trace(gram, axis1=1, axis2=2)[:, None, None] / s + floor
+    heads = np.linalg.solve(gram + jitter * eye, cross[..., None])[..., 0]
+    return (heads.shape[0], heads.sum(axis=0), heads.T @ heads,
+            float(residual_sums(heads, gram, cross, squares).sum()))
+
+
+def unit_sums(stats):
+    """(sum of squares, sum of the grams' traces, T): the EM's units."""
+    gram, _, squares = stats
+    return float(np.sum(squares)), float(np.trace(gram, axis1=1, axis2=2).sum()), squares.size
+
+
+def em_sums(stats, params, x_unit: float, y_unit: float):
+    """The per-task sums of one EM step of the head prior (as metasp.reference's
+    head_prior_em_step, whose final division the driver does)."""
+    from .._prior import residual_sums
+
+    gram, cross, squares = stats
+    gram, cross, squares = gram / x_unit**2, cross / (x_unit * y_unit), squares / y_unit**2
+    mean, cov, noise = params
+    s = mean.shape[0]
+    cov_inv = np.linalg.inv(cov)
+    precision = gram / noise + cov_inv
+    posterior_cov = np.linalg.inv(precision)
+    rhs = cross / noise + cov_inv @ mean
+    posterior_mean = np.einsum("tsr,tr->ts", posterior_cov, rhs)
+    if gram.shape[0] == 0:
+        return np.zeros(s), np.zeros((s, s)), np.zeros((s, s)), 0.0, 0.0, 0.0
+    return (posterior_mean.sum(axis=0), posterior_mean.T @ posterior_mean,
+            posterior_cov.sum(axis=0),
+            float(residual_sums(posterior_mean, gram, cross, squares).sum()
+                  + np.einsum("tsr,tsr->", gram, posterior_cov)),
+            float(np.linalg.slogdet(precision)[1].sum()),
+            float(squares.sum() / noise - np.einsum("ts,ts->", rhs, posterior_mean)))
+
+
+def rank_gram(shard: Shard, stats, B: np.ndarray, n_threads: int):
+    """(G^T G, sum G^2) of the residual correlations at least-squares heads in B, projected
+    off B and scaled by sqrt(m_t): the rank check's pieces."""
+    d = B.shape[1]
+    if shard.tasks is None:
+        return np.zeros((d, d)), 0.0
+    gram, cross, _ = stats
+    heads = np.einsum("tij,tj->ti", np.linalg.pinv(gram, hermitian=True), cross)
+    G = kernels.gradient(shard.tasks, heads @ B, n_jobs=n_threads).G
+    G = G - (G @ B.T) @ B
+    G *= np.sqrt(shard.tasks.task_sizes)[:, None]
+    return G.T @ G, float(np.sum(G**2))
+
+
+def predictive_variances(shard: Shard, stats, head_cov: np.ndarray) -> np.ndarray:
+    """(T_p,) per-task prior predictive variance (the weak-direction check's values)."""
+    if shard.tasks is None:
+        return np.zeros(0)
+    return np.einsum("tsr,rs->t", stats[0], head_cov) / shard.tasks.task_sizes

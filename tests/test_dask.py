@@ -1,0 +1,246 @@
+"""metasp.dask on a LocalCluster of two worker processes: the same answer as metasp.fit, bad
+input named by partition, heads and saving, and a fit that survives a killed worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+import metasp
+
+pd = pytest.importorskip("pandas")
+dd = pytest.importorskip("dask.dataframe")
+distributed = pytest.importorskip("distributed")
+md = pytest.importorskip("metasp.dask")
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning",
+                                        "ignore::FutureWarning:dask",
+                                        "ignore::UserWarning:distributed",
+                                        "ignore:.*(shuffle|Shuffle).*")
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        yield client
+
+
+def long_frame(T, m, d, s, sigma, seed=0):
+    X, y, B, _ = metasp.datasets.make_hps(T=T, m=m, d=d, s=s, sigma=sigma, random_state=seed)
+    df = pd.DataFrame(X.reshape(-1, d), columns=[f"f{j}" for j in range(d)])
+    df["y"] = y.ravel()
+    df["station"] = np.repeat([f"s{t:04d}" for t in range(T)], m)
+    # Shuffled rows: a task's rows start out in several partitions.
+    return df.sample(frac=1, random_state=seed).reset_index(drop=True), B
+
+
+def distributed_tasks(client, df, npartitions=4):
+    return md.Tasks.from_frame(dd.from_pandas(df, npartitions=npartitions), "station", "y",
+                               client=client)
+
+
+def projector_gap(A, B):
+    return np.abs(A.T @ A - B.T @ B).max()
+
+
+def assert_same_fit(ours, theirs):
+    assert projector_gap(ours.B, theirs.B) < 1e-8
+    np.testing.assert_allclose(ours.singular_values, theirs.singular_values, rtol=1e-8)
+    assert ours.status == theirs.status
+    assert abs(ours.n_iter - theirs.n_iter) <= 1
+    assert [f.code for f in ours.diagnostics] == [f.code for f in theirs.diagnostics]
+    np.testing.assert_allclose(ours.noise_variance, theirs.noise_variance, rtol=1e-8)
+    # The head prior's mean flips with the sign of each basis row; its projection does not.
+    np.testing.assert_allclose(ours.head_mean @ ours.B, theirs.head_mean @ theirs.B,
+                               rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(120, 15, 10, 2, 0.3),   # maximum likelihood noise
+                                   (90, 5, 20, 2, 0.5)],    # scarce: noise by held-out folds
+                         ids=["plenty", "scarce"])
+def test_fit_gives_metasp_fits_answer(client, shape):
+    df, _ = long_frame(*shape)
+    tasks = distributed_tasks(client, df)
+    local = tasks.to_local()
+    theirs = metasp.fit(local, None, shape[3], random_state=0)
+    ours = md.fit(tasks, shape[3], random_state=0)
+    assert_same_fit(ours, theirs)
+    assert (len(ours.history["noise_candidates"]) > 0) == (shape[1] == 5)
+    np.testing.assert_array_equal(ours.history["noise_candidates"],
+                                  theirs.history["noise_candidates"])
+    X_new, y_new = local[3]
+    np.testing.assert_allclose(ours.predict(X_new, ours.adapt(X_new, y_new)),
+                               theirs.predict(X_new, theirs.adapt(X_new, y_new)),
+                               rtol=1e-7, atol=1e-9)
+    # Heads on the cluster, indexed by the group label: the same coefficients W B per task.
+    heads = ours.heads().compute().loc[list(local.labels)]
+    np.testing.assert_allclose(heads.to_numpy() @ ours.B, theirs.W @ theirs.B, rtol=1e-6,
+                               atol=1e-8)
+
+
+def test_noiseless_data_ask_for_the_in_memory_fit(client):
+    df, _ = long_frame(60, 12, 8, 2, 0.0)
+    tasks = distributed_tasks(client, df, npartitions=2)
+    with pytest.raises(NotImplementedError, match="least-squares polish"):
+        md.fit(tasks, 2, random_state=0)
+
+
+def test_fixed_heads_are_not_silently_replaced(client):
+    df, _ = long_frame(30, 10, 6, 2, 0.3)
+    tasks = distributed_tasks(client, df, npartitions=2)
+    with pytest.raises(NotImplementedError, match="heads='fixed'"):
+        md.fit(tasks, 2, heads="fixed")
+    with pytest.raises(NotImplementedError, match="step"):
+        md.fit(tasks, 2, step=0.5)
+
+
+def test_saved_result_loads_with_metasp_load(client, tmp_path):
+    df, _ = long_frame(60, 15, 8, 2, 0.3)
+    result = md.fit(distributed_tasks(client, df, 2), 2, random_state=0)
+    loaded = metasp.load(result.save(tmp_path / "model.npz"))
+    np.testing.assert_array_equal(loaded.B, result.B)
+    np.testing.assert_array_equal(loaded.head_cov, result.head_cov)
+    assert loaded.W.shape == (0, 2)
+
+
+def test_from_arrays_matches_from_frame(client):
+    da = pytest.importorskip("dask.array")
+    df, _ = long_frame(40, 10, 6, 2, 0.3)
+    features = [f"f{j}" for j in range(6)]
+    X = da.from_array(df[features].to_numpy(), chunks=(100, 6))
+    y = da.from_array(df["y"].to_numpy(), chunks=100)
+    groups = da.from_array(df["station"].to_numpy(), chunks=100)
+    tasks = md.Tasks.from_arrays(X, y, groups, client=client)
+    local = tasks.to_local()
+    reference = metasp.Tasks.from_frame(df, "station", "y")
+    assert tasks.n_tasks == 40 and tasks.n_samples == 400
+    order = np.argsort(local.labels)
+    np.testing.assert_array_equal(local.labels[order], reference.labels)
+    for t in range(0, 40, 7):
+        Xt, yt = local[order[t]]
+        np.testing.assert_array_equal(np.sort(yt), np.sort(reference[t][1]))
+
+
+def bad_partition(df, column, value, npartitions=3):
+    frame = dd.from_pandas(df, npartitions=npartitions)
+    parts = frame.to_delayed()
+    import dask
+
+    def spoil(pdf):
+        pdf = pdf.copy()
+        pdf.iloc[0, pdf.columns.get_loc(column)] = value
+        return pdf
+
+    parts[1] = dask.delayed(spoil)(parts[1])
+    return dd.from_delayed(parts, meta=frame._meta, verify_meta=False)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_values_name_the_partition(client, value):
+    df, _ = long_frame(20, 6, 4, 2, 0.3)
+    with pytest.raises(ValueError, match=r"partition 1.*'f2'.*NaN or infinite"):
+        md.Tasks.from_frame(bad_partition(df, "f2", value), "station", "y", client=client)
+
+
+def test_schema_errors_are_clear(client):
+    df, _ = long_frame(20, 6, 4, 2, 0.3)
+    frame = dd.from_pandas(df, npartitions=2)
+    with pytest.raises(ValueError, match="group column 'site' is not in the frame"):
+        md.Tasks.from_frame(frame, "site", "y", client=client)
+    with pytest.raises(ValueError, match="target column 'z'"):
+        md.Tasks.from_frame(frame, "station", "z", client=client)
+    with pytest.raises(TypeError, match="not numeric"):
+        md.Tasks.from_frame(frame.assign(f1=frame.f1.astype(str)), "station", "y",
+                            features=["f0", "f1"], client=client)
+    with pytest.raises(ValueError, match="features is empty"):
+        md.Tasks.from_frame(frame, "station", "y", features=[], client=client)
+    with pytest.raises(ValueError, match="no rows"):
+        md.Tasks.from_frame(dd.from_pandas(df.iloc[:0], npartitions=1), "station", "y",
+                            client=client)
+
+
+def test_mismatched_feature_columns_name_the_partition(client):
+    import dask
+
+    df, _ = long_frame(20, 6, 4, 2, 0.3)
+    frame = dd.from_pandas(df, npartitions=3)
+    parts = frame.to_delayed()
+    parts[2] = dask.delayed(lambda pdf: pdf.rename(columns={"f3": "g3"}))(parts[2])
+    spoiled = dd.from_delayed(parts, meta=frame._meta, verify_meta=False)
+    with pytest.raises(ValueError, match=r"partition 2.*\['f3'\] are missing"):
+        md.Tasks.from_frame(spoiled, "station", "y", client=client)
+
+
+def test_a_killed_worker_does_not_kill_the_fit(client):
+    df, _ = long_frame(150, 15, 10, 2, 0.3, seed=1)
+    tasks = distributed_tasks(client, df, npartitions=4)
+    undisturbed = md.fit(tasks, 2, random_state=0)
+    pids = list(client.run(os.getpid).values())
+    killed = []
+
+    def kill_once(B):
+        if not killed:
+            os.kill(pids[0], signal.SIGKILL)  # the nanny starts a new worker process
+            killed.append(pids[0])
+        return False
+
+    survived = md.fit(tasks, 2, random_state=0, on_iteration=kill_once)
+    assert killed
+    client.wait_for_workers(2, timeout=60)
+    assert pids[0] not in client.run(os.getpid).values()  # the shards were rebuilt elsewhere
+    assert metasp.metrics.sin_angle(survived.B, undisturbed.B) < 1e-6
+    assert survived.status == undisturbed.status
+
+
+def test_a_lost_client_raises_instead_of_hanging(client):
+    df, _ = long_frame(60, 15, 8, 2, 0.3)
+    second = distributed.Client(client.scheduler.address)
+    tasks = distributed_tasks(second, df, npartitions=2)
+
+    def disconnect(B):
+        second.close()
+        return False
+
+    with pytest.raises(ConnectionError, match="client is clos"):
+        md.fit(tasks, 2, random_state=0, on_iteration=disconnect, timeout=20)
+
+
+def test_a_cluster_that_does_not_answer_in_time_raises(client):
+    df, _ = long_frame(30, 10, 6, 2, 0.3)
+    tasks = distributed_tasks(client, df, npartitions=2)
+    with pytest.raises(TimeoutError, match="did not answer within"):
+        md.fit(tasks, 2, timeout=1e-4)
+
+
+def test_marginal_pass_sums_the_shards(client):
+    df, _ = long_frame(40, 10, 6, 2, 0.3)
+    tasks = distributed_tasks(client, df, npartitions=3)
+    U = np.random.default_rng(0).standard_normal((6, 2))
+    ours = md.marginal_pass(tasks, U, 0.4)
+    theirs = metasp.kernels.marginal_pass(tasks.to_local(), U, 0.4)
+    assert ours["deviance"] == pytest.approx(theirs.deviance, rel=1e-12)
+    assert ours["expected"] == pytest.approx(theirs.expected, rel=1e-12)
+    np.testing.assert_allclose(ours["gradient"], theirs.gradient, rtol=1e-10)
+    assert ours["mean_task_loss"] == pytest.approx(theirs.task_loss.mean(), rel=1e-12)
+
+
+def test_progress_bar_counts_iterations(client, capsys):
+    df, _ = long_frame(40, 15, 6, 2, 0.3)
+    result = md.fit(distributed_tasks(client, df, npartitions=2), 2, random_state=0,
+                    progress=True)
+    assert "metasp.dask.fit" in capsys.readouterr().err
+    assert result.n_iter > 0
+
+
+def test_import_metasp_does_not_import_dask():
+    import subprocess
+    import sys
+
+    code = "import sys, metasp; print(any(m.split('.')[0] in ('dask', 'distributed') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
