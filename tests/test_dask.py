@@ -197,6 +197,28 @@ def test_a_killed_worker_does_not_kill_the_fit(client):
     assert survived.status == undisturbed.status
 
 
+def bytes_sent_by_workers(client):
+    """Dask's own counter of the bytes the workers sent (to other workers and the driver)."""
+    return sum(client.run(lambda dask_worker: dask_worker.transfer_outgoing_bytes_total).values())
+
+
+def test_iterations_move_no_rows_of_x(client):
+    """Per iteration the workers send small sums (O(d s) per shard), never rows: the traffic
+    stays far below a shard's data and does not grow with the number of tasks."""
+    medians = {}
+    for T in (300, 1200):
+        df, _ = long_frame(T, 20, 20, 3, 0.3, seed=2)
+        tasks = distributed_tasks(client, df, npartitions=4)
+        sent = []
+        md.fit(tasks, 3, random_state=0,
+               on_iteration=lambda B: sent.append(bytes_sent_by_workers(client)))
+        per_iteration = np.diff(sent)
+        shard_bytes = T * 20 * 20 * 8 / 4
+        assert per_iteration.max() < shard_bytes / 10, (T, per_iteration.max(), shard_bytes)
+        medians[T] = np.median(per_iteration)
+    assert medians[1200] <= 1.5 * medians[300], medians
+
+
 def test_a_lost_client_raises_instead_of_hanging(client):
     df, _ = long_frame(60, 15, 8, 2, 0.3)
     second = distributed.Client(client.scheduler.address)
