@@ -211,7 +211,7 @@ def test_iterations_move_no_rows_of_x(client):
         tasks = distributed_tasks(client, df, npartitions=4)
         sent = []
         md.fit(tasks, 3, random_state=0,
-               on_iteration=lambda B: sent.append(bytes_sent_by_workers(client)))
+               on_iteration=lambda B, sent=sent: sent.append(bytes_sent_by_workers(client)))
         per_iteration = np.diff(sent)
         shard_bytes = T * 20 * 20 * 8 / 4
         assert per_iteration.max() < shard_bytes / 10, (T, per_iteration.max(), shard_bytes)
