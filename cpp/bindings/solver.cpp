@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "common.hpp"
+#include "metasp/newton.hpp"
+#include "metasp/polish.hpp"
 #include "metasp/solver.hpp"
 
 namespace metasp::bindings {
@@ -210,6 +212,17 @@ py::dict constants() {
     out["svd_max_steps"] = kSVDMaxSteps;
     out["svd_relative_tol"] = kSVDRelativeTol;
     out["max_dense_normal"] = kMaxDenseNormal;
+    out["newton_cg_tol"] = kNewtonCGTol;
+    out["step_floor"] = kStepFloor;
+    out["quadratic_floor"] = kQuadraticFloor;
+    out["min_newton_cg"] = kMinNewtonCG;
+    out["min_preconditioner"] = kMinPreconditioner;
+    out["damping_attempts"] = kDampingAttempts;
+    out["damping_factor"] = kDampingFactor;
+    out["min_damping"] = kMinDamping;
+    out["stationary_change"] = kStationaryChange;
+    out["stagnation_window"] = kStagnationWindow;
+    out["loss_stagnation"] = kLossStagnation;
     return out;
 }
 

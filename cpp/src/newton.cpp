@@ -15,15 +15,6 @@
 namespace metasp {
 namespace {
 
-// Relative residual at which the conjugate-gradient Newton solve stops: an inexact Newton step
-// with this forcing term still converges superlinearly, to the same stationary point.
-constexpr double kNewtonCGTol = 1e-6;
-// ... or once the error left in the step D is below this factor times ||D||^2 (or below the
-// caller's floor, see kStepFloor): the Newton step itself leaves an error of order ||D||^2 (quadratic convergence), so solving more exactly gains nothing.
-constexpr double kQuadraticFloor = 0.1;
-// Fewest iterations the work estimate must allow before the iterative Newton solve is tried.
-constexpr int kMinNewtonCG = 20;
-
 // Below this bound on its condition number, the pseudo-inverse of A_t below (which drops
 // eigenvalues under 1e-12 of the largest) is its plain inverse.
 constexpr double kNewtonCondition = 1e8;

@@ -12,22 +12,6 @@
 namespace metasp {
 namespace {
 
-// Damping of the Newton step: attempts per sweep before the ALS step, the factor it grows
-// by after a failure (and shrinks by after a success), and its smallest non-zero value.
-constexpr int kDampingAttempts = 6;
-constexpr double kDampingFactor = 10;
-constexpr double kMinDamping = 1e-6;
-
-// Below this relative change, a sweep whose loss did not decrease is rounding at a
-// stationary point: converged rather than stalled.
-constexpr double kStationaryChange = 1e-6;
-
-// The loss has stagnated when the last kStagnationWindow sweeps together lowered it by less
-// than kLossStagnation of its value: a flat valley (a direction the data barely identify)
-// where the iterate creeps for many sweeps while the fit no longer improves measurably.
-constexpr int kStagnationWindow = 10;
-constexpr double kLossStagnation = 1e-5;
-
 // ||next - theta||_F / ||next||_F for next = W V^T of the factors (written into next).
 double relative_change(const Factors& factors, const RowMatrix& theta, RowMatrix& next,
                        int n_threads) {

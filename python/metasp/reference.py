@@ -510,11 +510,12 @@ def solve_basis_system(system, d: int, s: int, shift: float = 0.0, definite: boo
     return solution.reshape(s, d).T
 
 
-# The iterative Newton solve (cpp/src/newton.cpp): relative residual of its stop, its stops on
-# the preconditioned residual relative to tol and to ||D||^2, fewest iterations worth trying,
-# floor of the diagonal preconditioner relative to the scale.
+# The iterative Newton solve (cpp/include/metasp/newton.hpp): relative residual of its stop,
+# its stops on the preconditioned residual relative to tol and to ||D||^2, fewest iterations
+# worth trying, floor of the diagonal preconditioner relative to the scale.
 NEWTON_CG_TOL, STEP_FLOOR, QUADRATIC_FLOOR, MIN_NEWTON_CG, MIN_PRECONDITIONER = (
-    1e-6, 1e-3, 0.1, 20, 1e-6)
+    _CONSTANTS[name] for name in ("newton_cg_tol", "step_floor", "quadratic_floor",
+                                  "min_newton_cg", "min_preconditioner"))
 
 
 def newton_cg_budget(tasks: Tasks, s: int, how: str = "auto") -> int:
@@ -593,15 +594,14 @@ def _relative_change(factors, Theta):
     return np.linalg.norm(next_Theta - Theta) / norm if norm > 0 else 0.0
 
 
-# Damping of the Newton step (the C++ kDampingAttempts, kDampingFactor, kMinDamping).
-DAMPING_ATTEMPTS, DAMPING_FACTOR, MIN_DAMPING = 6, 10.0, 1e-6
-# Below this relative change, a sweep whose loss did not decrease is rounding at a stationary
-# point (the C++ kStationaryChange).
-STATIONARY_CHANGE = 1e-6
-# Loss stagnation of the polish: the last STAGNATION_WINDOW sweeps lowered the loss by less
-# than LOSS_STAGNATION of its value (cpp/src/polish.cpp).
-STAGNATION_WINDOW = 10
-LOSS_STAGNATION = 1e-5
+# The polish (cpp/include/metasp/polish.hpp): damping of the Newton step; the relative change
+# below which a sweep whose loss did not decrease is rounding at a stationary point; loss
+# stagnation: the last STAGNATION_WINDOW sweeps lowered the loss by less than LOSS_STAGNATION.
+DAMPING_ATTEMPTS, DAMPING_FACTOR, MIN_DAMPING = (
+    _CONSTANTS[name] for name in ("damping_attempts", "damping_factor", "min_damping"))
+STATIONARY_CHANGE = _CONSTANTS["stationary_change"]
+STAGNATION_WINDOW = _CONSTANTS["stagnation_window"]
+LOSS_STAGNATION = _CONSTANTS["loss_stagnation"]
 
 
 def _orthonormal(U: np.ndarray) -> np.ndarray:

@@ -21,6 +21,20 @@ enum class NewtonSolve { automatic, dense, iterative };
 // see (this saves most of the iterations of the last, confirming sweep).
 constexpr double kStepFloor = 1e-3;
 
+// Relative residual at which the conjugate-gradient Newton solve stops: an inexact Newton step
+// with this forcing term still converges superlinearly, to the same stationary point.
+constexpr double kNewtonCGTol = 1e-6;
+// ... or once the error left in the step D is below this factor times ||D||^2 (or below the
+// caller's floor, see kStepFloor): the Newton step itself leaves an error of order ||D||^2
+// (quadratic convergence), so solving more exactly gains nothing.
+constexpr double kQuadraticFloor = 0.1;
+// Fewest iterations the work estimate must allow before the iterative Newton solve is tried.
+constexpr int kMinNewtonCG = 20;
+
+// Floor of the diagonal preconditioner, relative to scale (the data diagonal of a flat
+// direction may be zero or negative).
+constexpr double kMinPreconditioner = 1e-6;
+
 // Most preconditioned conjugate-gradient iterations a Newton solve may take (0: solve densely).
 int newton_cg_budget(const TasksView& tasks, Index s, NewtonSolve how);
 
@@ -70,10 +84,6 @@ public:
     Matrix precondition(const Matrix& R, double shift) const;
 
 private:
-    // Floor of the diagonal preconditioner, relative to scale (the data diagonal of a flat
-    // direction may be zero or negative).
-    static constexpr double kMinPreconditioner = 1e-6;
-
     // body(c, t0, t1) over the fixed task chunks of operator_chunks.
     template <class Body>
     void for_chunks(double work_per_sample, Body body) const;
