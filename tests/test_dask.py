@@ -259,6 +259,49 @@ def test_progress_bar_counts_iterations(client, capsys):
     assert result.n_iter > 0
 
 
+def ragged_frame(T, m_max, d, s, sigma, seed=0):
+    """Tasks of 4 to m_max rows: the small ones are never held out by select_rank."""
+    X, y, _, _ = metasp.datasets.make_hps(T=T, m=m_max, d=d, s=s, sigma=sigma, random_state=seed)
+    sizes = np.random.default_rng(seed).integers(4, m_max + 1, size=T)
+    keep = (np.arange(m_max) < sizes[:, None]).ravel()
+    df = pd.DataFrame(X.reshape(-1, d)[keep], columns=[f"f{j}" for j in range(d)])
+    df["y"] = y.ravel()[keep]
+    df["station"] = np.repeat([f"s{t:04d}" for t in range(T)], sizes)
+    return df.sample(frac=1, random_state=seed).reset_index(drop=True)
+
+
+def test_select_rank_gives_metasp_select_ranks_answer(client):
+    """The same folds of tasks, support sets and fit seeds as metasp.select_rank on the same
+    tasks in the same order, so the same scores and the same rank."""
+    tasks = distributed_tasks(client, ragged_frame(150, 14, 8, 2, 0.3), npartitions=4)
+    generator = np.random.default_rng(5)
+    ours = md.select_rank(tasks, ranks=[1, 2, 3], cv=3, random_state=generator, shots=(3, 5))
+    local = tasks.to_local()
+    assert (local.task_sizes <= 5).any()  # some tasks are too small to be held out
+    replay = np.random.default_rng(5)
+    theirs = metasp.select_rank(local, ranks=[1, 2, 3], cv=3, random_state=replay,
+                                holdout="tasks", shots=(3, 5))
+    np.testing.assert_allclose(ours.fold_mse, theirs.fold_mse, rtol=1e-8)
+    np.testing.assert_allclose(ours.mean_mse, theirs.mean_mse, rtol=1e-8)
+    np.testing.assert_array_equal(ours.n_unconverged, theirs.n_unconverged)
+    assert ours.best_rank == theirs.best_rank == 2
+    assert ours.ranks.tolist() == [1, 2, 3]
+    # The generator moved on exactly as metasp.select_rank moves it.
+    assert generator.integers(2**63) == replay.integers(2**63)
+
+
+def test_select_rank_refuses_what_it_does_not_distribute(client):
+    tasks = distributed_tasks(client, ragged_frame(30, 8, 5, 2, 0.3), npartitions=2)
+    with pytest.raises(NotImplementedError, match="holdout='samples' is not distributed"):
+        md.select_rank(tasks, ranks=[1], holdout="samples")
+    with pytest.raises(ValueError, match="needs heads='posterior'"):
+        md.select_rank(tasks, ranks=[1], heads="fitted")
+    with pytest.raises(ValueError, match="needs at least 25 tasks with more than"):
+        md.select_rank(tasks, ranks=[1], cv=25, shots=(3, 6))
+    with pytest.raises(TypeError, match="metasp.dask.Tasks"):
+        md.select_rank(tasks.to_local(), ranks=[1])
+
+
 def test_import_metasp_does_not_import_dask():
     import subprocess
     import sys
