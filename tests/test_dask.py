@@ -354,6 +354,25 @@ def test_cli_fits_a_glob_of_files_on_the_cluster(client, tmp_path, capsys):
     assert client.status == "running" and len(client.scheduler_info()["workers"]) == 2
 
 
+def test_cli_names_the_file_with_missing_values_and_drops_them_with_dropna(client, tmp_path,
+                                                                         capsys):
+    from metasp._cli import main
+
+    pattern = cli_files(tmp_path)
+    part = pd.read_csv(tmp_path / "part-1.csv")
+    part.loc[3, "f2"] = np.nan
+    part.to_csv(tmp_path / "part-1.csv", index=False)
+    argv = ["fit", pattern, "--group", "station", "--target", "y", "--rank", "2",
+            "--dask-scheduler", client.scheduler.address, "--out", str(tmp_path / "m.npz")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "part-1.csv" in err and "['f2'] hold NaN" in err
+    assert not (tmp_path / "m.npz").exists()
+    assert main([*argv, "--dropna"]) == 0
+    assert "warning: dropped 1 of 1000 rows" in capsys.readouterr().err
+    assert metasp.load(tmp_path / "m.npz").rank == 2
+
+
 @pytest.mark.parametrize("extra, code, message", [
     (["--dask-scheduler", "tcp://127.0.0.1:1", "--dask-workers", "2"], 2, "not allowed with"),
     (["--dask-workers", "0"], 2, "--dask-workers must be at least 1"),
