@@ -259,6 +259,154 @@ def test_progress_bar_counts_iterations(client, capsys):
     assert result.n_iter > 0
 
 
+def ragged_frame(T, m_max, d, s, sigma, seed=0):
+    """Tasks of 4 to m_max rows: the small ones are never held out by select_rank."""
+    X, y, _, _ = metasp.datasets.make_hps(T=T, m=m_max, d=d, s=s, sigma=sigma, random_state=seed)
+    sizes = np.random.default_rng(seed).integers(4, m_max + 1, size=T)
+    keep = (np.arange(m_max) < sizes[:, None]).ravel()
+    df = pd.DataFrame(X.reshape(-1, d)[keep], columns=[f"f{j}" for j in range(d)])
+    df["y"] = y.ravel()[keep]
+    df["station"] = np.repeat([f"s{t:04d}" for t in range(T)], sizes)
+    return df.sample(frac=1, random_state=seed).reset_index(drop=True)
+
+
+def test_select_rank_gives_metasp_select_ranks_answer(client):
+    """The same folds of tasks, support sets and fit seeds as metasp.select_rank on the same
+    tasks in the same order, so the same scores and the same rank."""
+    tasks = distributed_tasks(client, ragged_frame(150, 14, 8, 2, 0.3), npartitions=4)
+    generator = np.random.default_rng(5)
+    ours = md.select_rank(tasks, ranks=[1, 2, 3], cv=3, random_state=generator, shots=(3, 5))
+    local = tasks.to_local()
+    assert (local.task_sizes <= 5).any()  # some tasks are too small to be held out
+    replay = np.random.default_rng(5)
+    theirs = metasp.select_rank(local, ranks=[1, 2, 3], cv=3, random_state=replay,
+                                holdout="tasks", shots=(3, 5))
+    np.testing.assert_allclose(ours.fold_mse, theirs.fold_mse, rtol=1e-8)
+    np.testing.assert_allclose(ours.mean_mse, theirs.mean_mse, rtol=1e-8)
+    np.testing.assert_array_equal(ours.n_unconverged, theirs.n_unconverged)
+    assert ours.best_rank == theirs.best_rank == 2
+    assert ours.ranks.tolist() == [1, 2, 3]
+    # The generator moved on exactly as metasp.select_rank moves it.
+    assert generator.integers(2**63) == replay.integers(2**63)
+
+
+def test_select_rank_refuses_what_it_does_not_distribute(client):
+    tasks = distributed_tasks(client, ragged_frame(30, 8, 5, 2, 0.3), npartitions=2)
+    with pytest.raises(NotImplementedError, match="holdout='samples' is not distributed"):
+        md.select_rank(tasks, ranks=[1], holdout="samples")
+    with pytest.raises(ValueError, match="needs heads='posterior'"):
+        md.select_rank(tasks, ranks=[1], heads="fitted")
+    with pytest.raises(ValueError, match="needs at least 25 tasks with more than"):
+        md.select_rank(tasks, ranks=[1], cv=25, shots=(3, 6))
+    with pytest.raises(TypeError, match="metasp.dask.Tasks"):
+        md.select_rank(tasks.to_local(), ranks=[1])
+
+
+def cli_files(tmp_path):
+    """Two CSV files of one table of 50 rank-2 tasks, each task's rows in both files, plus a
+    file of new tasks; features on shifted, different scales, and a text column."""
+    X, y, _, _ = metasp.datasets.make_hps(T=58, m=20, d=6, s=2, sigma=0.1, random_state=0)
+    frame = pd.DataFrame(X.reshape(-1, 6) * np.arange(1, 7) + 3.0, columns=[f"f{j}" for j in range(6)])
+    frame["y"] = y.reshape(-1)
+    frame["station"] = np.repeat([f"s{t:02d}" for t in range(58)], 20)
+    frame["note"] = "text"
+    train = frame.iloc[:1000]
+    train.iloc[::2].to_csv(tmp_path / "part-0.csv", index=False)
+    train.iloc[1::2].to_csv(tmp_path / "part-1.csv", index=False)
+    train.to_csv(tmp_path / "whole.csv", index=False)
+    frame.iloc[1000:].to_csv(tmp_path / "new.csv", index=False)
+    return str(tmp_path / "part-*.csv")
+
+
+def test_cli_fits_a_glob_of_files_on_the_cluster(client, tmp_path, capsys):
+    from metasp._cli import main
+
+    pattern = cli_files(tmp_path)
+    common = ["--group", "station", "--target", "y", "--random-state", "0"]
+    on_cluster = ["--dask-scheduler", client.scheduler.address]
+    chosen = tmp_path / "chosen.npz"
+    assert main(["fit", pattern, *common, *on_cluster, "--max-rank", "3", "--cv", "3",
+                 "--out", str(chosen)]) == 0
+    out, err = capsys.readouterr()
+    assert "warning: left out non-numeric columns ['note']" in err
+    assert "50 tasks, 1000 rows, 6 features (f0, f1, f2, f3, f4, f5) + intercept" in out
+    assert "<- best" in out and "saved" in out
+    model = metasp.load(chosen)
+    assert model.rank == model.metadata["rank"] == 2  # the true rank, by held-out tasks
+    assert [row["rank"] for row in model.metadata["rank_selection"]] == [1, 2, 3]
+    assert model.metadata["training_groups"] == []  # the heads stayed on the cluster
+    # With --rank, the model of the in-memory command on the same table.
+    assert main(["fit", pattern, *common, *on_cluster, "--rank", "2",
+                 "--out", str(tmp_path / "ours.npz")]) == 0
+    assert main(["fit", str(tmp_path / "whole.csv"), *common, "--rank", "2",
+                 "--out", str(tmp_path / "theirs.npz")]) == 0
+    ours, theirs = metasp.load(tmp_path / "ours.npz"), metasp.load(tmp_path / "theirs.npz")
+    assert projector_gap(ours.B, theirs.B) < 1e-8
+    for key in ("mean", "scale"):
+        np.testing.assert_allclose(ours.metadata["preprocessing"]["standardize"][key],
+                                   theirs.metadata["preprocessing"]["standardize"][key],
+                                   rtol=1e-12)
+    # predict reads the model the cluster wrote.
+    assert main(["predict", str(chosen), str(tmp_path / "new.csv"), "--shots", "5",
+                 "--out", str(tmp_path / "pred.csv")]) == 0
+    assert np.isfinite(pd.read_csv(tmp_path / "pred.csv")["prediction"]).all()
+    # Unless the cluster is the caller's, the client is closed and the cluster keeps running.
+    assert client.status == "running" and len(client.scheduler_info()["workers"]) == 2
+
+
+def test_cli_names_the_file_with_missing_values_and_drops_them_with_dropna(client, tmp_path,
+                                                                         capsys):
+    from metasp._cli import main
+
+    pattern = cli_files(tmp_path)
+    part = pd.read_csv(tmp_path / "part-1.csv")
+    part.loc[3, "f2"] = np.nan
+    part.to_csv(tmp_path / "part-1.csv", index=False)
+    argv = ["fit", pattern, "--group", "station", "--target", "y", "--rank", "2",
+            "--dask-scheduler", client.scheduler.address, "--out", str(tmp_path / "m.npz")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "part-1.csv" in err and "['f2'] hold NaN" in err
+    assert not (tmp_path / "m.npz").exists()
+    assert main([*argv, "--dropna"]) == 0
+    assert "warning: dropped 1 of 1000 rows" in capsys.readouterr().err
+    assert metasp.load(tmp_path / "m.npz").rank == 2
+
+
+@pytest.mark.parametrize("extra, code, message", [
+    (["--dask-scheduler", "tcp://127.0.0.1:1", "--dask-workers", "2"], 2, "not allowed with"),
+    (["--dask-workers", "0"], 2, "--dask-workers must be at least 1"),
+    (["--dask-workers", "2", "--min-samples", "3"], 2, "--min-samples needs the table in memory"),
+    (["--dask-workers", "2", "--rank-holdout", "samples"], 2, "--rank-holdout samples is not "
+                                                               "distributed"),
+    (["--dask-workers", "2", "--rank", "2"], 1, "no file matches"),
+])
+def test_cli_dask_options_are_checked_before_any_cluster_starts(tmp_path, capsys, extra, code,
+                                                                message):
+    from metasp._cli import main
+
+    argv = ["fit", str(tmp_path / "absent-*.csv"), "--group", "g", "--target", "y",
+            "--out", str(tmp_path / "m.npz"), *extra]
+    try:
+        status = main(argv)
+    except SystemExit as exit:  # argparse's own checks exit with status 2
+        status = exit.code
+    assert status == code
+    assert message in capsys.readouterr().err
+
+
+def test_cli_without_dask_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from metasp._cli import main
+
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    monkeypatch.delitem(sys.modules, "metasp.dask")
+    assert main(["fit", str(tmp_path / "*.csv"), "--group", "g", "--target", "y",
+                 "--dask-workers", "2", "--rank", "1", "--out", str(tmp_path / "m.npz")]) == 1
+    assert 'need dask.distributed: pip install "metasp[dask]"' in capsys.readouterr().err
+
+
 def test_import_metasp_does_not_import_dask():
     import subprocess
     import sys

@@ -11,6 +11,8 @@ checked before any work is done, and every output file is written atomically
 from __future__ import annotations
 
 import argparse
+import contextlib
+import glob
 import math
 import os
 import re
@@ -249,6 +251,14 @@ give --rank to override.
 
 The model file (.npz, no pickle) keeps the feature, group and target column names for
 `predict`. It is written only once the fit has succeeded, and atomically.
+
+On a Dask cluster: with --dask-scheduler ADDRESS (a running scheduler) or --dask-workers N (a
+local cluster of N worker processes), FILE may be a glob of CSV or Parquet files (quote it),
+read with dask.dataframe; the tasks are co-located on the workers and fitted there by
+`metasp.dask` (pip install "metasp[dask]"). Without --rank, the rank is then chosen by
+held-out tasks (`metasp.dask.select_rank`, --rank-holdout tasks). The model holds no per-task
+heads (they stay on the cluster), so `predict` adapts every group on its own rows.
+--drop-non-numeric and --min-samples need the table in memory and are refused there.
 """
 
 
@@ -256,7 +266,8 @@ def _add_fit_command(commands):
     parser = commands.add_parser(
         "fit", help="fit a model to a CSV or Parquet table of many small tasks",
         description=_FIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("file", metavar="FILE", help="CSV (optionally compressed) or Parquet")
+    parser.add_argument("file", metavar="FILE", help="CSV (optionally compressed) or Parquet; "
+                        "with --dask-scheduler or --dask-workers, a glob of such files")
     parser.add_argument("--group", required=True, metavar="COL", help="task label column")
     parser.add_argument("--target", required=True, metavar="COL", help="target column")
     parser.add_argument("--features", nargs="+", metavar="COL",
@@ -267,11 +278,12 @@ def _add_fit_command(commands):
                         help="largest rank tried when choosing it (default: 10)")
     parser.add_argument("--cv", type=int, default=5,
                         help="folds for choosing the rank (default: 5)")
-    parser.add_argument("--rank-holdout", choices=["samples", "tasks"], default="samples",
+    parser.add_argument("--rank-holdout", choices=["samples", "tasks"], default=None,
                         help="choose the rank by holding out samples within tasks, or whole "
                              "tasks scored by few-shot MSE with 3, 5 and 8 support rows "
-                             "(select_rank's holdout; default: samples); either way the "
-                             "smallest rank within one standard error of the best score")
+                             "(select_rank's holdout; default: samples, or tasks on a Dask "
+                             "cluster); either way the smallest rank within one standard "
+                             "error of the best score")
     parser.add_argument("--min-samples", type=int, default=1, metavar="N",
                         help="drop tasks with fewer rows, with a warning (default: 1)")
     parser.add_argument("--dropna", action="store_true",
@@ -289,7 +301,18 @@ def _add_fit_command(commands):
                         help="solver tolerance on the relative change (default: 1e-10)")
     parser.add_argument("--random-state", type=int, default=0, help="seed (default: 0)")
     parser.add_argument("--out", required=True, metavar="MODEL", help="model file to write")
+    cluster = parser.add_mutually_exclusive_group()
+    cluster.add_argument("--dask-scheduler", metavar="ADDRESS",
+                         help="fit on the Dask cluster of this scheduler (for example "
+                              "tcp://10.0.0.5:8786) with metasp.dask")
+    cluster.add_argument("--dask-workers", type=int, metavar="N",
+                         help="fit with metasp.dask on a local Dask cluster of N worker "
+                              "processes")
     _guard(parser, _run_fit)
+
+
+def _on_dask(args) -> bool:
+    return args.dask_scheduler is not None or args.dask_workers is not None
 
 
 def _check_fit_arguments(args) -> None:
@@ -301,6 +324,7 @@ def _check_fit_arguments(args) -> None:
     _at_least(args.random_state, 0, "--random-state")
     if not (math.isfinite(args.tol) and args.tol >= 0):
         raise UsageError(f"--tol must be a non-negative number; got {args.tol}")
+    _check_dask_arguments(args)
     if args.group == args.target:
         raise UsageError(f"--group and --target are the same column {args.group!r}")
     if args.features is not None:
@@ -312,6 +336,29 @@ def _check_fit_arguments(args) -> None:
         if repeated:
             raise UsageError(f"--features lists {repeated} more than once")
     check_output(args.out, "--out")
+
+
+def _check_dask_arguments(args) -> None:
+    """The Dask options, and the other options as far as a fit on a cluster takes them; fills
+    in the default --rank-holdout."""
+    if not _on_dask(args):
+        args.rank_holdout = args.rank_holdout or "samples"
+        return
+    _at_least(args.dask_workers, 1, "--dask-workers")
+    if args.dask_scheduler is not None and not args.dask_scheduler.strip():
+        raise UsageError("--dask-scheduler needs the scheduler's address, for example "
+                         "tcp://10.0.0.5:8786")
+    refused = [option for option, used in (("--drop-non-numeric", args.drop_non_numeric),
+                                           ("--min-samples", args.min_samples != 1)) if used]
+    if refused:
+        raise UsageError(f"{' and '.join(refused)} {'need' if len(refused) > 1 else 'needs'} "
+                         "the table in memory: clean the files first, or fit without "
+                         "--dask-scheduler and --dask-workers")
+    if args.rank is None and args.rank_holdout == "samples":
+        raise UsageError("--rank-holdout samples is not distributed: on a Dask cluster the "
+                         "rank is chosen by held-out tasks (--rank-holdout tasks); or give "
+                         "--rank")
+    args.rank_holdout = "tasks"
 
 
 def _fit_tasks(args):
@@ -396,9 +443,12 @@ def _explain_best(selection) -> str:
 
 
 def _run_fit(args, parser):
-    from . import Tasks, fit
-
     _check_fit_arguments(args)
+    if _on_dask(args):
+        return _run_dask_fit(args)
+    from . import Tasks, fit
+    from ._select_rank import select_rank
+
     tasks, features = _fit_tasks(args)
     _check_scale(tasks, features, args.target, args.standardize)
     preprocessing = {"standardize": None, "intercept": bool(args.intercept)}
@@ -409,33 +459,50 @@ def _run_fit(args, parser):
     names = features + (["(intercept)"] if args.intercept else [])
     tasks = Tasks(_preprocessed_features(tasks.X, preprocessing), tasks.y, tasks.offsets, labels=tasks.labels,
                   feature_names=names)
-    print(f"{tasks.n_tasks} tasks, {tasks.n_samples} rows, {len(features)} features "
-          f"({', '.join(features)}){' + intercept' if args.intercept else ''}")
-    upper = min(tasks.n_tasks, tasks.n_features)
-    if args.rank is not None and args.rank > upper:
-        raise ValueError(f"--rank {args.rank} is too large for these data: the rank is at most "
-                         f"min(tasks, model features) = {upper} ({tasks.n_tasks} tasks, "
-                         f"{tasks.n_features} model features"
-                         f"{' with the intercept' if args.intercept else ''}); give --rank "
-                         f"{upper} or less")
-    options = {"max_iter": args.max_iter, "tol": args.tol, "random_state": args.random_state}
-    selection = None
-    if args.rank is None:
-        from ._select_rank import select_rank
-
-        _check_rank_selection(tasks, args)
-        ranks = range(1, min(args.max_rank, upper) + 1)
-        holdout = {"holdout": args.rank_holdout}
-        if args.rank_holdout == "tasks":
-            holdout["shots"] = _RANK_SHOTS
-        selection = select_rank(tasks, ranks=ranks, cv=args.cv, **holdout, verbose=True,
-                                **options)
-        print(selection)
-        print(_explain_best(selection))
-        rank = selection.best_rank
-    else:
-        rank = args.rank
+    _print_tasks(tasks, features, args.intercept)
+    options = _fit_options(args)
+    rank, selection = _choose_rank(tasks, args, select_rank, options, _check_rank_selection)
     result = fit(tasks, s=rank, **options)
+    _save_fit(result, args, rank, selection, features, names, preprocessing,
+              [str(label) for label in tasks.labels.tolist()])
+    return 0
+
+
+def _print_tasks(tasks, features, intercept) -> None:
+    print(f"{tasks.n_tasks} tasks, {tasks.n_samples} rows, {len(features)} features "
+          f"({', '.join(features)}){' + intercept' if intercept else ''}")
+
+
+def _fit_options(args) -> dict:
+    return {"max_iter": args.max_iter, "tol": args.tol, "random_state": args.random_state}
+
+
+def _choose_rank(tasks, args, select_rank, options, check_selection=None):
+    """``(rank, selection)``: --rank, or the rank ``select_rank`` chooses (``selection`` is
+    None where --rank was given)."""
+    upper = min(tasks.n_tasks, tasks.n_features)
+    if args.rank is not None:
+        if args.rank > upper:
+            raise ValueError(f"--rank {args.rank} is too large for these data: the rank is at "
+                             f"most min(tasks, model features) = {upper} ({tasks.n_tasks} "
+                             f"tasks, {tasks.n_features} model features"
+                             f"{' with the intercept' if args.intercept else ''}); give --rank "
+                             f"{upper} or less")
+        return args.rank, None
+    if check_selection is not None:
+        check_selection(tasks, args)
+    ranks = range(1, min(args.max_rank, upper) + 1)
+    holdout = {"holdout": args.rank_holdout}
+    if args.rank_holdout == "tasks":
+        holdout["shots"] = _RANK_SHOTS
+    selection = select_rank(tasks, ranks=ranks, cv=args.cv, **holdout, verbose=True, **options)
+    print(selection)
+    print(_explain_best(selection))
+    return selection.best_rank, selection
+
+
+def _save_fit(result, args, rank, selection, features, names, preprocessing, groups) -> None:
+    """Write the model with what `predict` needs, and print the fit's summary."""
     if result.status == "diverged":
         raise ValueError("the fit diverged, so no model was written: keep the features "
                          "standardised (no --no-standardize) and the target on a moderate "
@@ -450,8 +517,8 @@ def _run_fit(args, parser):
         "preprocessing": preprocessing,
         "rank": rank,
         "rank_selection": None if selection is None else selection.table(),
-        "fit_options": options,
-        "training_groups": [str(label) for label in tasks.labels.tolist()],
+        "fit_options": _fit_options(args),
+        "training_groups": groups,
     }
     result.save(args.out)
     loss = result.history.get("loss", ())
@@ -459,7 +526,161 @@ def _run_fit(args, parser):
           + (f"; training loss (mean over tasks of the mean squared residual) {loss[-1]:.4g}"
              if len(loss) else ""))
     print(f"saved {args.out}")
+
+
+# The column dask.dataframe.read_csv adds to name each row's file (for error messages).
+_PATH_COLUMN = "__metasp_file__"
+_COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd", ".zip": "zip"}
+
+
+def _run_dask_fit(args):
+    """`fit` on a Dask cluster: FILE is a glob read by dask.dataframe, the tasks are
+    co-located on the workers and fitted there by metasp.dask."""
+    try:
+        import metasp.dask as md
+    except ImportError:
+        raise ImportError('--dask-scheduler and --dask-workers need dask.distributed: pip '
+                          'install "metasp[dask]"') from None
+    paths = sorted(glob.glob(os.path.expanduser(args.file)))
+    if not paths:
+        raise ValueError(f"no file matches {args.file!r}: give a CSV or Parquet file, or a "
+                         "glob of them (quoted, so that the shell leaves it to metasp)")
+    with _dask_client(args) as client:
+        frame, path_column = _dask_read(paths, args.file)
+        features = _dask_features(frame, args, path_column)
+        frame, preprocessing, names = _dask_model_frame(frame, args, features, path_column)
+        tasks = md.Tasks.from_frame(frame, args.group, args.target, features=names,
+                                    path_column=path_column, client=client)
+        _print_tasks(tasks, features, args.intercept)
+        options = _fit_options(args)
+        try:
+            rank, selection = _choose_rank(tasks, args, md.select_rank, options)
+            result = md.fit(tasks, rank, **options)
+        except NotImplementedError as error:
+            raise ValueError(f"{error} (on the command line: fit without --dask-scheduler and "
+                             "--dask-workers)") from None
+        _save_fit(result, args, rank, selection, features, names, preprocessing, [])
     return 0
+
+
+@contextlib.contextmanager
+def _dask_client(args):
+    """A dask.distributed client of --dask-scheduler, or of a new local cluster of
+    --dask-workers processes (shut down afterwards)."""
+    import distributed
+
+    if args.dask_scheduler is None:
+        with distributed.LocalCluster(n_workers=args.dask_workers, threads_per_worker=1,
+                                      dashboard_address=None) as cluster, \
+                distributed.Client(cluster) as client:
+            yield client
+        return
+    try:
+        client = distributed.Client(args.dask_scheduler)
+    except (OSError, ValueError) as error:
+        raise OSError(f"cannot reach the Dask scheduler at --dask-scheduler "
+                      f"{args.dask_scheduler}: {error}") from None
+    with client:  # closes this client only; the cluster keeps running
+        yield client
+
+
+def _dask_read(paths, pattern):
+    """A dask DataFrame of the files, and the column naming each row's file (CSV only)."""
+    import dask.dataframe as dd
+
+    parquet = [path.lower().endswith((".parquet", ".pq")) for path in paths]
+    if any(parquet) and not all(parquet):
+        raise ValueError(f"{pattern!r} matches both Parquet and other files; give a glob of "
+                         "one kind")
+    try:
+        if all(parquet):
+            return dd.read_parquet(paths), None
+        # dask reads a list of files with one compression: one read per kind, then concat.
+        kinds = {}
+        for path in paths:
+            suffix = os.path.splitext(path.lower())[1]
+            kinds.setdefault(_COMPRESSIONS.get(suffix), []).append(path)
+        frames = [dd.read_csv(group, include_path_column=_PATH_COLUMN, compression=kind,
+                              **({"blocksize": None} if kind else {}))
+                  for kind, group in kinds.items()]
+        return (frames[0] if len(frames) == 1 else dd.concat(frames)), _PATH_COLUMN
+    except ImportError as error:
+        raise ImportError('reading Parquet needs pyarrow (pip install "metasp[parquet]"): '
+                          f"{error}") from None
+    except ValueError as error:
+        raise ValueError(f"cannot read {pattern} as {'Parquet' if all(parquet) else 'CSV'} "
+                         f"files: {error}") from None
+
+
+def _dask_features(frame, args, path_column) -> list:
+    """The feature columns, from the frame's schema (the first file's, for CSV)."""
+    schema = frame._meta.drop(columns=[path_column]) if path_column else frame._meta
+    _require_columns(schema, args.file, [("--group", args.group), ("--target", args.target)])
+    if args.features is None:
+        candidates = [c for c in schema.columns if c not in (args.group, args.target)]
+        features = [c for c in candidates if is_numeric_column(schema[c])]
+        skipped = [str(c) for c in candidates if c not in features]
+        if skipped:
+            warnings.warn(f"left out non-numeric columns {skipped}; encode them as numbers to "
+                          "use them, or list the features with --features to silence this",
+                          stacklevel=2)
+        if not features:
+            raise ValueError(f"{args.file} has no numeric column besides --group "
+                             f"{args.group!r} and --target {args.target!r}")
+    else:
+        features = list(args.features)
+        _require_columns(schema, args.file, [("--features", column) for column in features])
+    for column in [args.target, *features]:
+        if not is_numeric_column(schema[column]):
+            raise ValueError(f"{args.file}: column {column!r} must hold numbers but is read as "
+                             f"{schema[column].dtype}; fix its cells, or leave it out of "
+                             "--features")
+    return [str(column) for column in features]
+
+
+def _dask_model_frame(frame, args, features, path_column):
+    """(the frame of model features, preprocessing, model feature names): --dropna applied,
+    the standardisation measured over all files in one pass, the intercept added."""
+    import dask
+
+    wanted = {}
+    if args.dropna:
+        kept = frame.dropna(subset=[args.group, args.target, *features])
+        wanted["rows"], wanted["kept"], frame = frame.shape[0], kept.shape[0], kept
+    if args.standardize:
+        numbers = frame[features].astype("float64")
+        wanted["mean"], wanted["std"] = numbers.mean(), numbers.std(ddof=0)
+    try:
+        (measured,) = dask.compute(wanted)
+    except (ValueError, TypeError) as error:  # a file unlike the first, or not a table
+        raise ValueError(f"cannot read {args.file}: {type(error).__name__}: {error}") from None
+    if args.dropna and measured["kept"] < measured["rows"]:
+        warnings.warn(f"dropped {measured['rows'] - measured['kept']} of {measured['rows']} rows "
+                      f"of {args.file} with missing values (--dropna)", stacklevel=2)
+    if args.dropna and measured["kept"] == 0:
+        raise ValueError(f"no rows of {args.file} are left after --dropna")
+    preprocessing = {"standardize": None, "intercept": bool(args.intercept)}
+    if args.standardize:
+        scale = np.array(measured["std"], dtype=np.float64)  # a writable copy
+        scale[scale == 0] = 1.0  # a constant column stays constant instead of dividing by 0
+        preprocessing["standardize"] = {"mean": np.array(measured["mean"], dtype=np.float64),
+                                        "scale": scale}
+    names = features + (["(intercept)"] if args.intercept else [])
+    columns = (args.group, args.target, features, names, preprocessing, path_column)
+    model = frame.map_partitions(_model_frame, *columns, meta=_model_frame(frame._meta, *columns))
+    return model, preprocessing, names
+
+
+def _model_frame(table, group, target, features, names, preprocessing, path_column):
+    """One partition's model features (as `fit` and `predict` compute them), with its group,
+    target and file columns."""
+    pd = import_pandas("fitting on a Dask cluster")
+    X = _preprocessed_features(table[features].to_numpy(dtype=np.float64), preprocessing)
+    model = pd.DataFrame(X, columns=names, index=table.index)
+    for column in (group, target, path_column):
+        if column is not None:
+            model[column] = table[column]
+    return model
 
 
 def _check_rank_selection(tasks, args) -> None:

@@ -91,17 +91,37 @@ def _held_out_samples(tasks, fold_of_row, heads):
     return folds
 
 
+def fold_of_eligible(n_eligible: int, cv: int, rng) -> np.ndarray:
+    """Fold of each of the ``n_eligible`` tasks that may be held out, in their order: a random
+    permutation dealt round-robin, so fold sizes differ by at most one."""
+    folds = np.empty(n_eligible, dtype=np.int64)
+    folds[rng.permutation(n_eligible)] = np.arange(n_eligible) % cv
+    return folds
+
+
+def check_eligible(n_eligible: int, n_tasks: int, cv: int, shots) -> None:
+    if n_eligible < cv:
+        raise ValueError(
+            f"holdout='tasks' with cv={cv} needs at least {cv} tasks with more than "
+            f"max(shots) = {max(shots)} samples; {n_eligible} of {n_tasks} qualify: "
+            "lower cv or shots")
+
+
+def query_squared_error(result, support, query) -> float:
+    """Sum over the query rows of the squared error of the heads adapted on the support rows
+    (``result`` needs ``B`` and the head prior only)."""
+    Theta = posterior_heads(result, support) @ result.B
+    prediction = np.einsum("nd,nd->n", query.X, Theta[query.task_of_row])
+    return float(np.sum((query.y - prediction) ** 2))
+
+
 def _task_folds(tasks, cv: int, shots, rng):
     """Folds of whole tasks: ``folds(f)`` returns the other folds' tasks and the scorer of
     few-shot adaptation on fold f's tasks (mean over ``shots`` of the query MSE)."""
     eligible = np.flatnonzero(tasks.task_sizes > max(shots))
-    if eligible.size < cv:
-        raise ValueError(
-            f"holdout='tasks' with cv={cv} needs at least {cv} tasks with more than "
-            f"max(shots) = {max(shots)} samples; {eligible.size} of {tasks.n_tasks} qualify: "
-            "lower cv or shots")
+    check_eligible(eligible.size, tasks.n_tasks, cv, shots)
     fold_of_task = np.full(tasks.n_tasks, -1)
-    fold_of_task[rng.permutation(eligible)] = np.arange(eligible.size) % cv
+    fold_of_task[eligible] = fold_of_eligible(eligible.size, cv, rng)
     seeds = rng.integers(2**63, size=cv)
 
     def folds(fold):
@@ -110,12 +130,8 @@ def _task_folds(tasks, cv: int, shots, rng):
         splits = [test.split_samples(k, random_state=[seeds[fold], k]) for k in shots]
 
         def score(result):
-            errors = []
-            for support, query in splits:
-                Theta = posterior_heads(result, support) @ result.B
-                prediction = np.einsum("nd,nd->n", query.X, Theta[query.task_of_row])
-                errors.append(np.mean((query.y - prediction) ** 2))
-            return float(np.mean(errors))
+            return float(np.mean([query_squared_error(result, support, query) / query.n_samples
+                                  for support, query in splits]))
 
         return train, score
 
@@ -217,6 +233,24 @@ def select_rank(Xs, ys=None, ranks=DEFAULT_RANKS, cv=5, random_state=None, *,
     from ._solver import fit
 
     tasks = as_tasks(Xs, ys)
+    ranks = check_options(tasks, ranks, cv, rule, tie_rtol, heads, holdout, fit_options)
+    data_scale(tasks)  # a task too far below the others' scale is refused before any split
+    rng = np.random.default_rng(random_state)
+    if holdout == "samples":
+        if (tasks.task_sizes < 2).all():
+            raise ValueError("every task has a single sample: there is nothing to hold out "
+                             "within tasks; use holdout='tasks'")
+        folds = _held_out_samples(tasks, _sample_folds(tasks, cv, rng), heads)
+    else:
+        folds = _task_folds(tasks, cv, check_shots(shots), rng)
+    fit_options.setdefault("random_state", rng)
+    fold_mse, n_unconverged = cross_validate(fit, ranks, cv, folds, fit_options, verbose)
+    return selection_of(ranks, fold_mse, n_unconverged, rule, tie_rtol)
+
+
+def check_options(tasks, ranks, cv, rule, tie_rtol, heads, holdout, fit_options) -> np.ndarray:
+    """The candidate ranks as an array, after checking every option of :func:`select_rank`
+    (``tasks`` needs ``n_tasks`` and ``n_features`` only)."""
     if ranks is DEFAULT_RANKS:
         ranks = range(1, min(DEFAULT_RANKS.stop - 1, tasks.n_tasks, tasks.n_features) + 1)
     try:
@@ -240,25 +274,22 @@ def select_rank(Xs, ys=None, ranks=DEFAULT_RANKS, cv=5, random_state=None, *,
         raise ValueError(f"heads must be 'posterior' or 'fitted'; got {heads!r}")
     if holdout not in ("samples", "tasks"):
         raise ValueError(f"holdout must be 'samples' or 'tasks'; got {holdout!r}")
+    if holdout == "tasks" and heads != "posterior":
+        raise ValueError("held-out tasks have no fitted head: holdout='tasks' needs "
+                         "heads='posterior'")
     if "s" in fit_options:
         raise TypeError("pass the candidate ranks as ranks=..., not s=")
-    data_scale(tasks)  # a task too far below the others' scale is refused before any split
-    rng = np.random.default_rng(random_state)
-    if holdout == "samples":
-        if (tasks.task_sizes < 2).all():
-            raise ValueError("every task has a single sample: there is nothing to hold out "
-                             "within tasks; use holdout='tasks'")
-        folds = _held_out_samples(tasks, _sample_folds(tasks, cv, rng), heads)
-    else:
-        if heads != "posterior":
-            raise ValueError("held-out tasks have no fitted head: holdout='tasks' needs "
-                             "heads='posterior'")
-        folds = _task_folds(tasks, cv, check_shots(shots), rng)
-    fit_options.setdefault("random_state", rng)
+    return ranks
+
+
+def cross_validate(fit, ranks, cv, folds, fit_options, verbose, desc="select_rank"):
+    """``(fold_mse, n_unconverged)``: every rank fitted by ``fit(train, s=..., **fit_options)``
+    on every fold ``folds(f) = (train, score)`` and scored; folds outer, ranks inner (the order
+    in which the fits draw from a shared random generator)."""
     fold_mse = np.full((ranks.size, cv), np.nan)
     n_unconverged = np.zeros(ranks.size, dtype=np.int64)
     jobs = [(i, fold) for fold in range(cv) for i in range(ranks.size)]
-    for i, fold in progress(jobs, desc="select_rank", enable=verbose):
+    for i, fold in progress(jobs, desc=desc, enable=verbose):
         if i == 0:
             train, score = folds(fold)
         if train is None:  # only when every task is smaller than this fold number
@@ -268,6 +299,11 @@ def select_rank(Xs, ys=None, ranks=DEFAULT_RANKS, cv=5, random_state=None, *,
             result = fit(train, s=int(ranks[i]), **fit_options)
         n_unconverged[i] += result.status == "max_iter"
         fold_mse[i, fold] = score(result)
+    return fold_mse, n_unconverged
+
+
+def selection_of(ranks, fold_mse, n_unconverged, rule, tie_rtol) -> RankSelection:
+    """The :class:`RankSelection` of the scores, with one warning for unconverged fits."""
     used = ~np.isnan(fold_mse[0])
     # On a power-of-two scale, so that the sums and squares of large MSEs stay finite.
     unit = np.ldexp(1.0, int(np.frexp(np.abs(fold_mse[:, used]).max(initial=1.0))[1]))
@@ -279,7 +315,7 @@ def select_rank(Xs, ys=None, ranks=DEFAULT_RANKS, cv=5, random_state=None, *,
             "stopped at max_iter; the scores are those of the unconverged fits. Increase "
             "max_iter for a sharper comparison.",
             ConvergenceWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     return RankSelection(
         best_rank=_choose(ranks, mean_mse, std_mse / np.sqrt(used.sum()), rule, tie_rtol),

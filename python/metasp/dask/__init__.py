@@ -6,6 +6,7 @@ Requires ``pip install "metasp[dask]"``::
     import dask.dataframe as dd, metasp.dask as md
     tasks = md.Tasks.from_frame(dd.read_parquet("data/*.parquet"), group="station", target="y")
     result = md.fit(tasks, s=5)
+    selection = md.select_rank(tasks, ranks=range(1, 9))  # by held-out tasks
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError('metasp.dask needs dask.distributed: pip install "metasp[dask]"') from error
 
 from ._fit import DaskResult, fit, marginal_pass
+from ._select_rank import select_rank
 from ._tasks import Tasks
 
-__all__ = ["DaskResult", "Tasks", "fit", "marginal_pass"]
+__all__ = ["DaskResult", "Tasks", "fit", "marginal_pass", "select_rank"]

@@ -76,7 +76,7 @@ class DaskResult(MetaSPResult):
             verify_meta=False)
 
 
-class _Cluster:
+class Cluster:
     """Submits one kernel per shard with readable keys and gathers with a timeout."""
 
     def __init__(self, client, timeout):
@@ -195,9 +195,9 @@ def fit(tasks, s=None, *, heads="auto", step="auto", accel="cg", polish="auto", 
     reference = check_reference_B(reference_B, s, d)
     sin_tol = check_sin_tol(sin_tol, reference)
     n_threads = 1 if n_jobs is None else int(n_jobs)
-    cluster = _Cluster(client or tasks.client, timeout)
+    cluster = Cluster(client or tasks.client, timeout)
 
-    scale = _data_scale(tasks)
+    scale = data_scale(tasks)
     shards = tasks.shards
     if not scale.identity:
         shards = cluster.submit_each("rescale", _shards.rescaled, shards, scale.x, scale.y)
@@ -291,7 +291,7 @@ def _same(value, default) -> bool:
     return isinstance(value, type(default)) and value == default
 
 
-def _data_scale(tasks: Tasks) -> Scale:
+def data_scale(tasks: Tasks) -> Scale:
     """:func:`metasp._scaling.data_scale` from the shards' summaries."""
     x_largest = max(s.x_task_max_largest for s in tasks.summaries)
     smallest = min(s.x_task_max_smallest for s in tasks.summaries)
@@ -435,7 +435,7 @@ def marginal_pass(tasks, U, noise, *, n_jobs=None, timeout=300.0, client=None):
     U = np.asfortranarray(np.asarray(U, dtype=np.float64))
     if U.ndim != 2 or U.shape[0] != tasks.n_features:
         raise ValueError(f"U must have shape (d, s) with d = {tasks.n_features}; got {U.shape}")
-    cluster = _Cluster(client or tasks.client, timeout)
+    cluster = Cluster(client or tasks.client, timeout)
     parts = cluster.each("marginal", _shards.marginal_sums, tasks.shards, U, float(noise),
                          1 if n_jobs is None else int(n_jobs))
     return {"deviance": sum(p[0] for p in parts), "gradient": sum(p[1] for p in parts),

@@ -134,6 +134,13 @@ def fold(shard: Shard, first_task: int, n_tasks: int, seed: int, k: int, held_ou
     if shard.tasks is None:
         return shard
     folds = fold_of_tasks(n_tasks, seed)[first_task:first_task + shard.tasks.n_tasks]
+    return tasks_in_fold(shard, folds, k, held_out)
+
+
+def tasks_in_fold(shard: Shard, folds: np.ndarray, k: int, held_out: bool) -> Shard:
+    """The shard's tasks whose entry of ``folds`` (one per task) is ``k`` (or all others)."""
+    if shard.tasks is None:
+        return shard
     chosen = np.flatnonzero((folds == k) == held_out)
     if chosen.size == 0:
         return Shard(shard.index, None, shard.labels[:0])
@@ -237,3 +244,68 @@ def predictive_variances(shard: Shard, stats, head_cov: np.ndarray) -> np.ndarra
     if shard.tasks is None:
         return np.zeros(0)
     return np.einsum("tsr,rs->t", stats[0], head_cov) / shard.tasks.task_sizes
+
+
+# ---- per-shard pieces of md.select_rank(holdout="tasks") ----------------------------------
+
+class HeadPrior(NamedTuple):
+    """What adapting a held-out task needs of a fit: the subspace and the head prior."""
+
+    B: np.ndarray
+    head_mean: np.ndarray
+    head_cov: np.ndarray
+    noise_variance: float
+
+
+def eligible_count(shard: Shard, max_shots: int) -> int:
+    """Tasks with more than ``max(shots)`` samples: those that may be held out."""
+    if shard.tasks is None:
+        return 0
+    return int(np.count_nonzero(shard.tasks.task_sizes > max_shots))
+
+
+def draw_task_folds(rng, counts, cv: int):
+    """(fold of the eligible tasks, split per shard; the generator after the draw): the folds
+    metasp.select_rank deals over all eligible tasks in the global order, drawn once."""
+    from .._select_rank import fold_of_eligible
+
+    folds = fold_of_eligible(int(np.sum(counts)), cv, rng).astype(np.int32)
+    return np.split(folds, np.cumsum(counts)[:-1]), rng
+
+
+def shard_piece(draw, index: int) -> np.ndarray:
+    return draw[0][index]
+
+
+def generator_after(draw):
+    return draw[1]
+
+
+def task_folds(shard: Shard, eligible_folds: np.ndarray, max_shots: int) -> np.ndarray:
+    """(T_p,) fold of each of the shard's tasks; -1 for those never held out."""
+    if shard.tasks is None:
+        return np.zeros(0, dtype=np.int32)
+    folds = np.full(shard.tasks.n_tasks, -1, dtype=np.int32)
+    folds[shard.tasks.task_sizes > max_shots] = eligible_folds
+    return folds
+
+
+def few_shot_sums(test: Shard, rows_before: int, prior: HeadPrior, shots, seed) -> np.ndarray:
+    """(len(shots), 2): for each k in ``shots``, the sum of squared query errors of the shard's
+    held-out tasks adapted on k support samples, and the number of query samples.
+
+    The support samples are those metasp.select_rank draws over all held-out tasks in the
+    global order (one key per sample from ``[seed, k]``): this shard's keys start
+    ``rows_before`` draws into that stream.
+    """
+    from .._select_rank import query_squared_error
+
+    sums = np.zeros((len(shots), 2))
+    if test.tasks is None:
+        return sums
+    for j, k in enumerate(shots):
+        rng = np.random.default_rng([seed, k])
+        rng.bit_generator.advance(rows_before)  # one 64-bit draw per uniform key
+        support, query = test.tasks.split_samples(k, random_state=rng)
+        sums[j] = query_squared_error(prior, support, query), query.n_samples
+    return sums
