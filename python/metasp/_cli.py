@@ -361,28 +361,35 @@ def _check_dask_arguments(args) -> None:
     args.rank_holdout = "tasks"
 
 
+def _features(table, args, numeric) -> list:
+    """The feature columns: ``--features``, else every column besides the group and target
+    for which ``numeric(column)`` holds (the others are left out with a warning)."""
+    if args.features is not None:
+        features = list(args.features)
+        _require_columns(table, args.file, [("--features", column) for column in features])
+        return features
+    candidates = [c for c in table.columns if c not in (args.group, args.target)]
+    features = [c for c in candidates if numeric(c)]
+    skipped = [str(c) for c in candidates if c not in features]
+    if skipped:
+        warnings.warn(f"left out non-numeric columns {skipped}; encode them as numbers to use "
+                      "them, or list the features with --features to silence this",
+                      stacklevel=3)
+    if not features:
+        raise ValueError(f"{args.file} has no numeric column besides --group "
+                         f"{args.group!r} and --target {args.target!r}")
+    return features
+
+
 def _fit_tasks(args):
     """The training tasks from the file, with the columns and rows that ``args`` ask for."""
     from . import Tasks
 
     table = _read_table(args.file)
     _require_columns(table, args.file, [("--group", args.group), ("--target", args.target)])
-    if args.features is None:
-        candidates = [c for c in table.columns if c not in (args.group, args.target)]
-        # A column with any number in it is meant to be numeric: its text cells are errors
-        # (below), not a reason to leave out the whole column.
-        features = [c for c in candidates if _holds_numbers(table[c])]
-        skipped = [c for c in candidates if c not in features]
-        if skipped:
-            warnings.warn(f"left out non-numeric columns {[str(c) for c in skipped]}; encode "
-                          "them as numbers to use them, or list the features with --features "
-                          "to silence this", stacklevel=2)
-        if not features:
-            raise ValueError(f"{args.file} has no numeric column besides --group "
-                             f"{args.group!r} and --target {args.target!r}")
-    else:
-        features = list(args.features)
-        _require_columns(table, args.file, [("--features", column) for column in features])
+    # A column with any number in it is meant to be numeric: its text cells are errors
+    # (below), not a reason to leave out the whole column.
+    features = _features(table, args, lambda column: _holds_numbers(table[column]))
     table = _numeric_table(table, args.file, args.group, args.target, features,
                            drop_text=args.drop_non_numeric, dropna=args.dropna)
     sizes = table[args.group].value_counts(sort=False)
@@ -616,20 +623,7 @@ def _dask_features(frame, args, path_column) -> list:
     """The feature columns, from the frame's schema (the first file's, for CSV)."""
     schema = frame._meta.drop(columns=[path_column]) if path_column else frame._meta
     _require_columns(schema, args.file, [("--group", args.group), ("--target", args.target)])
-    if args.features is None:
-        candidates = [c for c in schema.columns if c not in (args.group, args.target)]
-        features = [c for c in candidates if is_numeric_column(schema[c])]
-        skipped = [str(c) for c in candidates if c not in features]
-        if skipped:
-            warnings.warn(f"left out non-numeric columns {skipped}; encode them as numbers to "
-                          "use them, or list the features with --features to silence this",
-                          stacklevel=2)
-        if not features:
-            raise ValueError(f"{args.file} has no numeric column besides --group "
-                             f"{args.group!r} and --target {args.target!r}")
-    else:
-        features = list(args.features)
-        _require_columns(schema, args.file, [("--features", column) for column in features])
+    features = _features(schema, args, lambda column: is_numeric_column(schema[column]))
     for column in [args.target, *features]:
         if not is_numeric_column(schema[column]):
             raise ValueError(f"{args.file}: column {column!r} must hold numbers but is read as "

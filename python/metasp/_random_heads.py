@@ -61,6 +61,18 @@ class RandomHeadsFit(NamedTuple):
     noise_candidates: np.ndarray  # shares of the mean squared target tried (empty: free noise)
     holdout_score: np.ndarray  # their held-out negative log likelihood per sample
 
+    def history(self, sin_angle=None) -> dict:
+        """The result's ``history``: one array per recorded quantity (``sin_angle`` where a
+        reference subspace was given)."""
+        out = {"loss": self.loss, "rel_change": self.rel_change,
+               "marginal_nll": self.marginal_nll,
+               "phase": np.full(self.n_iter, "random_heads"),
+               "noise_candidates": self.noise_candidates,
+               "holdout_score": self.holdout_score}
+        if sin_angle is not None:
+            out["sin_angle"] = np.asarray(sin_angle)
+        return out
+
 
 class _MarginalLikelihood:
     """The negative log marginal likelihood per sample of one set of tasks and its gradient, in

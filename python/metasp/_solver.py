@@ -253,13 +253,7 @@ def _fit_random_heads(args) -> MetaSPResult:
     fitted = fit_random_heads(tasks, s, start, max_iter=args.max_iter, tol=args.tol,
                               seed=args.seed, n_threads=args.n_threads,
                               on_iteration=on_iteration)
-    history = {"loss": fitted.loss, "rel_change": fitted.rel_change,
-               "marginal_nll": fitted.marginal_nll,
-               "phase": np.full(fitted.n_iter, "random_heads"),
-               "noise_candidates": fitted.noise_candidates,
-               "holdout_score": fitted.holdout_score}
-    if reference is not None:
-        history["sin_angle"] = np.asarray(sin)
+    history = fitted.history(sin if reference is not None else None)
     if fitted.noise_share < NEGLIGIBLE_NOISE and not reached:
         # Noise this small shrinks no head: both estimates coincide, and the least-squares
         # polish converges fast (and exactly on noiseless data) where L-BFGS crawls.

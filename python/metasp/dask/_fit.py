@@ -255,13 +255,7 @@ def fit(tasks, s=None, *, heads="auto", step="auto", accel="cg", polish="auto", 
             f"the fitted noise is negligible ({fitted.noise_share:.2g} of the mean squared "
             f"target): metasp.fit finishes such fits with the least-squares polish, which "
             f"metasp.dask does not distribute yet; use metasp.fit(tasks.to_local(), s)")
-    history = {"loss": fitted.loss, "rel_change": fitted.rel_change,
-               "marginal_nll": fitted.marginal_nll,
-               "phase": np.full(fitted.n_iter, "random_heads"),
-               "noise_candidates": fitted.noise_candidates,
-               "holdout_score": fitted.holdout_score}
-    if reference is not None:
-        history["sin_angle"] = np.asarray(sin)
+    history = fitted.history(sin if reference is not None else None)
     result = _canonical(cluster, fitted, tasks, s, d, history, scale)
     return _postprocess(result, cluster, shards, tasks, s, tol, scale, n_threads)
 
