@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -195,6 +197,66 @@ def test_a_killed_worker_does_not_kill_the_fit(client):
     assert pids[0] not in client.run(os.getpid).values()  # the shards were rebuilt elsewhere
     assert metasp.metrics.sin_angle(survived.B, undisturbed.B) < 1e-6
     assert survived.status == undisturbed.status
+
+
+def test_shard_kernels_run_where_the_shard_is(client):
+    """Work stealing would send a busy worker's shards to an idle one; the kernels a gather
+    waits on are bound to the worker holding their shard."""
+    from metasp.dask._fit import Cluster
+
+    df, _ = long_frame(40, 10, 6, 2, 0.3)
+    tasks = distributed_tasks(client, df, npartitions=4)
+    holder = sorted(client.nthreads())[0]
+    on_one = client.scatter(client.gather(tasks.shards), workers=[holder])
+
+    def where(shard, seconds):
+        time.sleep(seconds)  # long enough for the idle worker to steal, were it allowed
+        return distributed.get_worker().address
+
+    assert Cluster(client, timeout=60).each("where", where, on_one, 0.3) == [holder] * 4
+    assert all(list(w) == [holder] for w in client.who_has(on_one).values())
+
+
+def test_shards_are_spread_over_the_workers_by_rows(client):
+    from metasp.dask._tasks import _spread
+
+    df, _ = long_frame(40, 10, 6, 2, 0.3)
+    tasks = distributed_tasks(client, df, npartitions=4)
+    first, second = sorted(client.nthreads())
+    on_one = client.scatter(client.gather(tasks.shards), workers=[first])
+    rows = [s.n_samples for s in tasks.summaries]
+    spread = _spread(client, on_one, rows, "spread-test")
+    holders = client.who_has(spread)
+    mine = {w: sum(r for f, r in zip(spread, rows) if w in holders[f.key]) for w in (first, second)}
+    assert abs(mine[first] - mine[second]) <= max(rows), mine
+    shards = client.gather(spread)
+    assert [s.index for s in shards] == [s.index for s in client.gather(tasks.shards)]
+    moved = md.Tasks(spread, client, tasks.summaries, tasks.feature_names)
+    U = np.ones((6, 2))
+    assert md.marginal_pass(moved, U, 0.5)["deviance"] == \
+        pytest.approx(md.marginal_pass(tasks, U, 0.5)["deviance"], rel=1e-12)
+
+
+def test_a_kernel_bound_to_a_lost_worker_runs_again(client):
+    from metasp.dask._fit import Cluster
+
+    client.wait_for_workers(2, timeout=60)
+    df, _ = long_frame(60, 10, 6, 2, 0.3, seed=3)
+    tasks = distributed_tasks(client, df, npartitions=4)
+    holder = next(iter(client.who_has(tasks.shards[:1]).values()))[0]
+    pid = client.run(os.getpid, workers=[holder])[holder]
+
+    def count(shard, seconds):
+        time.sleep(seconds)
+        return 0 if shard.tasks is None else shard.tasks.n_tasks
+
+    killer = threading.Timer(0.5, os.kill, (pid, signal.SIGKILL))
+    killer.start()
+    counts = Cluster(client, timeout=60).each("count", count, tasks.shards, 1.5)
+    killer.join()
+    assert counts == list(tasks.shard_tasks)
+    client.wait_for_workers(2, timeout=60)
+    assert pid not in client.run(os.getpid).values()
 
 
 def bytes_sent_by_workers(client):

@@ -8,6 +8,7 @@ sums of :func:`metasp.kernels.marginal_pass` (a deviance, a d x s gradient, two 
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 
 import numpy as np
@@ -34,10 +35,13 @@ from .._validation import (
     seed_from,
 )
 from . import _shards
-from ._tasks import Tasks, gather
+from ._tasks import Tasks, gather, no_answer
 
 # The fixed-heads options of metasp.fit with their defaults: metasp.dask runs random heads only.
 _FIXED_HEADS_DEFAULTS = {"step": "auto", "accel": "cg", "polish": "auto", "n_starts": 1}
+
+# Seconds between checks that the workers a gather waits on are still alive.
+BOUND_POLL = 2.0
 
 
 class DaskResult(MetaSPResult):
@@ -77,23 +81,60 @@ class DaskResult(MetaSPResult):
 
 
 class Cluster:
-    """Submits one kernel per shard with readable keys and gathers with a timeout."""
+    """Submits one kernel per shard, on the worker holding the shard, with readable keys, and
+    gathers with a timeout.
+
+    Dask's work stealing would otherwise move a shard (all its rows of X) to an idle worker
+    to run a 0.1 s kernel there; so every kernel whose result is gathered is bound to the
+    worker holding its shard, and one whose worker is lost before it ran is submitted again
+    unbound (Dask recomputes the shard wherever there is room). Kernels whose results stay on
+    the cluster prefer the shard's worker without being bound to it.
+    """
 
     def __init__(self, client, timeout):
         self.client, self.timeout = client, timeout
 
-    def submit_each(self, name, func, shards, *args, others=None):
+    def submit_each(self, name, func, shards, *args, others=None, bound=False):
+        futures, _ = self._submit(name, func, shards, args, others, bound)
+        return futures
+
+    def each(self, name, func, shards, *args, others=None):
+        """``func(shard, *extra, *args)`` of every shard, in shard order."""
+        others = others or [()] * len(shards)
+        futures, workers = self._submit(name, func, shards, args, others, bound=True)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return gather(self.client, futures, timeout=min(BOUND_POLL, max(remaining, 0)))
+            except TimeoutError:
+                if remaining <= BOUND_POLL:
+                    raise no_answer(self.timeout) from None
+            alive = set(self.client.nthreads())
+            lost = [i for i, f in enumerate(futures)
+                    if workers[i] and not f.done() and not alive & workers[i]]
+            if lost:
+                retried, _ = self._submit(f"{name}-retry", func, [shards[i] for i in lost], args,
+                                          [others[i] for i in lost], bound=False)
+                for i, future in zip(lost, retried):
+                    futures[i], workers[i] = future, set()
+
+    def _submit(self, name, func, shards, args, others, bound):
+        """Futures of ``func`` per shard, and the workers each one is bound to (none: free)."""
         from ._tasks import check_connected
 
         check_connected(self.client)
         tag = uuid.uuid4().hex[:8]
         others = others or [()] * len(shards)
-        return [self.client.submit(func, shard, *extra, *args, key=f"metasp-{name}-{i}-{tag}")
-                for i, (shard, extra) in enumerate(zip(shards, others))]
-
-    def each(self, name, func, shards, *args, others=None):
-        return gather(self.client, self.submit_each(name, func, shards, *args, others=others),
-                      self.timeout)
+        holders = self.client.who_has(shards)
+        futures, workers = [], []
+        for i, (shard, extra) in enumerate(zip(shards, others)):
+            where = list(holders.get(shard.key, ()))
+            futures.append(self.client.submit(
+                func, shard, *extra, *args, key=f"metasp-{name}-{i}-{tag}",
+                workers=where or None, allow_other_workers=bool(where) and not bound))
+            workers.append(set(where) if bound else set())
+        return futures, workers
 
 
 class _ShardedLikelihood:

@@ -80,6 +80,11 @@ def build_shard(pdf, index, group, target, features, dtype=None) -> Shard:
     return Shard(index, tasks, np.asarray(tasks.labels))
 
 
+def placed(shard: Shard) -> Shard:
+    """The shard itself: a task Dask runs on the worker the shard should live on."""
+    return shard
+
+
 def summary(shard: Shard) -> ShardSummary:
     tasks = shard.tasks
     if tasks is None:

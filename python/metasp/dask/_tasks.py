@@ -38,11 +38,15 @@ def gather(client, futures, timeout=GATHER_TIMEOUT):
         wait(futures, timeout=timeout)
         return client.gather(futures)
     except TimeoutError:
-        raise TimeoutError(f"the Dask cluster did not answer within {timeout:g} s (pass a "
-                           "larger timeout= for slow shards)") from None
+        raise no_answer(timeout) from None
     except Exception:
         check_connected(client)
         raise
+
+
+def no_answer(timeout) -> TimeoutError:
+    return TimeoutError(f"the Dask cluster did not answer within {timeout:g} s (pass a larger "
+                        "timeout= for slow shards)")
 
 
 def check_connected(client) -> None:
@@ -93,8 +97,9 @@ class Tasks:
 
         Every input partition is checked (group and target present, numeric finite features,
         the same feature columns everywhere) before the rows are shuffled by ``group`` with
-        ``ddf.shuffle(on=group)``; the shards are then built and persisted, and a bad
-        partition raises here, naming it, before any fit.
+        ``ddf.shuffle(on=group)``; the shards are then built, spread over the workers in
+        proportion to their threads (by rows) and persisted, and a bad partition raises here,
+        naming it, before any fit.
 
         Parameters
         ----------
@@ -145,6 +150,7 @@ class Tasks:
         summaries = gather(client, client.map(_shards.summary, futures,
                                               key=[f"metasp-summary-{i}-{token}"
                                                    for i in range(len(futures))]))
+        futures = _spread(client, futures, [s.n_samples for s in summaries], token)
         return cls(futures, client, summaries, [str(f) for f in features])
 
     @classmethod
@@ -202,6 +208,38 @@ class Tasks:
     def __repr__(self) -> str:
         return (f"metasp.dask.Tasks(T={self.n_tasks}, N={self.n_samples}, d={self.n_features}, "
                 f"shards={len(self.shards)})")
+
+
+def _spread(client, shards, rows, token) -> list:
+    """``shards`` placed so that each worker holds rows in proportion to its threads.
+
+    Every evaluation of a fit waits for the slowest worker, and each shard's kernels run
+    where the shard is; where the shuffle left one worker more than its share, the excess
+    shards move once, here (Dask keeps their lineage, so a lost one is still rebuilt).
+    """
+    threads = client.nthreads()
+    if len(threads) < 2:
+        return list(shards)
+    holders = client.who_has(shards)
+    share = sum(rows) / sum(threads.values())
+    load = dict.fromkeys(threads, 0)
+    placed, homeless = list(shards), []
+    for i in sorted(range(len(shards)), key=lambda i: -rows[i]):
+        home = next((w for w in holders.get(shards[i].key, ()) if w in load), None)
+        if home is not None and load[home] + rows[i] <= share * threads[home] + rows[i] / 2:
+            load[home] += rows[i]
+        else:
+            homeless.append(i)
+    for i in homeless:
+        worker = min(load, key=lambda w: (load[w] + rows[i]) / threads[w])
+        load[worker] += rows[i]
+        placed[i] = client.submit(_shards.placed, shards[i], workers=[worker],
+                                  allow_other_workers=True, key=f"metasp-placed-{i}-{token}")
+    if homeless:
+        from distributed import wait
+
+        wait(placed, timeout=GATHER_TIMEOUT)
+    return placed
 
 
 def _features(ddf, group, target, features, path_column) -> list:
