@@ -49,6 +49,21 @@ def sent_bytes(client) -> int:
     return sum(client.run(lambda dask_worker: dask_worker.transfer_outgoing_bytes_total).values())
 
 
+def print_kernel_times(records, repeats):
+    """Seconds each worker spent in the shard kernels per evaluation (Dask's task stream), and
+    any transfer of data before a kernel: what the cluster adds to the kernels themselves."""
+    busy, moved = {}, 0.0
+    for record in records:
+        for part in record["startstops"]:
+            if part["action"] == "compute":
+                busy[record["worker"]] = busy.get(record["worker"], 0.0) + part["stop"] - part["start"]
+            elif part["action"] == "transfer":
+                moved += part["stop"] - part["start"]
+    for worker, seconds in sorted(busy.items()):
+        print(f"worker {worker}: {seconds / repeats:.4f} s of shard kernels per evaluation")
+    print(f"transfers before kernels: {moved:.3f} s in {repeats} evaluations")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--T", type=int, default=200_000)
@@ -68,7 +83,7 @@ def main():
     import dask
     import dask.dataframe as dd
     import pandas as pd
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster, get_task_stream
 
     import metasp.dask as md
 
@@ -90,13 +105,20 @@ def main():
         tasks = md.Tasks.from_frame(frame, "task", "y")
         build = time.perf_counter() - start
         print(f"md.Tasks.from_frame (generate, check, shuffle, persist): {build:.1f} s")
+        holders = client.who_has(tasks.shards)
+        for worker in sorted(client.nthreads()):
+            mine = [i for i, f in enumerate(tasks.shards) if worker in holders[f.key]]
+            print(f"worker {worker}: shards {mine}, "
+                  f"{sum(tasks.summaries[i].n_samples for i in mine):,} rows")
 
         U = np.random.default_rng(0).standard_normal((args.d, args.s)) * 0.3
         md.marginal_pass(tasks, U, 0.5, n_jobs=args.threads)  # warm up
         before = sent_bytes(client)
-        evaluation = median_time(lambda: md.marginal_pass(tasks, U, 0.5, n_jobs=args.threads),
-                                 args.repeats)
+        with get_task_stream(client) as stream:
+            evaluation = median_time(
+                lambda: md.marginal_pass(tasks, U, 0.5, n_jobs=args.threads), args.repeats)
         per_evaluation_bytes = (sent_bytes(client) - before) / args.repeats
+        print_kernel_times(stream.data, args.repeats)
         sent = U.nbytes * len(tasks.shards)  # (U, noise) to every shard, in the task message
 
         before = sent_bytes(client)
