@@ -30,13 +30,23 @@ def current_client(client=None):
 def gather(client, futures, timeout=GATHER_TIMEOUT):
     """The results of ``futures``, in order; raises where the cluster does not answer within
     ``timeout`` seconds (a lost scheduler, a disconnected client) instead of hanging."""
+    futures = list(futures)
+    wait_for(client, futures, timeout)
+    try:
+        return client.gather(futures)
+    except Exception:
+        check_connected(client)
+        raise
+
+
+def wait_for(client, futures, timeout=GATHER_TIMEOUT) -> None:
+    """Wait until ``futures`` are done, their results left on the workers; raises as
+    :func:`gather` does."""
     from distributed import wait
 
     check_connected(client)
-    futures = list(futures)
     try:
         wait(futures, timeout=timeout)
-        return client.gather(futures)
     except TimeoutError:
         raise no_answer(timeout) from None
     except Exception:
@@ -236,9 +246,7 @@ def _spread(client, shards, rows, token) -> list:
         placed[i] = client.submit(_shards.placed, shards[i], workers=[worker],
                                   allow_other_workers=True, key=f"metasp-placed-{i}-{token}")
     if homeless:
-        from distributed import wait
-
-        wait(placed, timeout=GATHER_TIMEOUT)
+        wait_for(client, placed)
     return placed
 
 
