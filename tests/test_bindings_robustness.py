@@ -481,7 +481,7 @@ which = sys.argv[1]
 X, y, _, _ = metasp.datasets.make_hps(T=3000, m=30, d=100, s=5, sigma=0.1, random_state=0)
 A = np.random.default_rng(0).standard_normal((3000, 2000))
 calls = {  # each takes seconds
-    "fit": lambda: metasp.fit(X, y, 5, n_jobs=1),
+    "fit": lambda: metasp.fit(X, y, 5, n_jobs=1, n_starts=50),
     "fit heads=fixed": lambda: metasp.fit(X, y, 5, heads="fixed", polish=None, tol=0,
                                           max_iter=10**6),
     "truncated_svd": lambda: kernels.truncated_svd(A, 10, tol=1e-14),

@@ -138,6 +138,54 @@ def test_rich_tasks_use_maximum_likelihood_without_holding_tasks_out():
     assert sin_angle(result.B, B) < 0.1
 
 
+def test_least_squares_moments_are_sums_over_the_tasks_with_spare_samples():
+    s = 3
+    Xs, ys, B, _ = ragged_tasks(T=40, d=12, s=s, sizes=(2, 9))  # some tasks with m_t <= s
+    tasks = metasp.Tasks.from_list(Xs, ys)
+    basis = np.linalg.qr(B.T + 0.1)[0]
+    likelihood = _random_heads._MarginalLikelihood(tasks, 1.0, 1.0, 1)
+    moments = likelihood.least_squares_moments(basis)
+    second, residual, spare, count = np.zeros((s, s)), 0.0, 0, 0
+    for X, y in zip(Xs, ys):
+        if len(y) <= s:
+            continue
+        w, rss = np.linalg.lstsq(X @ basis, y, rcond=None)[:2]
+        second += np.outer(w, w)
+        residual += rss[0]
+        spare += len(y) - s
+        count += 1
+    assert 0 < count < len(Xs)
+    # The solve's jitter (1e-10 of the Gram's trace) moves the heads by about that much.
+    np.testing.assert_allclose(moments[: s * s].reshape(s, s), second,
+                               atol=1e-8 * np.abs(second).max())
+    np.testing.assert_allclose(moments[s * s:], [residual, spare, count], rtol=1e-7)
+    # Sums: the moments of two sets of tasks add up (what metasp.dask's shards rely on).
+    halves = [_random_heads._MarginalLikelihood(tasks.subset(part), 1.0, 1.0, 1)
+              for part in np.array_split(np.arange(len(Xs)), 2)]
+    np.testing.assert_allclose(sum(h.least_squares_moments(basis) for h in halves), moments,
+                               rtol=1e-12)
+
+
+def test_moment_start_puts_the_heads_and_the_noise_near_the_truth():
+    d, s, sigma = 10, 2, 0.3
+    X, y, B = scarce(T=2000, m=12, d=d, s=s, seed=0, sigma=sigma)
+    tasks = metasp.Tasks.from_array(X, y)
+    scales = (2.0, 4.0)  # standardised units: U acts on X / 2 and y / 4
+    basis = B.T  # the true subspace
+    likelihood = _random_heads._MarginalLikelihood(tasks, *scales, 1)
+    U, noise = _random_heads.moment_start(likelihood.least_squares_moments(basis), basis, scales)
+    # Heads N(0, I): U U^T is B^T B in the data's units, plus the noise the least-squares
+    # heads carry (about sigma^2 / (m - s) here); noise sigma^2, both in standardised units.
+    to_data = scales[1] / scales[0]
+    np.testing.assert_allclose((U * to_data) @ (U * to_data).T, basis @ basis.T, atol=0.08)
+    assert noise * scales[1] ** 2 == pytest.approx(sigma**2, rel=0.05)
+    # No task with more samples than s: no start from moments.
+    few = metasp.Tasks.from_array(X[:, :s], y[:, :s])
+    assert _random_heads.moment_start(
+        _random_heads._MarginalLikelihood(few, 1.0, 1.0, 1).least_squares_moments(basis),
+        basis, (1.0, 1.0)) is None
+
+
 def test_fit_does_not_depend_on_the_thread_count():
     # Large enough that the final fit's passes over all tasks run in parallel.
     X, y, _ = scarce(T=3000, m=6, d=100, s=5, seed=1)

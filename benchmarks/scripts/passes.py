@@ -10,11 +10,15 @@ but less), the count of passes much less. For sigma = 0.1 and noiseless data it 
 default fit (random heads), the fixed-heads fit (conjugate-direction IHT, then the polish), one
 iteration of each of its phases by the solver's own clock (``history["seconds"]``), and one
 iteration of plain normalized IHT (``accel=None, polish=None``). Medians of ``--repeats`` runs.
+Then the default fit's profile: the calls and passes of each compiled kernel it ran, and the
+rest (the least-squares polish of noiseless fits, L-BFGS's own work, post-processing).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import time
 import warnings
 
 import numpy as np
@@ -35,6 +39,47 @@ def phase_median(result, phase):
     return float(np.median(chosen)) if chosen.size else float("nan")
 
 
+PROFILED_KERNELS = ("marginal_pass", "task_statistics", "gradient", "truncated_svd")
+
+
+@contextlib.contextmanager
+def kernel_clock(calls):
+    """Counts the calls and seconds of each of PROFILED_KERNELS in ``calls`` (name -> [calls,
+    seconds]) while the block runs; the fit reaches them through the module ``metasp.kernels``."""
+    originals = {name: getattr(metasp.kernels, name) for name in PROFILED_KERNELS}
+
+    def clocked(name, kernel):
+        def run(*args, **kwargs):
+            start = time.perf_counter()
+            out = kernel(*args, **kwargs)
+            entry = calls.setdefault(name, [0, 0.0])
+            entry[0] += 1
+            entry[1] += time.perf_counter() - start
+            return out
+        return run
+
+    try:
+        for name, kernel in originals.items():
+            setattr(metasp.kernels, name, clocked(name, kernel))
+        yield calls
+    finally:
+        for name, kernel in originals.items():
+            setattr(metasp.kernels, name, kernel)
+
+
+def default_fit_profile(tasks, s):
+    """{row name: seconds} of one default fit: each profiled kernel, then the rest."""
+    calls = {}
+    with kernel_clock(calls):
+        start = time.perf_counter()
+        quiet_fit(tasks, s)
+        total = time.perf_counter() - start
+    rows = {f"  {name} ({count} calls)": seconds for name, (count, seconds) in calls.items()}
+    rows["  the rest (polish, L-BFGS, post-processing)"] = total - sum(
+        seconds for _, seconds in calls.values())
+    return rows
+
+
 def measure(T, m, d, s, sigma, repeats):
     X, y, _, _ = metasp.datasets.make_hps(T, m, d, s, sigma=sigma, random_state=0)
     tasks = metasp.Tasks.from_array(X, y)
@@ -51,7 +96,9 @@ def measure(T, m, d, s, sigma, repeats):
         "one conjugate-direction IHT iteration (fixed heads)": phase_median(fixed, "iht"),
         "one polish sweep (fixed heads)": phase_median(fixed, "polish"),
         "one plain NIHT iteration": phase_median(niht, "iht"),
+        "profile of one default fit:": None,
     }
+    rows.update(default_fit_profile(tasks, s))
     return one_pass, rows
 
 
@@ -69,6 +116,9 @@ def main():
             print(f"\nT={args.T}, m={args.m}, d={args.d}, s={args.s}, sigma={sigma}: one pass "
                   f"over X = {one_pass * 1e3:.2f} ms")
             for name, seconds in rows.items():
+                if seconds is None:
+                    print(f"  {name}")
+                    continue
                 print(f"  {name:<60} {seconds * 1e3:>9.1f} ms {seconds / one_pass:>7.1f} passes")
 
 

@@ -30,7 +30,8 @@ struct ProjectRows {
     }
 };
 
-// G[:, a] += X_t^T R[:, a] for every column a of R (rows x s, row-major), four rows at a time.
+// G[:, a] += X_t^T R[:, a] for every column a of R (rows x s, row-major), four rows at a time
+// and two columns per sweep over them.
 template <class Scalar>
 struct AddColumns {
     const Scalar* X;
@@ -42,10 +43,14 @@ struct AddColumns {
     template <int K>
     METASP_ALWAYS_INLINE void operator()(Index i, std::integral_constant<int, K>) {
         const Scalar* x0 = X + i * pitch;
-        for (Index a = 0; a < s; ++a) {
-            double r[K];
-            for (int k = 0; k < K; ++k) r[k] = R[(i + k) * s + a];
-            rows::add_rows<K>(x0, pitch, d, r, G + a * ldg);
+        Index a = 0;
+        for (; a + 2 <= s; a += 2) {
+            double* g[2] = {G + a * ldg, G + (a + 1) * ldg};
+            rows::add_rows_to<K, 2>(x0, pitch, d, R + i * s + a, s, g);
+        }
+        if (a < s) {
+            double* g[1] = {G + a * ldg};
+            rows::add_rows_to<K, 1>(x0, pitch, d, R + i * s + a, s, g);
         }
     }
 };

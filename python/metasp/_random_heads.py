@@ -41,6 +41,12 @@ HOLDOUT_TOL = 1e-6
 # and least-squares estimates coincide, and the least-squares polish finishes the fit (it
 # reaches exact recovery on noiseless data, where L-BFGS on log-noise only crawls).
 NEGLIGIBLE_NOISE = 1e-4
+# The start where the noise is free: the least-squares heads' second moment spans U's columns,
+# each given at least this share of the largest one's variance (a zero column of U has zero
+# gradient: L-BFGS would never turn it on), and the noise is their residual variance, at least
+# START_NOISE_FLOOR (in shares of the mean squared target; noiseless data then stop at once).
+START_SPREAD_FLOOR = 1e-2
+START_NOISE_FLOOR = 1e-6
 # L-BFGS: stored pairs, Armijo constant, halvings before giving up on a direction.
 MEMORY = 10
 ARMIJO = 1e-4
@@ -102,6 +108,47 @@ class _MarginalLikelihood:
     def posterior_heads(self, U, noise):
         """(T, s) posterior means of the heads at (U, noise), standardised units."""
         return self.value(U, noise)[3]
+
+    def least_squares_moments(self, basis):
+        """:func:`least_squares_moments` of the tasks in the span of ``basis`` (d, s), in the
+        data's units."""
+        gram, cross, squares = kernels.task_statistics(self.tasks, basis.T,
+                                                       n_jobs=self.n_threads)[:3]
+        return least_squares_moments(gram, cross, squares, self.tasks.task_sizes)
+
+
+def least_squares_moments(gram, cross, squares, sizes) -> np.ndarray:
+    """Sums over the tasks with more samples than s of their least-squares heads w_t in a
+    subspace, from the statistics of :func:`metasp.kernels.task_statistics`: the flat
+    ``[sum w_t w_t^T (s * s entries), sum of squared residuals, sum of (m_t - s), count]``.
+    Sums, so that shards of tasks add up."""
+    s = cross.shape[1]
+    chosen = np.asarray(sizes) > s
+    gram, cross, squares = gram[chosen], cross[chosen], squares[chosen]
+    jitter = 1e-10 * np.trace(gram, axis1=1, axis2=2)[:, None, None] / s
+    heads = np.linalg.solve(gram + (jitter + np.finfo(float).tiny) * np.eye(s),
+                            cross[..., None])[..., 0]
+    residual = np.maximum(squares - np.einsum("ts,ts->t", heads, cross), 0.0)
+    return np.concatenate([(heads.T @ heads).ravel(),
+                           [residual.sum(), float(np.sum(np.asarray(sizes)[chosen] - s)),
+                            float(chosen.sum())]])
+
+
+def moment_start(moments, basis, scales):
+    """(U, noise) in standardised units from :func:`least_squares_moments` in the span of the
+    orthonormal ``basis`` (d, s): U U^T the heads' second moment, the noise their residual
+    variance. None where no task has more samples than s or the moments are not finite."""
+    s = basis.shape[1]
+    second, residual, spare, count = (moments[: s * s].reshape(s, s), *moments[s * s:])
+    if count < 1 or spare < 1 or not np.isfinite(moments).all():
+        return None
+    x_scale, y_scale = scales
+    spread, axes = np.linalg.eigh(second / count * (x_scale / y_scale) ** 2)
+    if not spread[-1] > 0:
+        return None
+    spread = np.maximum(spread, START_SPREAD_FLOOR * spread[-1])
+    noise = max(residual / spare / y_scale**2, START_NOISE_FLOOR)
+    return basis @ axes * np.sqrt(spread), noise
 
 
 def _lbfgs(objective, x, max_iter, tol, record):
@@ -260,8 +307,9 @@ def fit_marginal(likelihood, fold_pairs, s: int, start_B: np.ndarray, *, scarce:
     """:func:`fit_random_heads` on any evaluator of the marginal likelihood: the seam that lets
     the tasks live elsewhere (on a cluster: :mod:`metasp.dask`).
 
-    ``likelihood`` has ``value(U, noise, with_gradient=True)`` and ``posterior_heads(U,
-    noise)`` as :class:`_MarginalLikelihood` (``n``: its number of samples);
+    ``likelihood`` has ``value(U, noise, with_gradient=True)``, ``posterior_heads(U, noise)``
+    and ``least_squares_moments(basis)`` as :class:`_MarginalLikelihood` (``n``: its number of
+    samples);
     ``fold_pairs(seed)`` returns the (training, held-out) likelihoods of the
     :data:`HOLDOUT_FOLDS` folds of tasks drawn from ``seed`` (called only where ``scarce``);
     ``scales`` are the (x_scale, y_scale) of :func:`standardising_scales`. ``heads`` of the
@@ -275,6 +323,12 @@ def fit_marginal(likelihood, fold_pairs, s: int, start_B: np.ndarray, *, scarce:
     if scarce:
         noise, fold_fit = _choose_noise(fold_pairs(seed), likelihood.n, U, candidates, scores,
                                         max_iter, tol)
+    else:
+        # Least squares in the start subspace puts U's scale and the noise near their
+        # optimum: about half the L-BFGS iterations from the fixed start above.
+        start = moment_start(likelihood.least_squares_moments(basis), basis, scales)
+        if start is not None:
+            U, noise = start[0], [start[1]]
     if not isinstance(noise, list) and noise < NEGLIGIBLE_NOISE:
         # Noiseless, or nearly: the fit on two thirds of the tasks is a start from which the
         # least-squares polish converges in a few sweeps; L-BFGS would only crawl.

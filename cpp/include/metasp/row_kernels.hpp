@@ -138,6 +138,37 @@ METASP_ALWAYS_INLINE void add_rows(const Scalar* x0, Index pitch, Index d, const
     }
 }
 
+// g_c += sum_k r[k * ldr + c] x_k for C vectors g_c at once: each row pack is loaded once for
+// all C of them, and every g_c gets exactly add_rows's sums.
+template <int R, int C, class Scalar>
+METASP_ALWAYS_INLINE void add_rows_to(const Scalar* x0, Index pitch, Index d, const double* r,
+                                      Index ldr, double* const* g) {
+    Pack coefficient[C][R];
+#pragma GCC unroll 8
+    for (int c = 0; c < C; ++c)
+#pragma GCC unroll 8
+        for (int k = 0; k < R; ++k) coefficient[c][k] = broadcast(r[k * ldr + c]);
+    Index j = 0;
+    for (; j + kPack <= d; j += kPack) {
+        Pack x[R];
+#pragma GCC unroll 8
+        for (int k = 0; k < R; ++k) x[k] = load(x0 + k * pitch + j);
+#pragma GCC unroll 8
+        for (int c = 0; c < C; ++c) {
+            Pack t = x[0] * coefficient[c][0];
+#pragma GCC unroll 8
+            for (int k = 1; k < R; ++k) t += x[k] * coefficient[c][k];
+            store(g[c] + j, load(g[c] + j) + t);
+        }
+    }
+    for (; j < d; ++j)
+        for (int c = 0; c < C; ++c) {
+            double t = 0;
+            for (int k = 0; k < R; ++k) t += double(x0[k * pitch + j]) * r[k * ldr + c];
+            g[c][j] += t;
+        }
+}
+
 // z_k = V^T x_k for the R rows x0 + k pitch (z: R x s, row-major) and V (d x s, column-major
 // with column pitch ldv): V's columns two at a time (R rows x 2 columns x 4/R packs: 8
 // independent chains), an odd last one alone; the block of rows stays in L1 across the pairs.

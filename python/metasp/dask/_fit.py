@@ -163,6 +163,10 @@ class _ShardedLikelihood:
         dlog_noise = 0.5 * (1 - expected / (noise * self.y_scale**2 * self.n))
         return f, dU, dlog_noise, None, mean_loss
 
+    def least_squares_moments(self, basis):
+        return sum(self.cluster.each("moments", _shards.least_squares_moments, self.shards,
+                                     np.ascontiguousarray(basis.T), self.n_threads))
+
     def posterior_heads(self, U, noise):
         """Futures of each shard's (T_p, s) posterior means: they stay on the workers."""
         return self.cluster.submit_each(

@@ -167,6 +167,17 @@ def posterior_heads(shard: Shard, U, noise: float, n_threads: int) -> np.ndarray
     return kernels.marginal_pass(shard.tasks, U, noise, n_jobs=n_threads).heads
 
 
+def least_squares_moments(shard: Shard, B: np.ndarray, n_threads: int) -> np.ndarray:
+    """metasp._random_heads.least_squares_moments of the shard's tasks in the row space of B."""
+    from .._random_heads import least_squares_moments
+
+    s = B.shape[0]
+    if shard.tasks is None:
+        return np.zeros(s * s + 3)
+    gram, cross, squares = statistics(shard, B, n_threads)
+    return least_squares_moments(gram, cross, squares, shard.tasks.task_sizes)
+
+
 def heads_gram(heads: np.ndarray, R: np.ndarray) -> np.ndarray:
     """(H R^T)^T (H R^T): the s x s Gram matrix whose eigenvectors give the canonical form."""
     A = heads @ R.T
