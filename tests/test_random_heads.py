@@ -186,6 +186,22 @@ def test_moment_start_puts_the_heads_and_the_noise_near_the_truth():
         basis, (1.0, 1.0)) is None
 
 
+def test_heads_of_the_fit_are_the_posterior_means_at_its_end():
+    # The fit reuses the heads of L-BFGS's last evaluation: they must be those at its result.
+    X, y, _ = scarce(T=400, m=12, d=10, s=2, seed=0, sigma=0.3)
+    tasks = metasp.Tasks.from_array(X, y)
+    start = _random_heads.spectral_start(tasks, 2, seed=0, n_threads=1)
+    fitted = _random_heads.fit_random_heads(tasks, 2, start, max_iter=1000, tol=1e-10, seed=0,
+                                            n_threads=1)
+    assert fitted.status == "converged" and fitted.n_iter > 0
+    scales = _random_heads.standardising_scales(tasks)
+    likelihood = _random_heads._MarginalLikelihood(tasks, *scales, 1)
+    to_data = scales[1] / scales[0]
+    np.testing.assert_allclose(
+        fitted.heads, likelihood.posterior_heads(fitted.U / to_data, fitted.noise_share),
+        rtol=1e-12, atol=1e-14)
+
+
 def test_fit_does_not_depend_on_the_thread_count():
     # Large enough that the final fit's passes over all tasks run in parallel.
     X, y, _ = scarce(T=3000, m=6, d=100, s=5, seed=1)

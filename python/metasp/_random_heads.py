@@ -202,7 +202,8 @@ def _lbfgs(objective, x, max_iter, tol, record):
 def _maximise(likelihood, U, noise, max_iter, tol, on_iteration=None):
     """Maximum marginal likelihood from (U, noise); ``noise`` is fixed when given as a float,
     free (started from ``noise[0]``) when given as a one-element list. Returns (U, noise,
-    iterations, status, history)."""
+    iterations, status, history, heads): ``heads`` are the posterior means at the returned
+    (U, noise) where the last evaluation was there and gave them, else None."""
     d, s = U.shape
     free = isinstance(noise, list)
 
@@ -210,15 +211,17 @@ def _maximise(likelihood, U, noise, max_iter, tol, on_iteration=None):
         return x[: d * s].reshape(d, s), (np.exp(x[-1]) if free else noise)
 
     last_loss = [np.nan]
+    evaluated = [None, None]  # the last point evaluated, and its posterior heads
 
     def objective(x):
         # Outside exp's range: underflow on the way to a noiseless fit, or a trial step of the
         # line search too long; either way the search steps back.
         if free and not -745 < x[-1] < 709:
             return np.inf, None
-        f, dU, dlog_noise, _, mean_loss = likelihood.value(*unpack(x))
+        f, dU, dlog_noise, heads, mean_loss = likelihood.value(*unpack(x))
         if not np.isfinite(f):
             return np.inf, None
+        evaluated[:] = x, heads
         last_loss[0] = mean_loss  # the line search ends on the accepted point
         return f, (np.append(dU.ravel(), dlog_noise) if free else dU.ravel())
 
@@ -239,7 +242,9 @@ def _maximise(likelihood, U, noise, max_iter, tol, on_iteration=None):
     x0 = np.append(U.ravel(), np.log(noise[0])) if free else U.ravel()
     x, n_iter, status = _lbfgs(objective, x0, max_iter, tol, record)
     U, noise = unpack(x)
-    return U, float(noise), n_iter, status, history
+    # An accepted step ends the line search, so its heads are at hand (not after a stall).
+    heads = evaluated[1] if np.array_equal(evaluated[0], x) else None
+    return U, float(noise), n_iter, status, history, heads
 
 
 def _fold_indices(T: int, folds: int, rng) -> list:
@@ -332,13 +337,14 @@ def fit_marginal(likelihood, fold_pairs, s: int, start_B: np.ndarray, *, scarce:
     if not isinstance(noise, list) and noise < NEGLIGIBLE_NOISE:
         # Noiseless, or nearly: the fit on two thirds of the tasks is a start from which the
         # least-squares polish converges in a few sweeps; L-BFGS would only crawl.
-        U, n_iter, status = fold_fit, 0, "converged"
+        U, n_iter, status, heads = fold_fit, 0, "converged", None
         history = {"loss": [], "marginal_nll": [], "rel_change": []}
     else:
-        U, noise, n_iter, status, history = _maximise(
+        U, noise, n_iter, status, history, heads = _maximise(
             likelihood, U, noise, max_iter, tol,
             None if on_iteration is None else lambda U: on_iteration(U.T))
-    heads = likelihood.posterior_heads(U, noise)
+    if heads is None:
+        heads = likelihood.posterior_heads(U, noise)
     to_units = y_scale / x_scale
     return RandomHeadsFit(
         U=U * to_units, heads=heads, noise=noise * y_scale**2, noise_share=noise,
