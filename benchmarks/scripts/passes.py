@@ -11,7 +11,10 @@ default fit (random heads), the fixed-heads fit (conjugate-direction IHT, then t
 iteration of each of its phases by the solver's own clock (``history["seconds"]``), and one
 iteration of plain normalized IHT (``accel=None, polish=None``). Medians of ``--repeats`` runs.
 Then the default fit's profile: the calls and passes of each compiled kernel it ran, and the
-rest (the least-squares polish of noiseless fits, L-BFGS's own work, post-processing).
+rest (the least-squares polish of noiseless fits, L-BFGS's own work, post-processing). Last,
+the random-heads evaluation (``kernels.marginal_pass``) per task with X in cache (``--T`` / 50
+tasks, read 50 times) against X from memory: equal times mean the pass is bound by its
+arithmetic, not by reading X.
 """
 
 from __future__ import annotations
@@ -102,6 +105,28 @@ def measure(T, m, d, s, sigma, repeats):
     return one_pass, rows
 
 
+def per_task_microseconds(T, m, d, s):
+    """{what: microseconds per task} of marginal_pass and of a BLAS read of X, with X in cache
+    (T / 50 tasks, each call repeated 50 times) and from memory (T tasks)."""
+    rows = {}
+    for where, n_tasks, calls in (("in cache", max(T // 50, 1), 50), ("from memory", T, 1)):
+        X, y, _, _ = metasp.datasets.make_hps(n_tasks, m, d, s, sigma=0.1, random_state=0)
+        tasks = metasp.Tasks.from_array(X, y)
+        U = np.random.default_rng(0).standard_normal((d, s)) / np.sqrt(d)
+        ones = np.ones(d)
+
+        def repeated(run):
+            def many():
+                for _ in range(calls):
+                    run()
+            return median_time(many, 5, warmup=1) / calls / n_tasks * 1e6
+
+        rows[f"marginal_pass, X {where}"] = repeated(
+            lambda: metasp.kernels.marginal_pass(tasks, U, 0.3, n_jobs=1))
+        rows[f"BLAS read of X, X {where}"] = repeated(lambda: tasks.X @ ones)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--T", type=int, default=20000)
@@ -109,9 +134,10 @@ def main():
     parser.add_argument("--d", type=int, default=100)
     parser.add_argument("--s", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sigmas", type=float, nargs="+", default=[0.1, 0.0])
     args = parser.parse_args()
     with pin_threads(1):
-        for sigma in (0.1, 0.0):
+        for sigma in args.sigmas:
             one_pass, rows = measure(args.T, args.m, args.d, args.s, sigma, args.repeats)
             print(f"\nT={args.T}, m={args.m}, d={args.d}, s={args.s}, sigma={sigma}: one pass "
                   f"over X = {one_pass * 1e3:.2f} ms")
@@ -120,6 +146,9 @@ def main():
                     print(f"  {name}")
                     continue
                 print(f"  {name:<60} {seconds * 1e3:>9.1f} ms {seconds / one_pass:>7.1f} passes")
+        print(f"\nper task, T={args.T}, m={args.m}, d={args.d}, s={args.s}:")
+        for name, microseconds in per_task_microseconds(args.T, args.m, args.d, args.s).items():
+            print(f"  {name:<60} {microseconds:>9.2f} us")
 
 
 if __name__ == "__main__":
