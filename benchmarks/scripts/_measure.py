@@ -121,3 +121,35 @@ def machine_line() -> str:
     return (f"# {platform.processor() or platform.machine()}, numpy {np.__version__}, "
             f"metasp {metasp.__version__}, {available_threads()} threads available, "
             f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+
+
+# The compiled passes over the tasks that metasp.fit reaches through metasp.kernels (each
+# parallel over tasks).
+PROFILED_KERNELS = ("marginal_pass", "task_statistics", "gradient", "truncated_svd")
+
+
+@contextlib.contextmanager
+def kernel_clock(calls):
+    """Counts the calls and seconds of each of PROFILED_KERNELS in ``calls`` (name -> [calls,
+    seconds]) while the block runs; the fit reaches them through the module ``metasp.kernels``."""
+    import metasp
+
+    originals = {name: getattr(metasp.kernels, name) for name in PROFILED_KERNELS}
+
+    def clocked(name, kernel):
+        def run(*args, **kwargs):
+            start = time.perf_counter()
+            out = kernel(*args, **kwargs)
+            entry = calls.setdefault(name, [0, 0.0])
+            entry[0] += 1
+            entry[1] += time.perf_counter() - start
+            return out
+        return run
+
+    try:
+        for name, kernel in originals.items():
+            setattr(metasp.kernels, name, clocked(name, kernel))
+        yield calls
+    finally:
+        for name, kernel in originals.items():
+            setattr(metasp.kernels, name, kernel)

@@ -20,12 +20,11 @@ arithmetic, not by reading X.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 import warnings
 
 import numpy as np
-from _measure import blas_read_seconds, median_time, pin_threads
+from _measure import blas_read_seconds, kernel_clock, median_time, pin_threads
 
 import metasp
 
@@ -40,34 +39,6 @@ def phase_median(result, phase):
     seconds = np.asarray(result.history["seconds"], dtype=float)
     chosen = seconds[np.asarray(result.history["phase"]) == phase]
     return float(np.median(chosen)) if chosen.size else float("nan")
-
-
-PROFILED_KERNELS = ("marginal_pass", "task_statistics", "gradient", "truncated_svd")
-
-
-@contextlib.contextmanager
-def kernel_clock(calls):
-    """Counts the calls and seconds of each of PROFILED_KERNELS in ``calls`` (name -> [calls,
-    seconds]) while the block runs; the fit reaches them through the module ``metasp.kernels``."""
-    originals = {name: getattr(metasp.kernels, name) for name in PROFILED_KERNELS}
-
-    def clocked(name, kernel):
-        def run(*args, **kwargs):
-            start = time.perf_counter()
-            out = kernel(*args, **kwargs)
-            entry = calls.setdefault(name, [0, 0.0])
-            entry[0] += 1
-            entry[1] += time.perf_counter() - start
-            return out
-        return run
-
-    try:
-        for name, kernel in originals.items():
-            setattr(metasp.kernels, name, clocked(name, kernel))
-        yield calls
-    finally:
-        for name, kernel in originals.items():
-            setattr(metasp.kernels, name, kernel)
 
 
 def default_fit_profile(tasks, s):

@@ -14,7 +14,10 @@ polish, the head prior, diagnostics, setup). Speed-ups are against the first thr
 hand: for each T it splits the fixed-heads fit into iterations, their SVD, and the rest, at
 the first and the last thread count, and prints the serial fraction each part implies by
 Amdahl's law, ``f = (p t_p / t_1 - 1) / (p - 1)``. A part whose serial fraction grows with T
-has serial work that grows with T. BLAS is pinned to one thread (threadpoolctl when
+has serial work that grows with T. For the default fit (random heads) it prints the share of
+one-thread time spent outside the compiled passes over the tasks (NumPy and Python on one
+thread), the speed-up on 16 threads that share allows, ``1 / (f + (1 - f) / 16)``, and the
+speed-up measured at the last thread count. BLAS is pinned to one thread (threadpoolctl when
 installed, else OMP_NUM_THREADS must be set by the caller); metasp's threads are ``n_jobs``.
 """
 
@@ -27,6 +30,7 @@ import time
 import warnings
 
 import numpy as np
+from _measure import kernel_clock
 
 import metasp
 
@@ -89,6 +93,30 @@ def serial_fraction(t1, tp, p):
     return (p * tp / t1 - 1) / (p - 1)
 
 
+def default_fit_split(tasks, s, n_jobs):
+    """(seconds of a default fit, seconds of it inside the compiled passes over the tasks)."""
+    timed_fit(tasks, s, "auto", n_jobs)  # warm-up
+    calls = {}
+    with kernel_clock(calls):
+        _, total = timed_fit(tasks, s, "auto", n_jobs)
+    return total, sum(seconds for _, seconds in calls.values())
+
+
+def default_fit_profile(args, problems):
+    hi = args.threads[-1]
+    print(f"\ndefault fit (random heads): time outside the compiled passes over the tasks, "
+          f"one thread; m={args.m}, d={args.d}, s={args.s}")
+    print(f"{'T':>8} {'fit s':>8} {'outside s':>10} {'share':>6} {'bound x16':>10} "
+          f"{'fit s, ' + str(hi) + ' thr':>14} {'x' + str(hi):>6}")
+    for T, tasks in problems:
+        total, inside = default_fit_split(tasks, args.s, 1)
+        share = (total - inside) / total
+        parallel_total, _ = default_fit_split(tasks, args.s, hi)
+        print(f"{T:>8} {total:>8.3f} {total - inside:>10.3f} {share:>6.3f} "
+              f"{1 / (share + (1 - share) / 16):>10.1f} {parallel_total:>14.3f} "
+              f"{total / parallel_total:>6.2f}")
+
+
 def profile(args):
     lo, hi = args.threads[0], args.threads[-1]
     if lo != 1 or hi <= 1:
@@ -97,17 +125,20 @@ def profile(args):
           f"m={args.m}, d={args.d}, s={args.s}")
     print(f"{'T':>8} {'iteration ms':>13} {'f iteration':>12} {'svd ms':>8} {'f svd':>7} "
           f"{'outside s':>10} {'f outside':>10}")
+    problems = []
     for T in args.T:
         X, y, _, _ = metasp.datasets.make_hps(T, args.m, args.d, args.s, sigma=args.sigma,
                                               random_state=0)
         tasks = metasp.Tasks.from_array(X, y)
         del X, y
+        problems.append((T, tasks))
         one, many = measure(tasks, args.s, 1), measure(tasks, args.s, hi)
         print(f"{T:>8} {one['iteration'] * 1e3:>13.2f} "
               f"{serial_fraction(one['iteration'], many['iteration'], hi):>12.2f} "
               f"{one['svd'] * 1e3:>8.2f} {serial_fraction(one['svd'], many['svd'], hi):>7.2f} "
               f"{one['outside']:>10.3f} "
               f"{serial_fraction(one['outside'], many['outside'], hi):>10.2f}")
+    default_fit_profile(args, problems)
 
 
 def main():
