@@ -12,7 +12,7 @@ import numpy as np
 
 from . import kernels
 from ._diagnostics import Diagnostic, checks_rank, diagnose
-from ._prior import fit_head_prior
+from ._prior import fit_head_prior, least_squares_heads
 from ._result import MetaSPResult, checked, warn_about_diagnostics, warn_about_status
 from ._scaling import Scale
 
@@ -65,10 +65,10 @@ def postprocess(result: MetaSPResult, given, work, scale: Scale,
         if statistics is not None and statistics.G is not None:
             return statistics.G
         if shrunk:
-            heads = np.einsum("tij,tj->ti", np.linalg.pinv(statistics.gram, hermitian=True),
-                              statistics.cross)
+            heads = least_squares_heads(statistics.gram, statistics.cross)
             G = passes.gradient(tasks, heads @ result.B).G
-            return G - (G @ result.B.T) @ result.B
+            G -= (G @ result.B.T) @ result.B
+            return G
         return passes.gradient(tasks, Theta).G
 
     # The findings are ratios, the same at any scale; their advice names the step as given.

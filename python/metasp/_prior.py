@@ -34,9 +34,23 @@ def head_prior_in_data_units(tasks, B, max_iter=100, tol=1e-5):
     return mean, cov, noise
 
 
+# The smallest jitter of least_squares_heads: all-zero statistics give zero heads, not an error.
+TINY = np.finfo(float).tiny
+
+
 def task_sufficient_statistics(tasks, B, n_jobs=None):
     """Per-task Z_t^T Z_t, Z_t^T y_t and y_t^T y_t for Z_t = X_t B^T (one compiled pass)."""
     return task_statistics(tasks, B, n_jobs=n_jobs)[:3]
+
+
+def least_squares_heads(gram, cross, floor=TINY):
+    """(T, s) per-task least-squares heads from the statistics in a subspace
+    (:func:`task_sufficient_statistics`): ``(gram_t + jitter I)^-1 cross_t`` with a jitter of
+    1e-10 times the Gram matrix's mean eigenvalue plus ``floor``, so that a task with fewer
+    samples than s (or none that vary) gets about the minimum-norm solution, never an error."""
+    s = cross.shape[1]
+    jitter = 1e-10 * np.trace(gram, axis1=1, axis2=2)[:, None, None] / s + floor
+    return np.linalg.solve(gram + jitter * np.eye(s), cross[..., None])[..., 0]
 
 
 def residual_sums(heads, gram, cross, squares):
@@ -126,8 +140,7 @@ def _fit_scaled_head_prior(statistics, n, max_iter, tol, n_threads, em_step):
     scale, floor = 1.0, VARIANCE_FLOOR  # the targets' mean square, and the variances' floor
     eye = np.eye(s)
     # Start: per-task least squares (minimum norm when a task has fewer than s samples).
-    jitter = 1e-10 * np.trace(gram, axis1=1, axis2=2)[:, None, None] / s + floor
-    heads = np.linalg.solve(gram + jitter * eye, cross[..., None])[..., 0]
+    heads = least_squares_heads(gram, cross, floor)
     noise = max(float(residual_sums(heads, gram, cross, squares).sum()) / n, floor)
     cov = (np.atleast_2d(np.cov(heads.T, bias=True)) if T > 1 else scale * eye) + floor * eye
     params = (heads.mean(axis=0), cov, noise)

@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import kernels
+from ._prior import least_squares_heads
 from ._tasks import Tasks
 
 # T (m - s) / (d s) below which the noise variance can collapse (the tasks' residual degrees of
@@ -125,9 +126,7 @@ def least_squares_moments(gram, cross, squares, sizes) -> np.ndarray:
     s = cross.shape[1]
     chosen = np.asarray(sizes) > s
     gram, cross, squares = gram[chosen], cross[chosen], squares[chosen]
-    jitter = 1e-10 * np.trace(gram, axis1=1, axis2=2)[:, None, None] / s
-    heads = np.linalg.solve(gram + (jitter + np.finfo(float).tiny) * np.eye(s),
-                            cross[..., None])[..., 0]
+    heads = least_squares_heads(gram, cross)
     residual = np.maximum(squares - np.einsum("ts,ts->t", heads, cross), 0.0)
     return np.concatenate([(heads.T @ heads).ravel(),
                            [residual.sum(), float(np.sum(np.asarray(sizes)[chosen] - s)),

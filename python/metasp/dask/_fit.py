@@ -425,7 +425,7 @@ def _postprocess(result, cluster, shards, tasks, s, tol, scale, n_threads) -> Da
 def _head_prior(cluster, stats, n, T, s, x_unit, y_unit):
     """metasp._prior.fit_head_prior with its sums taken on the shards."""
     floor = VARIANCE_FLOOR
-    parts = cluster.each("prior-start", _shards.prior_start_sums, stats, s, floor, x_unit, y_unit)
+    parts = cluster.each("prior-start", _shards.prior_start_sums, stats, floor, x_unit, y_unit)
     sum_heads = sum(p[1] for p in parts)
     sum_outer = sum(p[2] for p in parts)
     mean = sum_heads / T

@@ -197,16 +197,14 @@ def statistics(shard: Shard, B: np.ndarray, n_threads: int):
     return tuple(kernels.task_statistics(shard.tasks, B, n_jobs=n_threads)[:3])
 
 
-def prior_start_sums(stats, s: int, floor: float, x_unit: float, y_unit: float):
+def prior_start_sums(stats, floor: float, x_unit: float, y_unit: float):
     """Sums behind the head prior's start (per-task least squares): (T, sum w, sum w w^T,
     residual sum), in the EM's units."""
-    from .._prior import residual_sums
+    from .._prior import least_squares_heads, residual_sums
 
     gram, cross, squares = stats
     gram, cross, squares = gram / x_unit**2, cross / (x_unit * y_unit), squares / y_unit**2
-    eye = np.eye(s)
-    jitter = 1e-10 * np.trace(gram, axis1=1, axis2=2)[:, None, None] / s + floor
-    heads = np.linalg.solve(gram + jitter * eye, cross[..., None])[..., 0]
+    heads = least_squares_heads(gram, cross, floor)
     return (heads.shape[0], heads.sum(axis=0), heads.T @ heads,
             float(residual_sums(heads, gram, cross, squares).sum()))
 
