@@ -45,7 +45,8 @@ NEGLIGIBLE_NOISE = 1e-4
 # The start where the noise is free: the least-squares heads' second moment spans U's columns,
 # each given at least this share of the largest one's variance (a zero column of U has zero
 # gradient: L-BFGS would never turn it on), and the noise is their residual variance, at least
-# START_NOISE_FLOOR (in shares of the mean squared target; noiseless data then stop at once).
+# START_NOISE_FLOOR (in shares of the mean squared target; noiseless data in an exact start
+# subspace then stop after one iteration).
 START_SPREAD_FLOOR = 1e-2
 START_NOISE_FLOOR = 1e-6
 # L-BFGS: stored pairs, Armijo constant, halvings before giving up on a direction.
@@ -329,7 +330,7 @@ def fit_marginal(likelihood, fold_pairs, s: int, start_B: np.ndarray, *, scarce:
                                         max_iter, tol)
     else:
         # Least squares in the start subspace puts U's scale and the noise near their
-        # optimum: about half the L-BFGS iterations from the fixed start above.
+        # optimum: about two thirds of the L-BFGS iterations from the fixed start above.
         start = moment_start(likelihood.least_squares_moments(basis), basis, scales)
         if start is not None:
             U, noise = start[0], [start[1]]
