@@ -102,16 +102,16 @@ def default_fit_split(tasks, s, n_jobs):
     return total, sum(seconds for _, seconds in calls.values())
 
 
-def default_fit_profile(args, problems):
+def print_default_fit_profile(args, rows):
+    """``rows``: (T, one-thread fit s, of it inside the compiled passes, fit s on the last
+    thread count) per T."""
     hi = args.threads[-1]
     print(f"\ndefault fit (random heads): time outside the compiled passes over the tasks, "
           f"one thread; m={args.m}, d={args.d}, s={args.s}")
     print(f"{'T':>8} {'fit s':>8} {'outside s':>10} {'share':>6} {'bound x16':>10} "
           f"{'fit s, ' + str(hi) + ' thr':>14} {'x' + str(hi):>6}")
-    for T, tasks in problems:
-        total, inside = default_fit_split(tasks, args.s, 1)
+    for T, total, inside, parallel_total in rows:
         share = (total - inside) / total
-        parallel_total, _ = default_fit_split(tasks, args.s, hi)
         print(f"{T:>8} {total:>8.3f} {total - inside:>10.3f} {share:>6.3f} "
               f"{1 / (share + (1 - share) / 16):>10.1f} {parallel_total:>14.3f} "
               f"{total / parallel_total:>6.2f}")
@@ -125,20 +125,21 @@ def profile(args):
           f"m={args.m}, d={args.d}, s={args.s}")
     print(f"{'T':>8} {'iteration ms':>13} {'f iteration':>12} {'svd ms':>8} {'f svd':>7} "
           f"{'outside s':>10} {'f outside':>10}")
-    problems = []
+    default_rows = []
     for T in args.T:
         X, y, _, _ = metasp.datasets.make_hps(T, args.m, args.d, args.s, sigma=args.sigma,
                                               random_state=0)
         tasks = metasp.Tasks.from_array(X, y)
         del X, y
-        problems.append((T, tasks))
+        default_rows.append((T, *default_fit_split(tasks, args.s, 1),
+                             default_fit_split(tasks, args.s, hi)[0]))
         one, many = measure(tasks, args.s, 1), measure(tasks, args.s, hi)
         print(f"{T:>8} {one['iteration'] * 1e3:>13.2f} "
               f"{serial_fraction(one['iteration'], many['iteration'], hi):>12.2f} "
               f"{one['svd'] * 1e3:>8.2f} {serial_fraction(one['svd'], many['svd'], hi):>7.2f} "
               f"{one['outside']:>10.3f} "
               f"{serial_fraction(one['outside'], many['outside'], hi):>10.2f}")
-    default_fit_profile(args, problems)
+    print_default_fit_profile(args, default_rows)
 
 
 def main():

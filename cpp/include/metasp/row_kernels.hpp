@@ -115,34 +115,13 @@ METASP_ALWAYS_INLINE void dots(const Scalar* x0, Index pitch, Index d, const dou
     }
 }
 
-// g += sum_k r_k x_k over the R rows x0 + k pitch: one load and store of g per R rows.
-template <int R, class Scalar>
-METASP_ALWAYS_INLINE void add_rows(const Scalar* x0, Index pitch, Index d, const double* r,
-                                   double* g) {
-    // Broadcast once, outside the loop: GCC 12 otherwise rebuilds every broadcast on every
-    // pack (two shuffles each), which made the shuffle port this loop's bound.
-    Pack coefficient[R];
-#pragma GCC unroll 8
-    for (int k = 0; k < R; ++k) coefficient[k] = broadcast(r[k]);
-    Index j = 0;
-    for (; j + kPack <= d; j += kPack) {
-        Pack t = load(x0 + j) * coefficient[0];
-#pragma GCC unroll 8
-        for (int k = 1; k < R; ++k) t += load(x0 + k * pitch + j) * coefficient[k];
-        store(g + j, load(g + j) + t);
-    }
-    for (; j < d; ++j) {
-        double t = 0;
-        for (int k = 0; k < R; ++k) t += double(x0[k * pitch + j]) * r[k];
-        g[j] += t;
-    }
-}
-
-// g_c += sum_k r[k * ldr + c] x_k for C vectors g_c at once: each row pack is loaded once for
-// all C of them, and every g_c gets exactly add_rows's sums.
+// g_c += sum_k r[k * ldr + c] x_k over the R rows x0 + k pitch, for C vectors g_c at once:
+// one load of each row pack for all C of them, one load and store of g_c per R rows.
 template <int R, int C, class Scalar>
 METASP_ALWAYS_INLINE void add_rows_to(const Scalar* x0, Index pitch, Index d, const double* r,
                                       Index ldr, double* const* g) {
+    // Broadcast once, outside the loop: GCC 12 otherwise rebuilds every broadcast on every
+    // pack (two shuffles each), which made the shuffle port this loop's bound.
     Pack coefficient[C][R];
 #pragma GCC unroll 8
     for (int c = 0; c < C; ++c)
@@ -167,6 +146,13 @@ METASP_ALWAYS_INLINE void add_rows_to(const Scalar* x0, Index pitch, Index d, co
             for (int k = 0; k < R; ++k) t += double(x0[k * pitch + j]) * r[k * ldr + c];
             g[c][j] += t;
         }
+}
+
+// g += sum_k r_k x_k over the R rows x0 + k pitch.
+template <int R, class Scalar>
+METASP_ALWAYS_INLINE void add_rows(const Scalar* x0, Index pitch, Index d, const double* r,
+                                   double* g) {
+    add_rows_to<R, 1>(x0, pitch, d, r, 1, &g);
 }
 
 // z_k = V^T x_k for the R rows x0 + k pitch (z: R x s, row-major) and V (d x s, column-major
