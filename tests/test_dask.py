@@ -85,20 +85,76 @@ def test_fit_gives_metasp_fits_answer(client, shape):
                                atol=1e-8)
 
 
-def test_noiseless_data_ask_for_the_in_memory_fit(client):
-    df, _ = long_frame(60, 12, 8, 2, 0.0)
-    tasks = distributed_tasks(client, df, npartitions=2)
-    with pytest.raises(NotImplementedError, match="least-squares polish"):
-        md.fit(tasks, 2, random_state=0)
+def test_noiseless_data_are_polished_on_the_cluster_as_in_memory(client):
+    df, B = long_frame(60, 12, 8, 2, 0.0)
+    tasks = distributed_tasks(client, df, npartitions=3)
+    local = tasks.to_local()
+    theirs = metasp.fit(local, None, 2, random_state=0)
+    ours = md.fit(tasks, 2, random_state=0)
+    assert "polish" in theirs.history["phase"]
+    assert_same_fit(ours, theirs)
+    assert projector_gap(ours.B, B) < 1e-10  # noiseless data: the exact subspace
+    n_polish = np.count_nonzero(ours.history["phase"] == "polish")
+    assert n_polish > 0 and len(ours.history["loss"]) == ours.n_iter
+    heads = ours.heads().compute().loc[list(local.labels)]
+    np.testing.assert_allclose(heads.to_numpy() @ ours.B, theirs.W @ theirs.B, rtol=1e-8,
+                               atol=1e-10)
 
 
-def test_fixed_heads_are_not_silently_replaced(client):
+@pytest.mark.parametrize("options", [
+    {"heads": "fixed"},                                    # CGIHT, then the polish
+    {"heads": "fixed", "init": "spectral", "accel": None},  # NIHT from the spectral start
+    {"step": 0.5, "max_iter": 30, "tol": 0},                # the paper's fixed step
+    {"n_starts": 2, "random_state": 1},                     # random starts from the seed
+], ids=["cgiht", "niht-spectral", "fixed-step", "starts"])
+def test_fixed_heads_give_metasp_fits_answer(client, options):
+    df, _ = long_frame(120, 15, 10, 2, 0.3)
+    tasks = distributed_tasks(client, df)
+    local = tasks.to_local()
+    theirs = metasp.fit(local, None, 2, **options)
+    ours = md.fit(tasks, 2, **options)
+    assert_same_fit(ours, theirs)
+    np.testing.assert_array_equal(ours.history["phase"], theirs.history["phase"])
+    np.testing.assert_allclose(ours.history["loss"], theirs.history["loss"], rtol=1e-9)
+    heads = ours.heads().compute().loc[list(local.labels)]
+    np.testing.assert_allclose(heads.to_numpy() @ ours.B, theirs.W @ theirs.B, rtol=1e-7,
+                               atol=1e-9)
+
+
+def test_fixed_heads_survive_a_killed_worker(client):
+    df, _ = long_frame(150, 15, 10, 2, 0.3, seed=1)
+    tasks = distributed_tasks(client, df, npartitions=4)
+    undisturbed = md.fit(tasks, 2, heads="fixed")
+    pid = list(client.run(os.getpid).values())[0]
+    killed = []
+
+    def kill():
+        os.kill(pid, signal.SIGKILL)  # the nanny starts a new worker process
+        killed.append(time.monotonic())
+
+    killer = threading.Timer(1.0, kill)
+    killer.start()
+    try:
+        survived = md.fit(tasks, 2, heads="fixed")
+        finished = time.monotonic()
+    finally:
+        killer.cancel()
+    assert killed and killed[0] < finished  # during the fit
+    client.wait_for_workers(2, timeout=60)
+    assert pid not in client.run(os.getpid).values()
+    assert metasp.metrics.sin_angle(survived.B, undisturbed.B) < 1e-6
+    assert survived.status == undisturbed.status
+
+
+def test_fixed_heads_options_are_checked_as_metasp_fit_checks_them(client):
     df, _ = long_frame(30, 10, 6, 2, 0.3)
     tasks = distributed_tasks(client, df, npartitions=2)
-    with pytest.raises(NotImplementedError, match="heads='fixed'"):
-        md.fit(tasks, 2, heads="fixed")
-    with pytest.raises(NotImplementedError, match="step"):
-        md.fit(tasks, 2, step=0.5)
+    with pytest.raises(ValueError, match="options of the fixed-heads solver"):
+        md.fit(tasks, 2, heads="random", step=0.5)
+    with pytest.raises(ValueError, match="accel must be"):
+        md.fit(tasks, 2, heads="fixed", accel="nesterov")
+    with pytest.raises(ValueError, match="on_iteration"):
+        md.fit(tasks, 2, heads="fixed", on_iteration=lambda B: False)
 
 
 def test_saved_result_loads_with_metasp_load(client, tmp_path):
@@ -279,6 +335,21 @@ def test_iterations_move_no_rows_of_x(client):
         assert per_iteration.max() < shard_bytes / 10, (T, per_iteration.max(), shard_bytes)
         medians[T] = np.median(per_iteration)
     assert medians[1200] <= 1.5 * medians[300], medians
+
+
+def test_fixed_heads_move_no_rows_either(client):
+    """The iterate, gradient and directions stay with their shards: a fixed-heads fit's
+    traffic per iteration (sums, Gram matrices, the polish's normal equations) is far below a
+    shard's data and does not grow with the number of tasks."""
+    per_iteration = {}
+    for T in (1200, 4800):
+        df, _ = long_frame(T, 20, 20, 3, 0.3, seed=2)
+        tasks = distributed_tasks(client, df, npartitions=4)
+        before = bytes_sent_by_workers(client)
+        result = md.fit(tasks, 3, heads="fixed")
+        per_iteration[T] = (bytes_sent_by_workers(client) - before) / result.n_iter
+        assert per_iteration[T] < T * 20 * 20 * 8 / 4 / 10, per_iteration
+    assert per_iteration[4800] <= 1.5 * per_iteration[1200], per_iteration
 
 
 def test_a_lost_client_raises_instead_of_hanging(client):

@@ -71,3 +71,60 @@ def test_polish_kernels_do_not_depend_on_the_thread_count(s):
                              n_threads, newton_solve="cg") for n_threads in (1, 2))
     assert one["n_iter"] == two["n_iter"] == 3
     np.testing.assert_array_equal(two["Theta"], one["Theta"])
+
+
+@pytest.mark.parametrize("s", [1, 3])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_shard_polish_kernels_match_reference(s, dtype):
+    """kernels.task_heads and kernels.basis_system_sums (ALS and Newton), the pieces of a polish
+    over shards, against their NumPy twins on ragged tasks down to s + 1 samples."""
+    Xs, ys, B, _ = ragged_tasks(T=40, d=11, s=s, sigma=0.2, seed=s, sizes=(s + 1, 20))
+    tasks = metasp.Tasks.from_list([x.astype(dtype) for x in Xs], ys)
+    promoted = metasp.Tasks.from_list([x.astype(dtype).astype(np.float64) for x in Xs], ys)
+    V = np.linalg.qr(B.T + 0.3 * np.random.default_rng(s).standard_normal(B.T.shape))[0]
+    W, loss = metasp.kernels.task_heads(tasks, V)
+    W_ref, loss_ref = metasp.reference.task_heads(promoted, V)
+    np.testing.assert_allclose(W, W_ref, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(loss, loss_ref, rtol=1e-9, atol=1e-15)
+    for subspace in (None, V):
+        M, rhs = metasp.kernels.basis_system_sums(tasks, W, subspace=subspace)
+        M_ref, rhs_ref = metasp.reference.basis_system_sums(promoted, W, subspace=subspace)
+        np.testing.assert_array_equal(M, M.T)
+        scale = np.abs(M_ref).max()
+        np.testing.assert_allclose(M, M_ref, rtol=0, atol=1e-11 * scale)
+        np.testing.assert_allclose(rhs, rhs_ref, rtol=0, atol=1e-11 * np.abs(rhs_ref).max())
+
+
+def test_basis_system_sums_add_up_over_disjoint_tasks():
+    Xs, ys, B, _ = ragged_tasks(T=30, d=9, s=2, sigma=0.1, seed=3, sizes=(4, 15))
+    tasks = metasp.Tasks.from_list(Xs, ys)
+    V = np.linalg.qr(B.T)[0]
+    W = metasp.kernels.task_heads(tasks, V).W
+    halves = [np.arange(0, 13), np.arange(13, 30)]
+    for subspace in (None, V):
+        whole = metasp.kernels.basis_system_sums(tasks, W, subspace=subspace)
+        parts = [metasp.kernels.basis_system_sums(tasks.subset(h), W[h], subspace=subspace)
+                 for h in halves]
+        for k in range(2):
+            np.testing.assert_allclose(parts[0][k] + parts[1][k], whole[k], rtol=1e-12,
+                                       atol=1e-14 * np.abs(whole[k]).max())
+
+
+def test_shard_polish_kernels_refuse_bad_shapes():
+    Xs, ys, B, _ = ragged_tasks(T=10, d=6, s=2, sigma=0.1, seed=0, sizes=(3, 8))
+    tasks = metasp.Tasks.from_list(Xs, ys)
+    V = np.linalg.qr(B.T)[0]
+    with pytest.raises(ValueError, match=r"V must have shape \(d, k\)"):
+        metasp.kernels.task_heads(tasks, V[:5])
+    with pytest.raises(ValueError, match=r"W must have shape \(T, s\)"):
+        metasp.kernels.basis_system_sums(tasks, np.ones((9, 2)))
+    with pytest.raises(ValueError, match="subspace must have shape"):
+        metasp.kernels.basis_system_sums(tasks, np.ones((10, 2)), subspace=V[:, :1])
+    with pytest.raises(ValueError, match="NaN or inf|finite"):
+        metasp.kernels.basis_system_sums(tasks, np.full((10, 2), np.nan))
+    wide = metasp.Tasks.from_list([np.ones((3, 1001))], [np.ones(3)])
+    with pytest.raises(ValueError, match="above 2000"):
+        metasp.kernels.basis_system_sums(wide, np.ones((1, 2)))
+    with pytest.raises(ValueError):  # the binding's own check, for callers of _core
+        metasp._core.basis_system_sums(*metasp.kernels.core_arrays(wide), np.ones((1, 2)),
+                                       None, 1)

@@ -7,7 +7,7 @@ import pytest
 from conftest import DTYPES, core_polish, ragged_tasks, with_dtype
 
 import metasp
-from metasp import _core
+from metasp import _core, _polish
 from metasp.metrics import sin_angle
 
 
@@ -96,8 +96,8 @@ def test_newton_solves_reach_the_same_minimum():
     assert runs["cg"]["n_iter"] <= runs["dense"]["n_iter"] + 1
     np.testing.assert_allclose(runs["cg"]["Theta"], runs["dense"]["Theta"], rtol=0,
                                atol=1e-9 * np.abs(runs["dense"]["Theta"]).max())
-    assert metasp.reference.newton_cg_budget(tasks, 3, "dense") == 0
-    assert metasp.reference.newton_cg_budget(tasks, 3, "cg") == 25 * 3
+    assert _polish.newton_cg_budget(tasks, 3, "dense") == 0
+    assert _polish.newton_cg_budget(tasks, 3, "cg") == 25 * 3
 
 
 def test_newton_solve_must_be_known():
@@ -147,7 +147,7 @@ def test_matrix_free_newton_does_not_depend_on_the_thread_count():
     # Large enough that the Newton operator's task loops really run in parallel.
     X, y, B, _ = metasp.datasets.make_hps(T=2000, m=20, d=60, s=3, sigma=0.2, random_state=4)
     tasks = metasp.Tasks.from_array(X, y)
-    assert metasp.reference.newton_cg_budget(tasks, 3) > 0  # the default takes this path
+    assert _polish.newton_cg_budget(tasks, 3) > 0  # the default takes this path
     start = np.linalg.qr(B.T + 0.1 * np.random.default_rng(0).standard_normal(B.T.shape))[0]
     one, two = (core_polish(tasks, start, 3, 0.0,
                              n_threads) for n_threads in (1, 2))
@@ -259,6 +259,15 @@ def test_diagnostics_fire_on_a_too_large_fixed_step(noiseless):
     assert "smaller step" in result.diagnostics[0].message
 
 
+def test_a_converged_fixed_step_fit_is_not_called_oscillating():
+    """Its loss moves by rounding at the end, up as often as down."""
+    X, y, _, _ = metasp.datasets.make_hps(T=120, m=15, d=10, s=2, sigma=0.3, random_state=0)
+    result = metasp.fit(X, y, 2, step=0.5)
+    assert result.status == "converged"
+    assert np.any(np.diff(result.history["loss"][-20:]) > 0)  # rounding
+    assert result.diagnostics == []
+
+
 def test_diagnostics_fire_on_a_too_small_rank():
     X, y, _, _ = metasp.datasets.make_hps(T=200, m=15, d=50, s=3, sigma=0.1, random_state=0)
     with pytest.warns(metasp.DiagnosticWarning, match="Increase s"):
@@ -360,7 +369,7 @@ def test_polish_rejects_a_missing_start():
 
 def test_stall_rule():
     """The "stalled" rule of the hard-thresholding phase (the C++ solver has the same)."""
-    from metasp.reference import _stalled
+    from metasp._hard_thresholding import _stalled
 
     steady = list(0.9 ** np.arange(200.0))
     assert not _stalled(steady, steady, patience=100)

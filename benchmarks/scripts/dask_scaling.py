@@ -4,6 +4,7 @@ counter, ``Worker.transfer_outgoing_bytes_total``).
 
     python benchmarks/scripts/dask_scaling.py                       # T = 2e5 on 2 workers x 1
     python benchmarks/scripts/dask_scaling.py --workers 8 --threads 2 --T 2000000
+    python benchmarks/scripts/dask_scaling.py --heads fixed         # CGIHT and the polish
 
 Each partition of the input is generated on a worker from its own seed (whole tasks, then rows
 shuffled within the partition); the in-memory fit gets the same rows from the same generator.
@@ -76,6 +77,9 @@ def main():
     parser.add_argument("--partitions", type=int, default=None,
                         help="input partitions (default: 2 per worker thread)")
     parser.add_argument("--repeats", type=int, default=5, help="evaluations timed (median)")
+    parser.add_argument("--heads", choices=("random", "fixed"), default="random",
+                        help="the fit to time: the default (random heads) or heads='fixed' "
+                             "(CGIHT and the polish; no per-evaluation timing)")
     parser.add_argument("--skip-local", action="store_true",
                         help="do not run metasp.fit in this process (data beyond its memory)")
     args = parser.parse_args()
@@ -92,7 +96,7 @@ def main():
     counts = np.diff(np.linspace(0, args.T, parts + 1).astype(int))
     firsts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     shape = (args.m, args.d, args.s, args.sigma, 0)
-    print(f"T={args.T} m={args.m} d={args.d} s={args.s} sigma={args.sigma}; "
+    print(f"heads={args.heads} T={args.T} m={args.m} d={args.d} s={args.s} sigma={args.sigma}; "
           f"{args.workers} workers x {args.threads} threads, {parts} input partitions")
 
     with LocalCluster(n_workers=args.workers, threads_per_worker=args.threads, processes=True,
@@ -112,20 +116,20 @@ def main():
                   f"{sum(tasks.summaries[i].n_samples for i in mine):,} rows")
 
         U = np.random.default_rng(0).standard_normal((args.d, args.s)) * 0.3
-        md.marginal_pass(tasks, U, 0.5, n_jobs=args.threads)  # warm up
-        before = sent_bytes(client)
-        with get_task_stream(client) as stream:
-            evaluation = median_time(
-                lambda: md.marginal_pass(tasks, U, 0.5, n_jobs=args.threads), args.repeats)
-        per_evaluation_bytes = (sent_bytes(client) - before) / args.repeats
-        print_kernel_times(stream.data, args.repeats)
+        evaluation = per_evaluation_bytes = np.nan
+        if args.heads == "random":
+            md.marginal_pass(tasks, U, 0.5, n_jobs=args.threads)  # warm up
+            before = sent_bytes(client)
+            with get_task_stream(client) as stream:
+                evaluation = median_time(
+                    lambda: md.marginal_pass(tasks, U, 0.5, n_jobs=args.threads), args.repeats)
+            per_evaluation_bytes = (sent_bytes(client) - before) / args.repeats
+            print_kernel_times(stream.data, args.repeats)
         sent = U.nbytes * len(tasks.shards)  # (U, noise) to every shard, in the task message
 
         before = sent_bytes(client)
         start = time.perf_counter()
-        iterations = []
-        result = md.fit(tasks, args.s, random_state=0, n_jobs=args.threads,
-                        on_iteration=lambda B: iterations.append(time.perf_counter()) and False)
+        result = md.fit(tasks, args.s, heads=args.heads, random_state=0, n_jobs=args.threads)
         dask_total = time.perf_counter() - start
         fit_bytes = sent_bytes(client) - before
         print(f"md.fit: {result.n_iter} iterations, {dask_total:.2f} s, status {result.status}")
@@ -135,11 +139,14 @@ def main():
              fit_bytes / max(result.n_iter, 1))]
     if local is not None:
         del tasks
-        kernels.marginal_pass(local, U, 0.5, n_jobs=threads)
-        local_evaluation = median_time(
-            lambda: kernels.marginal_pass(local, U, 0.5, n_jobs=threads), args.repeats)
+        local_evaluation = np.nan
+        if args.heads == "random":
+            kernels.marginal_pass(local, U, 0.5, n_jobs=threads)
+            local_evaluation = median_time(
+                lambda: kernels.marginal_pass(local, U, 0.5, n_jobs=threads), args.repeats)
         start = time.perf_counter()
-        theirs = metasp.fit(local, None, args.s, random_state=0, n_jobs=threads)
+        theirs = metasp.fit(local, None, args.s, heads=args.heads, random_state=0,
+                            n_jobs=threads)
         local_total = time.perf_counter() - start
         rows.append((f"metasp.fit(n_jobs={threads})", local_evaluation, local_total,
                      theirs.n_iter, 0, 0))

@@ -6,8 +6,10 @@
 #include <string>
 
 #include "common.hpp"
+#include "metasp/basis_system.hpp"
 #include "metasp/gradient.hpp"
 #include "metasp/head_prior.hpp"
+#include "metasp/heads.hpp"
 #include "metasp/random_heads.hpp"
 #include "metasp/statistics.hpp"
 #include "metasp/truncated_svd.hpp"
@@ -48,7 +50,25 @@ void check_marginal_arguments(const TasksView& tasks, const Matrix& U, double no
     check_marginal_shape(tasks, U.rows(), U.cols(), noise);
 }
 
+// W (T, s) and, for the Newton system, V (d, s); the dense system is (d s)^2 numbers, so d s
+// is capped where the polish itself switches to conjugate gradients.
+void check_basis_arguments(const TasksView& tasks, const RowMatrix& W, const Matrix* V) {
+    check_tasks(tasks);
+    const Index d = tasks.n_features(), s = W.cols();
+    if (W.rows() != tasks.n_tasks() || s < 1 || s > d)
+        throw std::invalid_argument("W must have shape (T, s) with T = " +
+                                    std::to_string(tasks.n_tasks()) + " and 1 <= s <= d");
+    if (V != nullptr) check_subspace_shape(tasks, V->rows(), V->cols());
+    if (V != nullptr && V->cols() != s)
+        throw std::invalid_argument("V and W must have the same number of columns");
+    if (d * s > kMaxDenseNormal)
+        throw std::invalid_argument("d * s = " + std::to_string(d * s) +
+                                    " is above the dense basis system's limit of " +
+                                    std::to_string(kMaxDenseNormal));
+}
+
 void bind_prior_kernels(py::module_& m);
+void bind_polish_kernels(py::module_& m);
 
 }  // namespace
 
@@ -131,6 +151,7 @@ void bind_kernels(py::module_& m) {
         py::arg("X").noconvert(), py::arg("y").noconvert(), py::arg("offsets").noconvert(),
         py::arg("V").noconvert(), py::arg("W").noconvert(), py::arg("n_threads"));
     bind_prior_kernels(m);
+    bind_polish_kernels(m);
 }
 
 namespace {
@@ -198,6 +219,48 @@ void bind_prior_kernels(py::module_& m) {
         },
         py::arg("A").noconvert(), py::arg("s"), py::arg("warm_start").noconvert(), py::arg("seed"),
         py::arg("n_threads"), py::arg("tol"), py::arg("max_steps"));
+}
+
+// The per-task pieces of the least-squares polish, for polishing tasks held in shards.
+void bind_polish_kernels(py::module_& m) {
+    m.def(
+        "task_heads",
+        [](const DesignMatrix& X, VectorIn y, OffsetsIn offsets, const Matrix& V, int n_threads) {
+            const TasksView tasks{X, y, offsets};
+            check_tasks(tasks);
+            check_subspace_shape(tasks, V.rows(), V.cols());
+            RowMatrix W(tasks.n_tasks(), V.cols());
+            Vector loss(tasks.n_tasks());
+            {
+                ReleaseGIL release;
+                task_heads(tasks, V, W, loss, n_threads);
+            }
+            return py::make_tuple(std::move(W), std::move(loss));
+        },
+        py::arg("X").noconvert(), py::arg("y").noconvert(), py::arg("offsets").noconvert(),
+        py::arg("V").noconvert(), py::arg("n_threads"));
+
+    m.def(
+        "basis_system_sums",
+        [](const DesignMatrix& X, VectorIn y, OffsetsIn offsets, const RowMatrix& W,
+           std::optional<Matrix> V, int n_threads) {
+            const TasksView tasks{X, y, offsets};
+            check_basis_arguments(tasks, W, V ? &*V : nullptr);
+            check_threads(n_threads);
+            NormalSystem system;
+            InterruptPoll poll;
+            {
+                ReleaseGIL release;
+                system = basis_system_sums(tasks, W, V ? &*V : nullptr,
+                                           V ? BasisStep::newton : BasisStep::als, n_threads,
+                                           std::ref(poll));
+            }
+            poll.raise_if_interrupted();
+            Matrix M = system.M.selfadjointView<Eigen::Lower>();
+            return py::make_tuple(std::move(M), std::move(system.rhs));
+        },
+        py::arg("X").noconvert(), py::arg("y").noconvert(), py::arg("offsets").noconvert(),
+        py::arg("W").noconvert(), py::arg("V").noconvert(), py::arg("n_threads"));
 }
 
 }  // namespace

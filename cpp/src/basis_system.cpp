@@ -76,9 +76,9 @@ Matrix cg_basis_solve(const TasksView& tasks, const Eigen::Ref<const RowMatrix>&
 
 }  // namespace
 
-NormalSystem assemble_basis_system(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& W,
-                                   const Matrix* V, BasisStep kind, int n_threads,
-                                   const StopRequested& stop) {
+NormalSystem basis_system_sums(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& W,
+                               const Matrix* V, BasisStep kind, int n_threads,
+                               const StopRequested& stop) {
     const Index T = tasks.n_tasks(), d = tasks.n_features(), s = W.cols(), n = d * s;
     const Index n_chunks = normal_chunks(T, n);
     std::vector<Matrix> normal(static_cast<size_t>(n_chunks));
@@ -134,10 +134,20 @@ NormalSystem assemble_basis_system(const TasksView& tasks, const Eigen::Ref<cons
     }
     NormalSystem out{std::move(normal[0]), std::move(rhs[0]), 0.0};
     out.scale = std::max(out.M.diagonal().mean(), std::numeric_limits<double>::min());
-    if (V != nullptr) {  // penalty scale * (I_s kron V V^T)
-        const Matrix VVt = out.scale * (*V) * V->transpose();
-        for (Index a = 0; a < s; ++a) out.M.block(a * d, a * d, d, d) += VVt;
-    }
+    return out;
+}
+
+void add_gauge_penalty(NormalSystem& system, const Matrix& V) {
+    const Index d = V.rows(), s = V.cols();
+    const Matrix VVt = system.scale * V * V.transpose();
+    for (Index a = 0; a < s; ++a) system.M.block(a * d, a * d, d, d) += VVt;
+}
+
+NormalSystem assemble_basis_system(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& W,
+                                   const Matrix* V, BasisStep kind, int n_threads,
+                                   const StopRequested& stop) {
+    NormalSystem out = basis_system_sums(tasks, W, V, kind, n_threads, stop);
+    if (V != nullptr) add_gauge_penalty(out, *V);
     return out;
 }
 

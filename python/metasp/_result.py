@@ -351,9 +351,9 @@ def load(path) -> MetaSPResult:
     return _io.load(path, MetaSPResult)
 
 
-def make_result(out, args) -> MetaSPResult:
-    """A MetaSPResult from the ``_core.SolveResult`` of ``_core.solve`` (or the reference's
-    run, which has the same attributes)."""
+def make_result(out, args, result_class=MetaSPResult) -> MetaSPResult:
+    """A MetaSPResult (or ``result_class``) from the ``_core.SolveResult`` of ``_core.solve``
+    (or a run of :mod:`metasp._hard_thresholding`, which has the same attributes)."""
     records = out.history
     history = {key: np.asarray(records[key]) for key in ("loss", "step", "rel_change")}
     if args.conjugate:
@@ -365,7 +365,7 @@ def make_result(out, args) -> MetaSPResult:
             history[key] = np.asarray(records[key])
     history["phase"] = np.where(np.asarray(records["phase"]) == 0, "iht", "polish")
     history["start_loss"] = np.asarray(out.start_loss)
-    return MetaSPResult(
+    return result_class(
         B=out.B, W=out.W, Theta=out.Theta, singular_values=out.singular_values,
         n_iter=out.n_iter, status=out.status, history=history,
     )

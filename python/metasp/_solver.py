@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core, kernels, metrics
+from ._polish import joined_history
 from ._postprocess import postprocess
 from ._random_heads import NEGLIGIBLE_NOISE, fit_random_heads, spectral_start
 from ._result import MetaSPResult, make_result
@@ -259,13 +260,11 @@ def _fit_random_heads(args) -> MetaSPResult:
         # polish converges fast (and exactly on noiseless data) where L-BFGS crawls.
         out = _core.polish(*kernels.core_arrays(tasks), np.asfortranarray(fitted.U),
                            polish_options(args, reference))
-        n = out["n_iter"]
-        for key in ("loss", "rel_change") + (("sin_angle",) if reference is not None else ()):
-            history[key] = np.concatenate([history[key], out[key]])
-        history["phase"] = np.concatenate([history["phase"], np.full(n, "polish")])
+        history = joined_history(history, out, reference is not None)
         return MetaSPResult(B=out["B"], W=out["W"], Theta=out["Theta"],
-                            singular_values=out["singular_values"], n_iter=fitted.n_iter + n,
-                            status=out["status"], history=history)
+                            singular_values=out["singular_values"],
+                            n_iter=fitted.n_iter + out["n_iter"], status=out["status"],
+                            history=history)
     # Canonical form of Theta = heads U^T: orthonormal B, W with orthogonal columns.
     Q, R = np.linalg.qr(fitted.U)
     left, singular_values, right = np.linalg.svd(fitted.heads @ R.T, full_matrices=False)

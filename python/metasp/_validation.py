@@ -275,12 +275,17 @@ def rescaled_arguments(args: FitArguments) -> tuple[FitArguments, Scale]:
     X * 2^-x takes the same iterates as the given one on X when multiplied by 4^x (gamma X^T X
     is invariant); it is kept within the positive floats."""
     tasks, scale = rescaled(args.tasks)
-    step = args.step
-    if not args.adaptive:
-        with np.errstate(over="ignore"):  # saturates, then clipped
-            step = float(np.clip(np.ldexp(step, 2 * scale.x), np.nextafter(0.0, 1.0),
-                                 np.finfo(float).max))
-    return args._replace(tasks=tasks, step=step), scale
+    return args._replace(tasks=tasks, step=rescaled_step(args, scale)), scale
+
+
+def rescaled_step(args: FitArguments, scale: Scale) -> float:
+    """The fixed step of ``args`` for the data rescaled by ``scale`` (see
+    :func:`rescaled_arguments`)."""
+    if args.adaptive:
+        return args.step
+    with np.errstate(over="ignore"):  # saturates, then clipped
+        return float(np.clip(np.ldexp(args.step, 2 * scale.x), np.nextafter(0.0, 1.0),
+                             np.finfo(float).max))
 
 
 class FitArguments(NamedTuple):

@@ -28,9 +28,14 @@ SVD_MAX_STEPS = _core.constants["svd_max_steps"]
 #: last relative change when that is above :data:`SVD_TOL`.
 SVD_RELATIVE_TOL = _core.constants["svd_relative_tol"]
 
-__all__ = ["SVD_MAX_STEPS", "SVD_RELATIVE_TOL", "SVD_TOL", "GradientPass", "MarginalPass",
-           "TaskStatistics", "TruncatedSVD", "curvature", "gradient", "marginal_pass",
+__all__ = ["MAX_DENSE_BASIS", "SVD_MAX_STEPS", "SVD_RELATIVE_TOL", "SVD_TOL", "BasisSystem",
+           "GradientPass", "MarginalPass", "TaskHeads", "TaskStatistics", "TruncatedSVD",
+           "basis_system_sums", "curvature", "gradient", "marginal_pass", "task_heads",
            "task_statistics", "truncated_svd"]
+
+#: Most unknowns d * s of the dense basis system (:func:`basis_system_sums`): above it the
+#: C++ polish solves its basis steps by conjugate gradients instead.
+MAX_DENSE_BASIS = _core.constants["max_dense_normal"]
 
 
 class TruncatedSVD(NamedTuple):
@@ -315,3 +320,93 @@ def truncated_svd(
         resolve_n_jobs(n_jobs, _core.max_threads()), check_tol(tol), check_max_iter(max_steps, "max_steps"),
     )
     return TruncatedSVD(**out)
+
+
+class TaskHeads(NamedTuple):
+    """Per-task least-squares heads in a subspace."""
+
+    W: np.ndarray  #: (T, s) heads: task t's coefficients are ``V @ W[t]``
+    task_loss: np.ndarray  #: (T,) ``||y_t - X_t V W[t]||^2 / m_t``
+
+
+def task_heads(tasks: Tasks, V, *, n_jobs=None) -> TaskHeads:
+    """Per-task least-squares heads in the column space of ``V``: the polish's heads step.
+
+    ``W[t] = argmin_w ||y_t - X_t V w||^2``, the minimum-norm solution where ``X_t V`` is rank
+    deficient (tasks with fewer samples than s).
+
+    Parameters
+    ----------
+    tasks : Tasks
+    V : array_like of shape (d, s)
+        Any full-rank basis, ``1 <= s <= d``.
+    n_jobs : int or None
+        Threads, as in :func:`metasp.fit`; the results do not depend on it.
+
+    Returns
+    -------
+    TaskHeads
+    """
+    if not isinstance(tasks, Tasks):
+        raise TypeError("tasks must be a metasp.Tasks")
+    V = _basis(V, tasks.n_features, "V", max_columns=tasks.n_features)
+    threads = resolve_n_jobs(n_jobs, _core.max_threads())
+    out = TaskHeads(*_core.task_heads(*core_arrays(tasks), V, threads))
+    _check_output("task_heads", out._asdict(), {"X": tasks.X, "y": tasks.y, "V": V})
+    return out
+
+
+class BasisSystem(NamedTuple):
+    """Normal equations of a basis step of the polish, summed over tasks."""
+
+    M: np.ndarray  #: (d s, d s) symmetric; unknowns ordered column by column of the (d, s) basis
+    rhs: np.ndarray  #: (d s,)
+
+
+def basis_system_sums(tasks: Tasks, W, *, subspace=None, n_jobs=None) -> BasisSystem:
+    r"""The normal equations of one basis step of the polish, summed over the tasks.
+
+    Without ``subspace``: the least-squares basis for fixed heads (alternating least squares),
+    :math:`\sum_t (w_t w_t^\top \otimes X_t^\top X_t / m_t)\, \mathrm{vec}(U) = \mathrm{vec}(
+    \sum_t X_t^\top y_t w_t^\top / m_t)`. With the orthonormal ``subspace`` V (and ``W`` the
+    exact heads in it, :func:`task_heads`): the Newton system of a correction D of V with the
+    heads eliminated task by task. Sums over disjoint sets of tasks add up: the polish adds
+    the gauge penalty ``scale (I_s kron V V^T)`` (scale: the mean diagonal entry of ``M``) once,
+    to the total (``metasp._polish.finished_system``).
+
+    Parameters
+    ----------
+    tasks : Tasks
+    W : array_like of shape (T, s)
+    subspace : array_like of shape (d, s), optional
+        Orthonormal columns.
+    n_jobs : int or None
+        Threads, as in :func:`metasp.fit`; the results do not depend on it.
+
+    Returns
+    -------
+    BasisSystem
+
+    Raises
+    ------
+    ValueError
+        Where ``d * s`` exceeds :data:`MAX_DENSE_BASIS` (the matrix would be too large).
+    """
+    if not isinstance(tasks, Tasks):
+        raise TypeError("tasks must be a metasp.Tasks")
+    W = _numeric_array(W, "W")
+    if W.ndim != 2 or W.shape[0] != tasks.n_tasks or not 1 <= W.shape[1] <= tasks.n_features:
+        raise ValueError(f"W must have shape (T, s) with T = {tasks.n_tasks} and 1 <= s <= "
+                         f"d = {tasks.n_features}; got {W.shape}")
+    if tasks.n_features * W.shape[1] > MAX_DENSE_BASIS:
+        raise ValueError(f"d * s = {tasks.n_features * W.shape[1]} is above "
+                         f"{MAX_DENSE_BASIS}: the dense basis system would be too large")
+    W = _matrix(W, "W", W.shape)
+    V = None if subspace is None else _basis(subspace, tasks.n_features, "subspace")
+    if V is not None and V.shape[1] != W.shape[1]:
+        raise ValueError(f"subspace must have shape (d, s) = ({tasks.n_features}, "
+                         f"{W.shape[1]}); got {V.shape}")
+    threads = resolve_n_jobs(n_jobs, _core.max_threads())
+    out = BasisSystem(*_core.basis_system_sums(*core_arrays(tasks), W, V, threads))
+    _check_output("basis_system_sums", out._asdict(), {"X": tasks.X, "y": tasks.y, "W": W})
+    return out

@@ -42,6 +42,17 @@ NormalSystem assemble_basis_system(const TasksView& tasks, const Eigen::Ref<cons
                                    const Matrix* V, BasisStep kind, int n_threads,
                                    const StopRequested& stop = {});
 
+// The sums over tasks of assemble_basis_system without the gauge penalty (M: lower triangle;
+// scale: its mean diagonal entry): what adds up over disjoint sets of tasks. Every task term
+// is the same as assemble_basis_system's.
+NormalSystem basis_system_sums(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& W,
+                               const Matrix* V, BasisStep kind, int n_threads,
+                               const StopRequested& stop = {});
+
+// Adds the penalty scale * (I_s kron V V^T) that pins the directions D = V G of a Newton
+// system to 0 (the heads absorb them).
+void add_gauge_penalty(NormalSystem& system, const Matrix& V);
+
 // Solves (M + shift I) x = rhs by Cholesky, as a d x s matrix; empty when not positive
 // definite and `definite` is required, else a least-squares solution by LDLT.
 Matrix solve_basis_system(const NormalSystem& system, Index d, Index s, double shift,

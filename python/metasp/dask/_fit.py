@@ -1,8 +1,12 @@
-"""metasp.dask.fit: metasp.fit's random-heads default with the tasks on a Dask cluster.
+"""metasp.dask.fit: metasp.fit on a Dask cluster, with the tasks held by the workers.
 
-The driver runs the same L-BFGS (:func:`metasp._random_heads.fit_marginal`) and holds only
-d x s matrices and scalars; every evaluation sends (U, noise) to the shards and gets back their
-sums of :func:`metasp.kernels.marginal_pass` (a deviance, a d x s gradient, two scalars).
+Random heads (the default): the driver runs the same L-BFGS
+(:func:`metasp._random_heads.fit_marginal`) and holds only d x s matrices and scalars; every
+evaluation sends (U, noise) to the shards and gets back their sums of
+:func:`metasp.kernels.marginal_pass` (a deviance, a d x s gradient, two scalars). Fixed heads
+and the least-squares polish: the same solver as :func:`metasp.reference.fit`
+(:mod:`metasp._hard_thresholding`, :mod:`metasp._polish`) on a problem whose row blocks stay
+on the workers (:class:`metasp.dask._problem.ShardedProblem`).
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import uuid
 
 import numpy as np
 
-from .. import metrics
+from .. import kernels, metrics
 from .._diagnostics import diagnose, spike_over_edge
+from .._hard_thresholding import best_start
+from .._polish import joined_history, polish_sweeps
 from .._postprocess import unscaled
 from .._prior import VARIANCE_FLOOR, squarem
 from .._random_heads import (
@@ -23,22 +29,34 @@ from .._random_heads import (
     SCARCE_RATIO,
     fit_marginal,
 )
-from .._result import MetaSPResult, checked, warn_about_diagnostics, warn_about_status
+from .._result import (
+    MetaSPResult,
+    checked,
+    make_result,
+    warn_about_diagnostics,
+    warn_about_status,
+)
 from .._scaling import SAFE_EXPONENT, SQUARE_EXPONENT, TASK_EXPONENT, Scale
 from .._validation import (
+    FitArguments,
+    check_accel,
+    check_heads,
     check_init,
     check_max_iter,
+    check_n_starts,
+    check_polish,
     check_rank,
     check_reference_B,
     check_sin_tol,
+    check_step,
     check_tol,
+    random_starts,
+    rescaled_step,
     seed_from,
 )
 from . import _shards
+from ._problem import ShardedProblem
 from ._tasks import Tasks, gather, no_answer
-
-# The fixed-heads options of metasp.fit with their defaults: metasp.dask runs random heads only.
-_FIXED_HEADS_DEFAULTS = {"step": "auto", "accel": "cg", "polish": "auto", "n_starts": 1}
 
 # Seconds between checks that the workers a gather waits on are still alive.
 BOUND_POLL = 2.0
@@ -178,38 +196,37 @@ def fit(tasks, s=None, *, heads="auto", step="auto", accel="cg", polish="auto", 
         n_starts=1, max_iter=1000, tol=1e-10, sin_tol=None, n_jobs=None, random_state=None,
         reference_B=None, on_iteration=None, progress=False, timeout=300.0,
         client=None) -> DaskResult:
-    """:func:`metasp.fit` (random heads, its default) on tasks held by a Dask cluster.
+    """:func:`metasp.fit` on tasks held by a Dask cluster.
 
-    The same options, defaults and result as :func:`metasp.fit`: the same power-of-two
-    rescaling, spectral start (the top eigenvectors of the d x d Gram matrix of the rows
-    X_t^T y_t / m_t, summed over the shards), the same choice of the noise by held-out folds of
-    tasks where data are scarce, the same L-BFGS and the same head prior and diagnostics, with
-    every pass over the tasks run on the shards and reduced to at most d x d numbers. Where the
-    fitted noise is negligible, :func:`metasp.fit` finishes with the least-squares polish,
-    which is not distributed yet: that raises NotImplementedError (fit such data in memory).
+    The same options, defaults and result as :func:`metasp.fit`, with every pass over the tasks
+    run on the shards and reduced to at most (d s) x (d s) numbers. Random heads (the
+    default): the same power-of-two rescaling, spectral start (the top eigenvectors of the
+    d x d Gram matrix of the rows X_t^T y_t / m_t, summed over the shards), the same choice of
+    the noise by held-out folds of tasks where data are scarce, the same L-BFGS, head prior and
+    diagnostics, and where the fitted noise is negligible the same least-squares polish.
+    Fixed heads (``heads="fixed"``, or a fixed-heads option changed): hard thresholding
+    with the truncated SVD from the d x d Gram matrix of the iterate's rows (exact, where
+    :func:`metasp.fit` iterates to a tolerance), then the polish from the shards' dense normal
+    equations; the iterate, its gradient and directions stay on the workers.
 
     Parameters
     ----------
     tasks : metasp.dask.Tasks
     s : int
         Rank of the shared subspace, ``1 <= s <= min(T, d)``.
-    heads : {"auto", "random"}
-        ``"fixed"`` (and the fixed-heads options ``step``, ``accel``, ``polish``, ``n_starts``
-        changed from their defaults) raise NotImplementedError: use :func:`metasp.fit` on
-        ``tasks.to_local()`` for them.
-    init : {"zero", "spectral"} or array_like of shape (s, d)
-        As in :func:`metasp.fit` ("zero" starts random heads from the spectral start).
-    max_iter, tol, sin_tol, random_state, reference_B
-        As in :func:`metasp.fit`.
+    heads, step, accel, polish, init, n_starts, max_iter, tol, sin_tol, random_state, reference_B
+        As in :func:`metasp.fit`. The polish (of fixed heads, or of random heads with
+        negligible noise) needs ``d * s <= 2000`` here (:data:`metasp.kernels.MAX_DENSE_BASIS`):
+        beyond, NotImplementedError says to use :func:`metasp.fit` on ``tasks.to_local()``.
     n_jobs : int or None
         Threads of each shard's kernel call (default 1: a worker's threads run shards side by
         side). Results do not depend on it.
     on_iteration : callable, optional
-        ``on_iteration(B)`` after every iteration of the final fit with the current (s, d)
-        subspace; returning True stops the fit.
+        Random heads only: ``on_iteration(B)`` after every iteration of the final fit with the
+        current (s, d) subspace; returning True stops the fit.
     progress : bool, default False
-        A progress bar on the driver (tqdm where installed), one step per iteration of the
-        final fit.
+        A progress bar on the driver (tqdm where installed): one step per iteration of the
+        final fit with random heads, per pass over the data with fixed heads.
     timeout : float, default 300
         Seconds to wait for any one evaluation; a cluster that does not answer (a lost
         scheduler or client connection) raises instead of hanging.
@@ -224,34 +241,82 @@ def fit(tasks, s=None, *, heads="auto", step="auto", accel="cg", polish="auto", 
     if not isinstance(tasks, Tasks):
         raise TypeError(f"tasks must be a metasp.dask.Tasks (md.Tasks.from_frame or "
                         f"from_arrays); got {type(tasks).__name__}")
-    given = {"step": step, "accel": accel, "polish": polish, "n_starts": n_starts}
-    changed = [k for k, v in given.items() if not _same(v, _FIXED_HEADS_DEFAULTS[k])]
-    if heads == "fixed" or (heads == "auto" and changed):
-        raise NotImplementedError(
-            f"metasp.dask.fit runs the random-heads default only; heads='fixed' "
-            f"{'(implied by ' + ', '.join(changed) + ') ' if changed else ''}is not distributed "
-            f"yet: use metasp.fit(tasks.to_local(), s, ...) where the data fit in memory")
-    if heads not in ("auto", "random"):
-        raise ValueError(f"heads must be 'auto' or 'random' here; got {heads!r}")
-    s = check_rank(s, tasks)
-    d = tasks.n_features
-    kind, init_B = check_init(init, s, d)
-    max_iter, tol, seed = check_max_iter(max_iter), check_tol(tol), seed_from(random_state)
-    reference = check_reference_B(reference_B, s, d)
-    sin_tol = check_sin_tol(sin_tol, reference)
-    n_threads = 1 if n_jobs is None else int(n_jobs)
+    args = _fit_arguments(tasks, s, heads, step, accel, polish, init, n_starts, max_iter, tol,
+                          sin_tol, n_jobs, random_state, reference_B)
+    if args.heads == "fixed" and on_iteration is not None:
+        raise ValueError("on_iteration is called by the random-heads fit only; leave it out "
+                         "with heads='fixed'")
     cluster = Cluster(client or tasks.client, timeout)
-
     scale = data_scale(tasks)
     shards = tasks.shards
     if not scale.identity:
         shards = cluster.submit_each("rescale", _shards.rescaled, shards, scale.x, scale.y)
+    bar = _progress_bar(args) if progress else None
+    try:
+        if args.heads == "fixed":
+            result = _fit_fixed_heads(cluster, shards, tasks, args, scale, bar)
+        else:
+            result = _fit_random_heads(cluster, shards, tasks, args, scale, on_iteration, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    return _postprocess(result, cluster, shards, tasks, args, scale)
+
+
+def _fit_arguments(tasks, s, heads, step, accel, polish, init, n_starts, max_iter, tol, sin_tol,
+                   n_jobs, random_state, reference_B) -> FitArguments:
+    """metasp.fit's checks (:func:`metasp._validation.check_fit_arguments`), on a cluster's
+    tasks; ``tasks`` of the result is None (they stay on the cluster)."""
+    s = check_rank(s, tasks)
+    d = tasks.n_features
+    adaptive, gamma = check_step(step)
+    kind, init_B = check_init(init, s, d)
+    reference = check_reference_B(reference_B, s, d)
+    seed = seed_from(random_state)
+    args = FitArguments(
+        tasks=None, s=s, adaptive=adaptive, step=gamma, max_iter=check_max_iter(max_iter),
+        tol=check_tol(tol), n_threads=1 if n_jobs is None else int(n_jobs), seed=seed,
+        reference_B=reference, conjugate=check_accel(accel) and adaptive,
+        polish=check_polish(polish, adaptive), init=kind, init_B=init_B,
+        starts=random_starts(check_n_starts(n_starts), s, d, seed),
+        sin_tol=check_sin_tol(sin_tol, reference),
+        heads=check_heads(heads, adaptive, accel, polish, n_starts))
+    if args.heads == "fixed" and args.polish and d * s > kernels.MAX_DENSE_BASIS:
+        raise NotImplementedError(_dense_polish_only(d, s))
+    return args
+
+
+def _dense_polish_only(d, s) -> str:
+    return (f"metasp.dask polishes from dense basis systems, up to d * s = "
+            f"{kernels.MAX_DENSE_BASIS} (here {d * s}); metasp.fit polishes larger ones by "
+            f"conjugate gradients: use metasp.fit(tasks.to_local(), s) where the data fit in "
+            f"memory")
+
+
+def _fit_fixed_heads(cluster, shards, tasks, args, scale, bar) -> DaskResult:
+    """The fixed-heads solver (:func:`metasp._hard_thresholding.best_start`) on the shards."""
+    work = args._replace(step=rescaled_step(args, scale))
+    problem = ShardedProblem(cluster, shards, tasks, args.n_threads)
+    problem.on_pass = None if bar is None else (lambda: bar.update(1))
+    run = best_start(work, problem)
+    heads, s, d = run.W, args.s, tasks.n_features
+    run.W, run.Theta = np.zeros((0, s)), np.zeros((0, d))
+    result = make_result(run, work, DaskResult)
+    result._heads = (heads, _shard_labels(cluster, tasks), np.eye(s), np.eye(s),
+                     scale.y - scale.x, cluster.client)
+    return result
+
+
+def _fit_random_heads(cluster, shards, tasks, args, scale, on_iteration, bar) -> DaskResult:
+    """metasp.fit's random-heads fit (:func:`metasp._random_heads.fit_marginal`) on the
+    shards, finished by the polish where the fitted noise is negligible."""
+    s, d, n_threads, reference = args.s, tasks.n_features, args.n_threads, args.reference_B
     sums = np.sum(cluster.each("squares", _shards.square_sums, shards, s), axis=0)
     x_scale = float(np.sqrt(sums[0] / sums[1])) or 1.0
     y_scale = float(np.sqrt(sums[2] / sums[3])) or 1.0
     scarce = sums[4] / (d * s) < SCARCE_RATIO and tasks.n_tasks >= 2 * HOLDOUT_FOLDS
-    if kind == "given":
-        start = init_B
+    if args.init == "given":
+        start = args.init_B
     else:
         gram = sum(cluster.each("start", _shards.start_gram, shards, d, n_threads))
         start = np.linalg.eigh(gram)[1][:, ::-1][:, :s].T
@@ -280,29 +345,32 @@ def fit(tasks, s=None, *, heads="auto", step="auto", accel="cg", polish="auto", 
     def record(B):
         if reference is not None:
             sin.append(metrics.sin_angle(np.linalg.qr(B.T)[0].T, reference))
-            if sin_tol > 0 and sin[-1] <= sin_tol:
+            if args.sin_tol > 0 and sin[-1] <= args.sin_tol:
                 reached.append(True)
         if bar is not None:
             bar.update(1)
         stop = on_iteration is not None and bool(on_iteration(B))
         return bool(reached) or stop
 
-    bar = _progress_bar(max_iter) if progress else None
-    try:
-        fitted = fit_marginal(likelihood_of(shards, tasks.n_samples, tasks.n_tasks), fold_pairs,
-                              s, start, scarce=scarce, scales=(x_scale, y_scale),
-                              max_iter=max_iter, tol=tol, seed=seed, on_iteration=record)
-    finally:
-        if bar is not None:
-            bar.close()
-    if fitted.noise_share < NEGLIGIBLE_NOISE and not reached:
+    fitted = fit_marginal(likelihood_of(shards, tasks.n_samples, tasks.n_tasks), fold_pairs,
+                          s, start, scarce=scarce, scales=(x_scale, y_scale),
+                          max_iter=args.max_iter, tol=args.tol, seed=args.seed,
+                          on_iteration=record)
+    history = fitted.history(sin if reference is not None else None)
+    if not (fitted.noise_share < NEGLIGIBLE_NOISE and not reached):
+        return _canonical(cluster, fitted, tasks, s, d, history, scale)
+    # As metasp.fit: noise this small shrinks no head, and the least-squares polish finishes
+    # the fit (exactly, on noiseless data) where L-BFGS crawls.
+    if d * s > kernels.MAX_DENSE_BASIS:
         raise NotImplementedError(
             f"the fitted noise is negligible ({fitted.noise_share:.2g} of the mean squared "
-            f"target): metasp.fit finishes such fits with the least-squares polish, which "
-            f"metasp.dask does not distribute yet; use metasp.fit(tasks.to_local(), s)")
-    history = fitted.history(sin if reference is not None else None)
-    result = _canonical(cluster, fitted, tasks, s, d, history, scale)
-    return _postprocess(result, cluster, shards, tasks, s, tol, scale, n_threads)
+            f"target), and metasp.fit finishes such fits with the least-squares polish; "
+            + _dense_polish_only(d, s))
+    polished = polish_sweeps(ShardedProblem(cluster, shards, tasks, n_threads), fitted.U,
+                             max_iter=args.max_iter, tol=args.tol, sin_tol=args.sin_tol,
+                             reference_B=reference)
+    history = joined_history(history, polished, reference is not None)
+    return _polished(cluster, polished, tasks, fitted.n_iter, history, scale)
 
 
 class _PlainBar:
@@ -317,17 +385,16 @@ class _PlainBar:
         print(file=sys.stderr)
 
 
-def _progress_bar(max_iter):
-    """tqdm's bar over the iterations where tqdm is installed, else a counter on stderr."""
+def _progress_bar(args):
+    """tqdm's bar where tqdm is installed, else a counter on stderr: over the iterations of
+    random heads, over the passes over the data of fixed heads (their count is not known)."""
     try:
         from tqdm.auto import tqdm
     except ImportError:
         return _PlainBar()
-    return tqdm(total=max_iter, desc="metasp.dask.fit", unit="it", file=sys.stderr)
-
-
-def _same(value, default) -> bool:
-    return isinstance(value, type(default)) and value == default
+    if args.heads == "fixed":
+        return tqdm(desc="metasp.dask.fit", unit="pass", file=sys.stderr)
+    return tqdm(total=args.max_iter, desc="metasp.dask.fit", unit="it", file=sys.stderr)
 
 
 def data_scale(tasks: Tasks) -> Scale:
@@ -364,10 +431,28 @@ def _canonical(cluster, fitted, tasks, s, d, history, scale) -> DaskResult:
     result = DaskResult(B=right.T @ Q.T, W=np.zeros((0, s)), Theta=np.zeros((0, d)),
                         singular_values=singular_values, n_iter=fitted.n_iter,
                         status=fitted.status, history=history)
-    labels = [summary_labels for summary_labels in gather(
-        cluster.client, cluster.submit_each("labels", _labels, tasks.shards), cluster.timeout)]
-    result._heads = (fitted.heads, labels, R, right, scale.y - scale.x, cluster.client)
+    result._heads = (fitted.heads, _shard_labels(cluster, tasks), R, right, scale.y - scale.x,
+                     cluster.client)
     return result
+
+
+def _polished(cluster, polished, tasks, n_iter, history, scale) -> DaskResult:
+    """The result of a fit finished by the polish, whose heads are canonical already."""
+    B = polished["B"]
+    s, d = B.shape
+    result = DaskResult(B=B, W=np.zeros((0, s)), Theta=np.zeros((0, d)),
+                        singular_values=polished["singular_values"],
+                        n_iter=n_iter + polished["n_iter"], status=polished["status"],
+                        history=history)
+    result._heads = (polished["heads"], _shard_labels(cluster, tasks), np.eye(s), np.eye(s),
+                     scale.y - scale.x, cluster.client)
+    return result
+
+
+def _shard_labels(cluster, tasks):
+    """The group labels of every shard's tasks, in task order."""
+    return gather(cluster.client, cluster.submit_each("labels", _labels, tasks.shards),
+                  cluster.timeout)
 
 
 def _labels(shard):
@@ -383,26 +468,31 @@ class _Summary:
         self.y = np.array([np.sqrt(mean_square_y)])  # checks_rank reads mean(y^2) only
 
 
-class _Arguments:
-    def __init__(self, tasks, s, n_threads):
-        self.tasks, self.s, self.n_threads = tasks, s, n_threads
-        self.adaptive, self.step, self.heads = True, 1.0, "random"
-
-
-def _postprocess(result, cluster, shards, tasks, s, tol, scale, n_threads) -> DaskResult:
+def _postprocess(result, cluster, shards, tasks, args, scale) -> DaskResult:
     """metasp._postprocess.postprocess with every per-task pass on the shards."""
-    stats = cluster.submit_each("statistics", _shards.statistics, shards, result.B, n_threads)
-    units = np.sum(cluster.each("units", _shards.unit_sums, stats), axis=0)
+    s, n_threads = args.s, args.n_threads
     n, T = tasks.n_samples, tasks.n_tasks
-    y_unit = float(np.sqrt(units[0] / n)) or 1.0
-    x_unit = float(np.sqrt(units[1] / (n * s))) or 1.0
-    result.head_mean, result.head_cov, result.noise_variance = _head_prior(
-        cluster, stats, n, T, s, x_unit, y_unit)
-    summary = _Summary(tasks, units[0] / n)
+    stats = None
+    if result.status != "diverged":
+        stats = cluster.submit_each("statistics", _shards.statistics, shards, result.B,
+                                    n_threads)
+        units = np.sum(cluster.each("units", _shards.unit_sums, stats), axis=0)
+        y_unit = float(np.sqrt(units[0] / n)) or 1.0
+        x_unit = float(np.sqrt(units[1] / (n * s))) or 1.0
+        result.head_mean, result.head_cov, result.noise_variance = _head_prior(
+            cluster, stats, n, T, s, x_unit, y_unit)
+        mean_square_y = units[0] / n
+    else:
+        mean_square_y = np.sum(cluster.each("squares", _shards.square_sums, shards, s),
+                               axis=0)[2] / n
+    # Random heads are shrunk on purpose: the rank check reads the residual correlations at
+    # least-squares heads instead (as metasp.fit does).
+    shrunk = result.history["phase"][-1] == "random_heads"
+    heads = [None] * len(shards) if shrunk else result._heads[0]
 
     def spike():
         parts = cluster.each("rank", _shards.rank_gram, shards, result.B, n_threads,
-                             others=[(st,) for st in stats])
+                             others=list(zip(stats, heads)))
         gram = sum(p[0] for p in parts)
         total = sum(p[1] for p in parts)
         return spike_over_edge(np.linalg.eigvalsh(gram)[-1], total, T, tasks.n_features, s)
@@ -414,10 +504,11 @@ def _postprocess(result, cluster, shards, tasks, s, tol, scale, n_threads) -> Da
         typical = np.median(variances)
         return float(variances.max() / typical) if typical > 0 else 0.0
 
-    result.diagnostics = diagnose(result, _Arguments(summary, s, n_threads), None,
-                                  spike=spike, variance_ratio=variance_ratio)
+    summary = _Summary(tasks, mean_square_y)
+    result.diagnostics = diagnose(result, args._replace(tasks=summary), None, spike=spike,
+                                  variance_ratio=None if stats is None else variance_ratio)
     result = checked(unscaled(result, scale))
-    warn_about_status(result, True, 1.0, tol)
+    warn_about_status(result, args.adaptive, args.step, args.tol)
     warn_about_diagnostics(result)
     return result
 

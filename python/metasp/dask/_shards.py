@@ -189,6 +189,105 @@ def canonical_heads(heads: np.ndarray, R: np.ndarray, right: np.ndarray, exponen
     return np.ldexp(heads @ R.T @ right, exponent)
 
 
+# ---- row blocks of the fixed-heads solver: (T_p, k) arrays kept on the worker ------------
+
+def zeros(shard: Shard, k: int) -> np.ndarray:
+    return np.zeros((0 if shard.tasks is None else shard.tasks.n_tasks, k))
+
+
+def combine(A: np.ndarray, B: np.ndarray, a: float, b: float) -> np.ndarray:
+    return a * A + b * B
+
+
+def dot(A: np.ndarray, B: np.ndarray) -> float:
+    return float(np.sum(A * B))
+
+
+def is_zero(A: np.ndarray) -> bool:
+    return not np.any(A)
+
+
+def gram(A: np.ndarray) -> np.ndarray:
+    return A.T @ A
+
+
+def difference_sums(new: np.ndarray, old: np.ndarray) -> np.ndarray:
+    """[||new - old||_F^2, ||new||_F^2]."""
+    return np.array([np.sum((new - old) ** 2), np.sum(new**2)])
+
+
+def initial_loss_sum(shard: Shard) -> float:
+    """Sum over the shard's tasks of ||y_t||^2 / m_t (their loss at Theta = 0)."""
+    if shard.tasks is None:
+        return 0.0
+    t = shard.tasks
+    return float(np.sum(np.add.reduceat(t.y.astype(np.float64) ** 2, t.offsets[:-1])
+                        / t.task_sizes))
+
+
+def gradient_and_loss(shard: Shard, Theta: np.ndarray, d: int, n_threads: int):
+    """(kernels.gradient's (T_p, d) rows at Theta, the sum of the task losses)."""
+    if shard.tasks is None:
+        return np.zeros((0, d)), 0.0
+    out = kernels.gradient(shard.tasks, Theta, n_jobs=n_threads)
+    return out.G, float(np.sum(out.task_loss))
+
+
+def curvature_sum(shard: Shard, C: np.ndarray, B: np.ndarray, n_threads: int) -> float:
+    """Sum of kernels.curvature over the shard's tasks."""
+    if shard.tasks is None:
+        return 0.0
+    return float(np.sum(kernels.curvature(shard.tasks, C, B, n_jobs=n_threads)))
+
+
+def curvature_pair(shard: Shard, Cr: np.ndarray, Cp: np.ndarray, B: np.ndarray,
+                   n_threads: int) -> np.ndarray:
+    """Sums over the shard's tasks of ||Z_t a_t||^2 / m_t, <Z_t a_t, Z_t c_t> / m_t and
+    ||Z_t c_t||^2 / m_t (a_t, c_t: rows of Cr, Cp; Z_t = X_t B^T), from Z_t^T Z_t."""
+    if shard.tasks is None:
+        return np.zeros(3)
+    gram = kernels.task_statistics(shard.tasks, B, n_jobs=n_threads).gram
+    GCr, GCp = np.einsum("tij,tj->ti", gram, Cr), np.einsum("tij,tj->ti", gram, Cp)
+    sizes = shard.tasks.task_sizes
+    return np.array([np.sum(np.einsum("ti,ti->t", Cr, GCr) / sizes),
+                     np.sum(np.einsum("ti,ti->t", Cr, GCp) / sizes),
+                     np.sum(np.einsum("ti,ti->t", Cp, GCp) / sizes)])
+
+
+def polish_heads(shard: Shard, V: np.ndarray, n_threads: int):
+    """((T_p, s) least-squares heads in span(V), the sum of their task losses)."""
+    if shard.tasks is None:
+        return np.zeros((0, V.shape[1])), 0.0
+    out = kernels.task_heads(shard.tasks, V, n_jobs=n_threads)
+    return out.W, float(np.sum(out.task_loss))
+
+
+def first(pair):
+    return pair[0]
+
+
+def second(pair):
+    return pair[1]
+
+
+def times(heads: np.ndarray, A: np.ndarray) -> np.ndarray:
+    return heads @ A
+
+
+def basis_system_sums(shard: Shard, heads: np.ndarray, V, d: int, n_threads: int):
+    """kernels.basis_system_sums of the shard's tasks (M, rhs)."""
+    if shard.tasks is None:
+        n = d * heads.shape[1]
+        return np.zeros((n, n)), np.zeros(n)
+    return tuple(kernels.basis_system_sums(shard.tasks, heads, subspace=V, n_jobs=n_threads))
+
+
+def change_sums(new: np.ndarray, old: np.ndarray, V_new: np.ndarray, V_old: np.ndarray):
+    """[||new V_new^T - old V_old^T||_F^2, ||new V_new^T||_F^2] over the shard's tasks."""
+    theta = new @ V_new.T
+    return np.array([np.sum((theta - old @ V_old.T) ** 2), np.sum(theta**2)])
+
+
 def statistics(shard: Shard, B: np.ndarray, n_threads: int):
     """(gram, cross, squares) of kernels.task_statistics in the row space of B; kept."""
     s = B.shape[0]
@@ -239,16 +338,22 @@ def em_sums(stats, params, x_unit: float, y_unit: float):
             float(squares.sum() / noise - np.einsum("ts,ts->", rhs, posterior_mean)))
 
 
-def rank_gram(shard: Shard, stats, B: np.ndarray, n_threads: int):
-    """(G^T G, sum G^2) of the residual correlations at least-squares heads in B, projected
-    off B and scaled by sqrt(m_t): the rank check's pieces."""
+def rank_gram(shard: Shard, stats, heads, B: np.ndarray, n_threads: int):
+    """(G^T G, sum G^2) of the residual correlations G[t] = X_t^T r_t / m_t, scaled by
+    sqrt(m_t): the rank check's pieces. At the fit's ``heads``; where those are shrunk (None),
+    at least-squares heads in B, projected off B (as metasp.fit's rank check)."""
+    from .._prior import least_squares_heads
+
     d = B.shape[1]
     if shard.tasks is None:
         return np.zeros((d, d)), 0.0
-    gram, cross, _ = stats
-    heads = np.einsum("tij,tj->ti", np.linalg.pinv(gram, hermitian=True), cross)
-    G = kernels.gradient(shard.tasks, heads @ B, n_jobs=n_threads).G
-    G = G - (G @ B.T) @ B
+    if heads is None:
+        gram, cross, _ = stats
+        G = kernels.gradient(shard.tasks, least_squares_heads(gram, cross) @ B,
+                             n_jobs=n_threads).G
+        G -= (G @ B.T) @ B
+    else:
+        G = kernels.gradient(shard.tasks, heads @ B, n_jobs=n_threads).G
     G *= np.sqrt(shard.tasks.task_sizes)[:, None]
     return G.T @ G, float(np.sum(G**2))
 
