@@ -61,6 +61,20 @@ def fused_statistics(W=C, **kwargs):
     return statistics(W=W, **kwargs)
 
 
+def task_heads(X=X, y=Y, offsets=OFFSETS, V=B, n_threads=1):
+    return _core.task_heads(X, y, offsets, V, n_threads)
+
+
+def basis_sums(X=X, y=Y, offsets=OFFSETS, W=C, V=B, n_threads=1):
+    """basis_system_sums of the Newton step (with V); V=None gives the ALS system."""
+    return _core.basis_system_sums(X, y, offsets, W, V, n_threads)
+
+
+def newton(X=X, y=Y, offsets=OFFSETS, W=C, V=B, D=None, n_threads=1):
+    """newton_sums: the Newton system's terms, or its product with D."""
+    return _core.newton_sums(X, y, offsets, W, V, D, n_threads)
+
+
 _Z = (X @ B).reshape(T, M, S)
 GRAM = np.einsum("tms,tmr->tsr", _Z, _Z)
 CROSS = np.einsum("tms,tm->ts", _Z, Y.reshape(T, M))
@@ -131,7 +145,27 @@ CASES = [
       for name, f in (("solve", solve), ("task_gradient", gradient),
                       ("task_gradient with V", fused_gradient), ("task_curvature", curvature),
                       ("task_statistics", statistics),
-                      ("task_statistics with W", fused_statistics))],
+                      ("task_statistics with W", fused_statistics),
+                      ("task_heads", task_heads), ("basis_system_sums", basis_sums),
+                      ("newton_sums", newton))],
+    ("newton_sums: W with T+1 rows", lambda: newton(W=np.zeros((T + 1, S))), ValueError,
+     r"W must have shape \(T, s\) = \(6, 2\)"),
+    ("newton_sums: D of another shape", lambda: newton(D=np.zeros((D, S + 1))), ValueError,
+     r"D must have the shape of V"),
+    ("newton_sums: V with d+1 rows", lambda: newton(V=np.eye(D + 1, S)), ValueError,
+     r"V must have shape \(d, s\)"),
+    ("task_heads: V with d+1 rows", lambda: task_heads(V=np.eye(D + 1, S)), ValueError,
+     r"V must have shape \(d, s\)"),
+    ("task_heads: V without columns", lambda: task_heads(V=np.zeros((D, 0))), ValueError,
+     r"s >= 1"),
+    ("basis_system_sums: W with T+1 rows", lambda: basis_sums(W=np.zeros((T + 1, S))),
+     ValueError, r"W must have shape \(T, s\)"),
+    ("basis_system_sums: W without columns", lambda: basis_sums(W=np.zeros((T, 0)), V=None),
+     ValueError, r"W must have shape \(T, s\)"),
+    ("basis_system_sums: V with another s", lambda: basis_sums(V=np.eye(D, S + 1)), ValueError,
+     r"the same number of columns"),
+    ("basis_system_sums: V with d+1 rows", lambda: basis_sums(V=np.eye(D + 1, S)), ValueError,
+     r"V must have shape \(d, s\)"),
     ("solve: s = 0", lambda: solve(s=0), ValueError, r"1 <= s <= min\(T, d\)"),
     ("solve: s < 0", lambda: solve(s=-1), ValueError, r"1 <= s <= min\(T, d\)"),
     ("solve: s > min(T, d)", lambda: solve(s=D + 1), ValueError, r"1 <= s <= min\(T, d\)"),

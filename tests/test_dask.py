@@ -124,7 +124,9 @@ def test_fixed_heads_give_metasp_fits_answer(client, options):
 def test_fixed_heads_survive_a_killed_worker(client):
     df, _ = long_frame(150, 15, 10, 2, 0.3, seed=1)
     tasks = distributed_tasks(client, df, npartitions=4)
+    started = time.monotonic()
     undisturbed = md.fit(tasks, 2, heads="fixed")
+    duration = time.monotonic() - started
     pid = list(client.run(os.getpid).values())[0]
     killed = []
 
@@ -132,7 +134,7 @@ def test_fixed_heads_survive_a_killed_worker(client):
         os.kill(pid, signal.SIGKILL)  # the nanny starts a new worker process
         killed.append(time.monotonic())
 
-    killer = threading.Timer(1.0, kill)
+    killer = threading.Timer(0.3 * duration, kill)
     killer.start()
     try:
         survived = md.fit(tasks, 2, heads="fixed")
@@ -155,6 +157,9 @@ def test_fixed_heads_options_are_checked_as_metasp_fit_checks_them(client):
         md.fit(tasks, 2, heads="fixed", accel="nesterov")
     with pytest.raises(ValueError, match="on_iteration"):
         md.fit(tasks, 2, heads="fixed", on_iteration=lambda B: False)
+    wide, _ = long_frame(6, 4, 1001, 2, 0.3)
+    with pytest.raises(NotImplementedError, match=r"d \* s = 2000 \(here 2002\)"):
+        md.fit(distributed_tasks(client, wide, npartitions=2), 2, heads="fixed")
 
 
 def test_saved_result_loads_with_metasp_load(client, tmp_path):
@@ -350,6 +355,30 @@ def test_fixed_heads_move_no_rows_either(client):
         per_iteration[T] = (bytes_sent_by_workers(client) - before) / result.n_iter
         assert per_iteration[T] < T * 20 * 20 * 8 / 4 / 10, per_iteration
     assert per_iteration[4800] <= 1.5 * per_iteration[1200], per_iteration
+
+
+def test_shard_kernels_of_fixed_heads_accept_an_empty_shard():
+    """The shuffle may leave a partition without tasks: its kernels return empty blocks and
+    zero sums of the right shapes."""
+    from metasp.dask import _shards
+
+    empty = _shards.Shard(0, None, np.empty(0, dtype=object))
+    d, s = 6, 2
+    V = np.linalg.qr(np.random.default_rng(0).standard_normal((d, s)))[0]
+    Theta = _shards.zeros(empty, d)
+    assert Theta.shape == (0, d)
+    G, loss = _shards.gradient_and_loss(empty, Theta, d, 1)
+    assert G.shape == (0, d) and loss == 0
+    assert _shards.curvature_sum(empty, np.zeros((0, s)), V, 1) == 0
+    np.testing.assert_array_equal(_shards.line_search_sums(empty, G, G, V.T, 1), 0)
+    W, loss = _shards.polish_heads(empty, V, 1)
+    assert W.shape == (0, s) and loss == 0
+    M, rhs = _shards.basis_system_sums(empty, W, V, d, 1)
+    assert M.shape == (d * s, d * s) and rhs.shape == (d * s,) and not M.any()
+    assert _shards.initial_loss_sum(empty) == 0
+    np.testing.assert_array_equal(_shards.gram(Theta), np.zeros((d, d)))
+    np.testing.assert_array_equal(_shards.difference_sums(Theta, Theta), [0, 0])
+    assert _shards.is_zero(Theta)
 
 
 def test_a_lost_client_raises_instead_of_hanging(client):

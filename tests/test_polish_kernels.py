@@ -95,6 +95,30 @@ def test_shard_polish_kernels_match_reference(s, dtype):
         np.testing.assert_allclose(rhs, rhs_ref, rtol=0, atol=1e-11 * np.abs(rhs_ref).max())
 
 
+@pytest.mark.parametrize("s", [1, 3])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matrix_free_newton_kernels_match_the_dense_system(s, dtype):
+    """kernels.newton_terms and kernels.newton_product: the right-hand side, the diagonal and
+    products of the dense Newton system, never formed; their sums over tasks add up."""
+    Xs, ys, B, _ = ragged_tasks(T=40, d=11, s=s, sigma=0.2, seed=s, sizes=(s + 1, 20))
+    tasks = metasp.Tasks.from_list([x.astype(dtype) for x in Xs], ys)
+    promoted = metasp.Tasks.from_list([x.astype(dtype).astype(np.float64) for x in Xs], ys)
+    V = np.linalg.qr(B.T + 0.3 * np.random.default_rng(s).standard_normal(B.T.shape))[0]
+    W = metasp.kernels.task_heads(tasks, V).W
+    D = np.random.default_rng(1).standard_normal(V.shape)
+    rhs, diagonal = metasp.kernels.newton_terms(tasks, W, V)
+    rhs_ref, diagonal_ref = metasp.reference.newton_terms(promoted, W, V)
+    np.testing.assert_allclose(rhs, rhs_ref, rtol=0, atol=1e-11 * np.abs(rhs_ref).max())
+    np.testing.assert_allclose(diagonal, diagonal_ref, rtol=1e-10)
+    product = metasp.kernels.newton_product(tasks, W, V, D)
+    expected = metasp.reference.newton_product(promoted, W, V, D)
+    np.testing.assert_allclose(product, expected, rtol=0, atol=1e-11 * np.abs(expected).max())
+    halves = [np.arange(0, 17), np.arange(17, 40)]
+    parts = [metasp.kernels.newton_product(tasks.subset(h), W[h], V, D) for h in halves]
+    np.testing.assert_allclose(parts[0] + parts[1], product, rtol=0,
+                               atol=1e-13 * np.abs(product).max())
+
+
 def test_basis_system_sums_add_up_over_disjoint_tasks():
     Xs, ys, B, _ = ragged_tasks(T=30, d=9, s=2, sigma=0.1, seed=3, sizes=(4, 15))
     tasks = metasp.Tasks.from_list(Xs, ys)

@@ -5,6 +5,7 @@ counter, ``Worker.transfer_outgoing_bytes_total``).
     python benchmarks/scripts/dask_scaling.py                       # T = 2e5 on 2 workers x 1
     python benchmarks/scripts/dask_scaling.py --workers 8 --threads 2 --T 2000000
     python benchmarks/scripts/dask_scaling.py --heads fixed         # CGIHT and the polish
+    python benchmarks/scripts/dask_scaling.py --T 20000 --profile   # where md.fit waits
 
 Each partition of the input is generated on a worker from its own seed (whole tasks, then rows
 shuffled within the partition); the in-memory fit gets the same rows from the same generator.
@@ -65,6 +66,33 @@ def print_kernel_times(records, repeats):
     print(f"transfers before kernels: {moved:.3f} s in {repeats} evaluations")
 
 
+def reduction_clock() -> dict:
+    """{name: [seconds, calls]} of every reduction md.fit waits for from now on (the wait
+    includes the kernels it depends on and the scheduler's round trip)."""
+    from metasp.dask._fit import Cluster
+
+    waits, each = {}, Cluster.each
+
+    def timed(self, name, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return each(self, name, *args, **kwargs)
+        finally:
+            entry = waits.setdefault(name, [0.0, 0])
+            entry[0] += time.perf_counter() - start
+            entry[1] += 1
+
+    Cluster.each = timed
+    return waits
+
+
+def print_waits(waits, total):
+    print(f"| reduction | seconds | calls | ms per call |  (of md.fit's {total:.2f} s)")
+    print("|---|---|---|---|")
+    for name, (seconds, calls) in sorted(waits.items(), key=lambda item: -item[1][0]):
+        print(f"| {name} | {seconds:.3f} | {calls} | {1e3 * seconds / calls:.1f} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--T", type=int, default=200_000)
@@ -80,6 +108,8 @@ def main():
     parser.add_argument("--heads", choices=("random", "fixed"), default="random",
                         help="the fit to time: the default (random heads) or heads='fixed' "
                              "(CGIHT and the polish; no per-evaluation timing)")
+    parser.add_argument("--profile", action="store_true",
+                        help="print the driver's wait per kind of reduction during md.fit")
     parser.add_argument("--skip-local", action="store_true",
                         help="do not run metasp.fit in this process (data beyond its memory)")
     args = parser.parse_args()
@@ -128,11 +158,14 @@ def main():
         sent = U.nbytes * len(tasks.shards)  # (U, noise) to every shard, in the task message
 
         before = sent_bytes(client)
+        waits = reduction_clock() if args.profile else None
         start = time.perf_counter()
         result = md.fit(tasks, args.s, heads=args.heads, random_state=0, n_jobs=args.threads)
         dask_total = time.perf_counter() - start
         fit_bytes = sent_bytes(client) - before
         print(f"md.fit: {result.n_iter} iterations, {dask_total:.2f} s, status {result.status}")
+        if waits is not None:
+            print_waits(waits, dask_total)
         local = None if args.skip_local else tasks.to_local()
 
     rows = [("md.fit", evaluation, dask_total, result.n_iter, per_evaluation_bytes,

@@ -10,6 +10,7 @@
 #include "metasp/gradient.hpp"
 #include "metasp/head_prior.hpp"
 #include "metasp/heads.hpp"
+#include "metasp/newton.hpp"
 #include "metasp/random_heads.hpp"
 #include "metasp/statistics.hpp"
 #include "metasp/truncated_svd.hpp"
@@ -261,6 +262,34 @@ void bind_polish_kernels(py::module_& m) {
         },
         py::arg("X").noconvert(), py::arg("y").noconvert(), py::arg("offsets").noconvert(),
         py::arg("W").noconvert(), py::arg("V").noconvert(), py::arg("n_threads"));
+
+    m.def(
+        "newton_sums",
+        [](const DesignMatrix& X, VectorIn y, OffsetsIn offsets, const RowMatrix& W,
+           const Matrix& V, std::optional<Matrix> D, int n_threads) -> py::object {
+            const TasksView tasks{X, y, offsets};
+            check_tasks(tasks);
+            check_subspace_shape(tasks, V.rows(), V.cols());
+            if (W.rows() != tasks.n_tasks() || W.cols() != V.cols())
+                throw std::invalid_argument("W must have shape (T, s) = (" +
+                                            std::to_string(tasks.n_tasks()) + ", " +
+                                            std::to_string(V.cols()) + ")");
+            if (D && (D->rows() != V.rows() || D->cols() != V.cols()))
+                throw std::invalid_argument("D must have the shape of V");
+            check_threads(n_threads);
+            Matrix product;
+            std::optional<NewtonOperator> op;
+            {
+                ReleaseGIL release;
+                op.emplace(tasks, W, V, n_threads);
+                if (D) product = op->apply_tasks(*D);
+            }
+            if (D) return py::cast(std::move(product));
+            return py::make_tuple(Matrix(op->rhs()), Matrix(op->data_diagonal()));
+        },
+        py::arg("X").noconvert(), py::arg("y").noconvert(), py::arg("offsets").noconvert(),
+        py::arg("W").noconvert(), py::arg("V").noconvert(), py::arg("D").noconvert(),
+        py::arg("n_threads"));
 }
 
 }  // namespace

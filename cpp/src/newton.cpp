@@ -334,7 +334,32 @@ NewtonOperator::NewtonOperator(const TasksView& tasks, const Eigen::Ref<const Ro
     scale_ = std::max(diagonal_.mean(), std::numeric_limits<double>::min());
 }
 
+namespace {
+
+// X V (N x s, row-major), task by task.
+RowMatrix projected_rows(const TasksView& tasks, const Matrix& V, int n_threads) {
+    const Index s = V.cols();
+    RowMatrix Z(tasks.n_samples(), s);
+    for_each_task(tasks, n_threads, 2.0 * double(V.rows()) * double(s), [&](Index t) {
+        project_task_rows(tasks, t, V.data(), V.outerStride(), s, Z.data() + tasks.begin(t) * s);
+    });
+    return Z;
+}
+
+}  // namespace
+
+NewtonOperator::NewtonOperator(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& W,
+                               const Matrix& V, int n_threads)
+    : NewtonOperator(tasks, W, V, projected_rows(tasks, V, n_threads), n_threads) {}
+
 Matrix NewtonOperator::apply(const Matrix& D, double shift) const {
+    Matrix out = apply_tasks(D);
+    out.noalias() += scale_ * (V_ * (V_.transpose() * D));
+    out += shift * D;
+    return out;
+}
+
+Matrix NewtonOperator::apply_tasks(const Matrix& D) const {
     const Index T = tasks_.n_tasks(), d = D.rows(), s = D.cols();
     const Index n_chunks = operator_chunks(T);
     std::vector<Matrix> partial(static_cast<size_t>(n_chunks));
@@ -365,10 +390,7 @@ Matrix NewtonOperator::apply(const Matrix& D, double shift) const {
             add_outer_pair(out.data(), d, s, p.data(), w, g, coef.data());
         }
     });
-    Matrix out = sum_in_order(partial);
-    out.noalias() += scale_ * (V_ * (V_.transpose() * D));
-    out += shift * D;
-    return out;
+    return sum_in_order(partial);
 }
 
 Matrix NewtonOperator::precondition(const Matrix& R, double shift) const {

@@ -14,14 +14,19 @@ directions: opaque to the solver) and answers:
     The mean over tasks of ``||y_t||^2 / m_t`` (the loss at Theta = 0).
 ``gradient(Theta) -> (G, mean_loss)``
     :func:`metasp.kernels.gradient`'s rows and the mean task loss.
-``top_subspace(A, s) -> TruncatedSVD``
-    The top-s singular triplets of a (T, d) block (V (d, s), singular values, W = A V a block).
+``top_subspace(A, s) -> TruncatedSVD or None``
+    The top-s singular triplets of a (T, d) block (V (d, s), singular values, W = A V a block);
+    None where ``||A||^2`` is not finite.
 ``combine(A, a, B, b)``, ``times(A, M)``, ``product(W, V)``
     ``a A + b B``, ``A M`` for a small matrix M, and ``W V^T``.
-``norm2(A)``, ``dot(A, B)``, ``is_zero(A)``, ``change(new, old) -> (||new||, ||new - old||)``
-``curvature(C, B)``, ``curvature_pair(A, C, V)``
-    Sums over tasks of ``||X_t B c_t||^2 / m_t``, and of ``||X_t V a_t||^2 / m_t``,
-    ``<X_t V a_t, X_t V c_t> / m_t``, ``||X_t V c_t||^2 / m_t``.
+``is_zero(A)``, ``change(new, old) -> (||new||, ||new - old||)``
+``curvature(C, B)``
+    The sum over tasks of ``||X_t B c_t||^2 / m_t``.
+``line_search_sums(G, V, D=None) -> (sums, D V)``
+    What the exact line search needs, in one pass: with ``R = G V`` (and ``P = D V``), the
+    sums ``projected`` ||R||^2, ``gradient`` ||G||^2, ``curvature`` (of R in V, as
+    ``curvature(R, V)``), and with D: ``direction`` ||P||^2, ``cross`` <R, P>,
+    ``cross_curvature`` sum_t <X_t V r_t, X_t V p_t> / m_t and ``direction_curvature``.
 """
 
 from __future__ import annotations
@@ -134,22 +139,22 @@ class Start:
                              loss if (k > 0 or self.kind != "zero") else self.initial_loss)
         if args.adaptive:
             V = (self.svd if self.svd is not None else p.top_subspace(G, self.s)).V
-            Cr = p.times(G, V)
-            rr, gradient_norm = p.norm2(Cr), p.norm2(G)
+            paired = conjugate and self.have_direction
+            sums, Cp = p.line_search_sums(G, V, self.direction if paired else None)
+            rr, gradient_norm = sums["projected"], sums["gradient"]
             whole = rr <= _CONSTANTS["vanishing_projection"] * gradient_norm
             if whole:  # the gradient is orthogonal to the row space: search along all of it
                 numerator = gradient_norm
                 denominator = p.curvature(G, np.eye(p.n_features))
             else:
-                numerator, denominator = rr, p.curvature(Cr, V)
-            if conjugate and self.have_direction and not whole:
-                Cp = p.times(self.direction, V)
-                aa, ad, dd = p.curvature_pair(Cr, Cp, V)
+                numerator, denominator = rr, sums["curvature"]
+            if paired and not whole:
+                aa, ad, dd = sums["curvature"], sums["cross_curvature"], sums["direction_curvature"]
                 b = -ad / dd if dd > 0 else np.nan
-                num = rr + b * p.dot(Cr, Cp)
+                num = rr + b * sums["cross"]
                 den = aa + 2 * b * ad + b * b * dd
                 restart = (not dd > 0 or not np.isfinite(b)
-                           or abs(b) * np.sqrt(p.norm2(Cp))
+                           or abs(b) * np.sqrt(sums["direction"])
                            > _CONSTANTS["max_conjugacy"] * np.sqrt(rr)
                            or not num > _CONSTANTS["min_conjugate_share"] * rr
                            or not den > _CONSTANTS["min_conjugate_share"] * aa)
@@ -169,11 +174,11 @@ class Start:
         record.update(step=0.5 * self.history[-1]["step"], beta=0.0)
         return self.problem.combine(self.Theta, 1.0, self.direction, record["step"])
 
-    def threshold(self, target, record):
-        """Hard thresholding: the truncated SVD of the target and the rank-s iterate; fills the
+    def threshold(self, svd, record):
+        """Hard thresholding to the rank-s iterate of the target's truncated SVD; fills the
         record's relative change and sin angle, returns (norm, change)."""
         p = self.problem
-        self.svd = p.top_subspace(target, self.s)
+        self.svd = svd
         new_Theta = p.product(self.svd.W, self.svd.V)
         norm, change = p.change(new_Theta, self.Theta)
         self.Theta = new_Theta
@@ -255,10 +260,11 @@ class Start:
             # The directions restart after a backtracking step; a further backtracking step
             # still halves along the same direction.
             self.have_direction = self.conjugate and not retry
-            if not np.isfinite(self.problem.norm2(target)):
+            svd = self.problem.top_subspace(target, self.s)
+            if svd is None:  # the target is beyond float64
                 self.status = "diverged"
                 break
-            norm, change = self.threshold(target, record)
+            norm, change = self.threshold(svd, record)
             self.n_iter = k + 1
             pending = record
             if self.stop_test(record, norm, change):

@@ -1,7 +1,7 @@
 """The least-squares polish (cpp/src/polish.cpp) over any holder of the tasks.
 
 :func:`polish_sweeps` runs the polish's sweeps (heads, then a damped Newton or ALS step of the
-basis) on a *problem*: whatever holds the tasks and answers four questions about them. It is the
+basis) on a *problem*: whatever holds the tasks and answers a few questions about them. It is the
 seam that lets :func:`metasp.reference.polish_path` run it on tasks in memory and
 :mod:`metasp.dask` on tasks spread over a cluster, where the heads stay with their tasks:
 
@@ -13,6 +13,8 @@ seam that lets :func:`metasp.reference.polish_path` run it on tasks in memory an
     The canonical factors of ``heads U^T``: orthonormal V, heads with orthogonal columns.
 ``problem.basis_system_sums(heads, V=None) -> (M, rhs)``
     :func:`metasp.kernels.basis_system_sums` summed over all tasks.
+``problem.newton_operator(heads, V)``
+    The Newton system as :func:`newton_cg` reads it (:class:`DenseNewton` or matrix-free).
 ``problem.relative_change(new, old) -> float``
     ``||Theta_new - Theta_old||_F / ||Theta_new||_F`` for ``(heads, V)`` pairs.
 """
@@ -83,22 +85,40 @@ def newton_cg_budget(tasks, s: int, how: str = "auto") -> int:
     return budget if budget >= MIN_NEWTON_CG else 0
 
 
-def newton_cg(system, V: np.ndarray, shift: float, max_iter: int, floor: float = 0.0):
-    """Preconditioned conjugate gradients on ``(M + shift I) vec(D) = rhs`` from D = 0, until
-    the relative residual is below NEWTON_CG_TOL or the preconditioned residual below ``floor``
-    or ``QUADRATIC_FLOOR ||D||^2``.
+class DenseNewton:
+    """A Newton system formed densely (``(M, rhs, scale)`` of :func:`finished_system`), as
+    :func:`newton_cg` reads it: ``rhs`` and ``data_diagonal`` (d, s), ``scale``, ``V``,
+    ``apply(D)``."""
 
-    The preconditioner is, block by block, the diagonal of the data part plus the gauge
-    penalty ``scale V V^T`` (inverted by Woodbury). Returns ``(D, outcome)``: outcome
-    ``"converged"``, ``"indefinite"`` (a direction of non-positive curvature; D is None) or
-    ``"unconverged"`` (max_iter reached).
+    def __init__(self, system, V: np.ndarray):
+        self.M, rhs, self.scale = system
+        self.V = V
+        d, s = V.shape
+        self.rhs = rhs.reshape(s, d).T
+        self.data_diagonal = (np.diag(self.M) - self.scale * np.tile(np.sum(V**2, axis=1), s)
+                              ).reshape(s, d).T
+
+    def apply(self, D):
+        d, s = self.V.shape
+        return (self.M @ D.T.ravel()).reshape(s, d).T
+
+
+def newton_cg(system, shift: float, max_iter: int, floor: float = 0.0):
+    """Preconditioned conjugate gradients on ``(Newton matrix + shift I) D = rhs`` from D = 0,
+    until the relative residual is below NEWTON_CG_TOL or the preconditioned residual below
+    ``floor`` or ``QUADRATIC_FLOOR ||D||^2``.
+
+    ``system``: :class:`DenseNewton`, or any object with its attributes (a problem's
+    ``newton_operator``, applied matrix-free). The preconditioner is, block by block, the
+    diagonal of the data part plus the gauge penalty ``scale V V^T`` (inverted by Woodbury).
+    Returns ``(D, outcome)``: outcome ``"converged"``, ``"indefinite"`` (a direction of
+    non-positive curvature; D is None) or ``"unconverged"`` (max_iter reached).
     """
-    M, rhs, scale = system
-    d, s = V.shape
-    data_diagonal = (np.diag(M) - scale * np.tile(np.sum(V**2, axis=1), s)).reshape(s, d).T
+    V, scale, data_diagonal = system.V, system.scale, system.data_diagonal
+    s = V.shape[1]
 
     def apply(D):
-        return (M @ D.T.ravel()).reshape(s, d).T + shift * D
+        return system.apply(D) + shift * D
 
     def precondition(R):
         out = np.empty_like(R)
@@ -110,8 +130,8 @@ def newton_cg(system, V: np.ndarray, shift: float, max_iter: int, floor: float =
             out[:, a] = x - DV @ np.linalg.solve(capacity, V.T @ x)
         return out
 
-    b = rhs.reshape(s, d).T
-    D = np.zeros((d, s))
+    b = system.rhs
+    D = np.zeros_like(b)
     residual = b.copy()
     z = precondition(residual)
     direction = z
@@ -147,13 +167,16 @@ def _newton_step(problem, current, loss, damping, tol, newton_solve):
     damping)``, candidate None where no damping lowered the loss."""
     W, V, _ = current
     d, s = V.shape
-    system = finished_system(*problem.basis_system_sums(W, V), V)
     budget = newton_cg_budget(problem, s, newton_solve)
+    operator = problem.newton_operator(W, V) if budget > 0 else None
+    system = None
     for _ in range(DAMPING_ATTEMPTS):
         if budget > 0:
-            D, outcome = newton_cg(system, V, damping * system[2], budget, STEP_FLOOR * tol)
+            D, outcome = newton_cg(operator, damping * operator.scale, budget, STEP_FLOOR * tol)
             budget = 0 if outcome == "unconverged" else budget
         if budget == 0:
+            if system is None:  # formed only where the iterative solve is not used
+                system = finished_system(*problem.basis_system_sums(W, V), V)
             D = solve_basis_system(system, d, s, damping * system[2], definite=True)
         if D is not None:
             V_step = _orthonormal(V + D)

@@ -29,9 +29,9 @@ SVD_MAX_STEPS = _core.constants["svd_max_steps"]
 SVD_RELATIVE_TOL = _core.constants["svd_relative_tol"]
 
 __all__ = ["MAX_DENSE_BASIS", "SVD_MAX_STEPS", "SVD_RELATIVE_TOL", "SVD_TOL", "BasisSystem",
-           "GradientPass", "MarginalPass", "TaskHeads", "TaskStatistics", "TruncatedSVD",
-           "basis_system_sums", "curvature", "gradient", "marginal_pass", "task_heads",
-           "task_statistics", "truncated_svd"]
+           "GradientPass", "MarginalPass", "NewtonTerms", "TaskHeads", "TaskStatistics",
+           "TruncatedSVD", "basis_system_sums", "curvature", "gradient", "marginal_pass",
+           "newton_product", "newton_terms", "task_heads", "task_statistics", "truncated_svd"]
 
 #: Most unknowns d * s of the dense basis system (:func:`basis_system_sums`): above it the
 #: C++ polish solves its basis steps by conjugate gradients instead.
@@ -409,4 +409,78 @@ def basis_system_sums(tasks: Tasks, W, *, subspace=None, n_jobs=None) -> BasisSy
     threads = resolve_n_jobs(n_jobs, _core.max_threads())
     out = BasisSystem(*_core.basis_system_sums(*core_arrays(tasks), W, V, threads))
     _check_output("basis_system_sums", out._asdict(), {"X": tasks.X, "y": tasks.y, "W": W})
+    return out
+
+
+class NewtonTerms(NamedTuple):
+    """The right-hand side and diagonal of the polish's Newton system, summed over tasks."""
+
+    rhs: np.ndarray  #: (d, s) sum_t g_t w_t^T, with g_t = X_t^T (y_t - X_t V w_t) / m_t
+    diagonal: np.ndarray  #: (d, s) the diagonal of the tasks' terms (no gauge penalty)
+
+
+def _newton_arguments(tasks, W, subspace):
+    if not isinstance(tasks, Tasks):
+        raise TypeError("tasks must be a metasp.Tasks")
+    V = _basis(subspace, tasks.n_features, "subspace", max_columns=tasks.n_features)
+    W = _matrix(W, "W", (tasks.n_tasks, V.shape[1]))
+    return W, V
+
+
+def newton_terms(tasks: Tasks, W, subspace, *, n_jobs=None) -> NewtonTerms:
+    """The right-hand side and diagonal of the polish's Newton system, matrix-free.
+
+    The Newton system of a correction D of the orthonormal basis V (heads ``W``, the exact
+    least-squares heads in span(V): :func:`task_heads`) is the one :func:`basis_system_sums`
+    forms densely; here, as :func:`newton_product` applies it, it is never formed. Sums over
+    disjoint sets of tasks add up.
+
+    Parameters
+    ----------
+    tasks : Tasks
+    W : array_like of shape (T, s)
+    subspace : array_like of shape (d, s)
+        V, orthonormal columns.
+    n_jobs : int or None
+        Threads, as in :func:`metasp.fit`; the results do not depend on it.
+
+    Returns
+    -------
+    NewtonTerms
+    """
+    W, V = _newton_arguments(tasks, W, subspace)
+    threads = resolve_n_jobs(n_jobs, _core.max_threads())
+    out = NewtonTerms(*_core.newton_sums(*core_arrays(tasks), W, V, None, threads))
+    _check_output("newton_terms", out._asdict(), {"X": tasks.X, "y": tasks.y, "W": W})
+    return out
+
+
+def newton_product(tasks: Tasks, W, subspace, D, *, n_jobs=None) -> np.ndarray:
+    """The tasks' terms of the polish's Newton matrix times D, in two passes over X.
+
+    ``vec(out) = M vec(D)`` for the matrix ``M`` of :func:`basis_system_sums` (with the
+    same ``W`` and ``subspace``), never formed; the polish adds the gauge penalty
+    ``scale V V^T D`` once, to the sum over all tasks.
+
+    Parameters
+    ----------
+    tasks : Tasks
+    W : array_like of shape (T, s)
+    subspace : array_like of shape (d, s)
+        V, orthonormal columns.
+    D : array_like of shape (d, s)
+    n_jobs : int or None
+        Threads, as in :func:`metasp.fit`; the results do not depend on it.
+
+    Returns
+    -------
+    ndarray of shape (d, s)
+    """
+    W, V = _newton_arguments(tasks, W, subspace)
+    D = _basis(D, tasks.n_features, "D", max_columns=tasks.n_features)
+    if D.shape != V.shape:
+        raise ValueError(f"D must have the shape of subspace, {V.shape}; got {D.shape}")
+    threads = resolve_n_jobs(n_jobs, _core.max_threads())
+    out = _core.newton_sums(*core_arrays(tasks), W, V, D, threads)
+    _check_output("newton_product", {"product": out}, {"X": tasks.X, "W": W, "D": D})
     return out

@@ -12,7 +12,7 @@ import numpy as np
 from . import _prior
 from ._arrays import canonical_factors
 from ._hard_thresholding import best_start
-from ._polish import polish_sweeps
+from ._polish import DenseNewton, finished_system, polish_sweeps
 from ._postprocess import Passes, postprocess
 from ._result import MetaSPResult, make_result
 from ._tasks import Tasks
@@ -21,14 +21,15 @@ from .kernels import (
     BasisSystem,
     GradientPass,
     MarginalPass,
+    NewtonTerms,
     TaskHeads,
     TaskStatistics,
     TruncatedSVD,
 )
 
 __all__ = ["basis_system_sums", "curvature", "fit", "fit_head_prior", "gradient",
-           "head_prior_em_step", "marginal_pass", "task_heads", "task_statistics",
-           "truncated_svd"]
+           "head_prior_em_step", "marginal_pass", "newton_product", "newton_terms",
+           "task_heads", "task_statistics", "truncated_svd"]
 
 
 def gradient(tasks: Tasks, Theta: np.ndarray, *, subspace=None) -> GradientPass:
@@ -274,6 +275,45 @@ def basis_system_sums(tasks: Tasks, W: np.ndarray, *, subspace=None) -> BasisSys
     return BasisSystem(M, rhs)
 
 
+def newton_terms(tasks: Tasks, W: np.ndarray, subspace: np.ndarray) -> NewtonTerms:
+    """The Newton system's right-hand side and data diagonal, from its dense form.
+
+    Parameters
+    ----------
+    tasks : Tasks
+    W : ndarray of shape (T, s)
+    subspace : ndarray of shape (d, s)
+
+    Returns
+    -------
+    metasp.kernels.NewtonTerms
+        As :func:`metasp.kernels.newton_terms`.
+    """
+    M, rhs = basis_system_sums(tasks, W, subspace=subspace)
+    d, s = subspace.shape
+    return NewtonTerms(rhs.reshape(s, d).T, np.diag(M).reshape(s, d).T)
+
+
+def newton_product(tasks: Tasks, W: np.ndarray, subspace: np.ndarray, D: np.ndarray):
+    """The tasks' terms of the Newton matrix times D, from its dense form.
+
+    Parameters
+    ----------
+    tasks : Tasks
+    W : ndarray of shape (T, s)
+    subspace : ndarray of shape (d, s)
+    D : ndarray of shape (d, s)
+
+    Returns
+    -------
+    ndarray of shape (d, s)
+        As :func:`metasp.kernels.newton_product`.
+    """
+    M, _ = basis_system_sums(tasks, W, subspace=subspace)
+    d, s = subspace.shape
+    return (M @ D.T.ravel()).reshape(s, d).T
+
+
 class _TasksInMemory:
     """The fixed-heads solver's problem (:mod:`metasp._hard_thresholding`,
     :mod:`metasp._polish`) for tasks in memory: row blocks are (T, k) arrays, SVDs exact."""
@@ -295,7 +335,7 @@ class _TasksInMemory:
         return out.G, out.task_loss.mean()
 
     def top_subspace(self, A, s):
-        return truncated_svd(A, s)
+        return truncated_svd(A, s) if np.isfinite(np.sum(A**2)) else None
 
     def combine(self, A, a, B, b):
         return a * A + b * B
@@ -306,12 +346,6 @@ class _TasksInMemory:
     def product(self, W, V):
         return W @ V.T
 
-    def norm2(self, A):
-        return np.sum(A**2)
-
-    def dot(self, A, B):
-        return np.sum(A * B)
-
     def is_zero(self, A):
         return not np.any(A)
 
@@ -321,8 +355,17 @@ class _TasksInMemory:
     def curvature(self, C, B):
         return curvature(self.tasks, C, B).sum()
 
-    def curvature_pair(self, A, C, V):
-        return _curvature_pair(self.tasks, A @ V.T, C @ V.T)
+    def line_search_sums(self, G, V, D=None):
+        R = G @ V
+        sums = {"projected": np.sum(R**2), "gradient": np.sum(G**2),
+                "curvature": curvature(self.tasks, R, V).sum()}
+        if D is None:
+            return sums, None
+        P = D @ V
+        _, ad, dd = _curvature_pair(self.tasks, R @ V.T, P @ V.T)
+        sums.update(direction=np.sum(P**2), cross=np.sum(R * P), cross_curvature=ad,
+                    direction_curvature=dd)
+        return sums, P
 
     def heads(self, V):
         W, task_loss = task_heads(self.tasks, V)
@@ -333,6 +376,9 @@ class _TasksInMemory:
 
     def basis_system_sums(self, W, V=None):
         return basis_system_sums(self.tasks, W, subspace=V)
+
+    def newton_operator(self, W, V):
+        return DenseNewton(finished_system(*basis_system_sums(self.tasks, W, subspace=V), V), V)
 
     def relative_change(self, new, old):
         next_Theta = new[0] @ new[1].T

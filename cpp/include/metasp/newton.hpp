@@ -71,12 +71,21 @@ public:
     // Z: X V (N x s).
     NewtonOperator(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& W, const Matrix& V,
                    RowMatrix Z, int n_threads);
+    // Computes X V itself (one more pass over X).
+    NewtonOperator(const TasksView& tasks, const Eigen::Ref<const RowMatrix>& W, const Matrix& V,
+                   int n_threads);
 
     const Matrix& rhs() const { return rhs_; }
+    // The diagonal of the tasks' terms (d x s), without the gauge penalty.
+    const Matrix& data_diagonal() const { return diagonal_; }
     double scale() const { return scale_; }
 
     // (Newton matrix + shift I) D.
     Matrix apply(const Matrix& D, double shift) const;
+
+    // The tasks' terms of the Newton matrix times D, without the gauge penalty and the shift:
+    // what adds up over disjoint sets of tasks (rhs and data_diagonal do too).
+    Matrix apply_tasks(const Matrix& D) const;
 
     // The inverse of the preconditioner diag(data diagonal + shift) + scale V V^T, block by
     // block (Woodbury): it captures the scales of the blocks and of the features, and the

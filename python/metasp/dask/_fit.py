@@ -206,8 +206,9 @@ def fit(tasks, s=None, *, heads="auto", step="auto", accel="cg", polish="auto", 
     diagnostics, and where the fitted noise is negligible the same least-squares polish.
     Fixed heads (``heads="fixed"``, or a fixed-heads option changed): hard thresholding
     with the truncated SVD from the d x d Gram matrix of the iterate's rows (exact, where
-    :func:`metasp.fit` iterates to a tolerance), then the polish from the shards' dense normal
-    equations; the iterate, its gradient and directions stay on the workers.
+    :func:`metasp.fit` iterates to a tolerance), then the polish, whose Newton step is solved
+    matrix-free as in :func:`metasp.fit`; the iterate, its gradient and directions stay on the
+    workers.
 
     Parameters
     ----------
@@ -287,10 +288,10 @@ def _fit_arguments(tasks, s, heads, step, accel, polish, init, n_starts, max_ite
 
 
 def _dense_polish_only(d, s) -> str:
-    return (f"metasp.dask polishes from dense basis systems, up to d * s = "
-            f"{kernels.MAX_DENSE_BASIS} (here {d * s}); metasp.fit polishes larger ones by "
-            f"conjugate gradients: use metasp.fit(tasks.to_local(), s) where the data fit in "
-            f"memory")
+    return (f"metasp.dask's polish falls back to dense basis systems, so it runs up to "
+            f"d * s = {kernels.MAX_DENSE_BASIS} (here {d * s}); metasp.fit polishes larger "
+            f"ones by conjugate gradients: use metasp.fit(tasks.to_local(), s) where the data "
+            f"fit in memory")
 
 
 def _fit_fixed_heads(cluster, shards, tasks, args, scale, bar) -> DaskResult:
@@ -487,7 +488,8 @@ def _postprocess(result, cluster, shards, tasks, args, scale) -> DaskResult:
                                axis=0)[2] / n
     # Random heads are shrunk on purpose: the rank check reads the residual correlations at
     # least-squares heads instead (as metasp.fit does).
-    shrunk = result.history["phase"][-1] == "random_heads"
+    phase = result.history.get("phase", ())
+    shrunk = len(phase) > 0 and phase[-1] == "random_heads"
     heads = [None] * len(shards) if shrunk else result._heads[0]
 
     def spike():

@@ -5,10 +5,12 @@ iterate, the gradient, the directions, the heads) kept on the workers, beside it
 Each question of the problem is one kernel per shard and a sum on the driver: scalars for the
 losses, norms and line-search sums, a d x d Gram matrix for a truncated SVD (its top
 eigenvectors are the right singular vectors: exact from one reduction, as Spark MLlib's
-``RowMatrix.computeSVD`` does for small d), an s x s one for the canonical form, and for a
-basis step of the polish the shard's dense normal equations ((d s) x (d s) numbers,
-:func:`metasp.kernels.basis_system_sums`). Row blocks are lists of futures, one per shard;
-Dask chains the kernels on the workers without bringing them back.
+``RowMatrix.computeSVD`` does for small d), an s x s one for the canonical form, d x s for
+each product of the polish's matrix-free Newton operator (:func:`metasp.kernels.newton_product`),
+and the shard's dense normal equations ((d s) x (d s) numbers,
+:func:`metasp.kernels.basis_system_sums`) where the polish falls back to them. Row blocks are
+lists of futures, one per shard; Dask chains the kernels on the workers without bringing them
+back.
 """
 
 from __future__ import annotations
@@ -63,12 +65,6 @@ class ShardedProblem:
     def product(self, W, V):
         return self.times(W, V.T)
 
-    def norm2(self, A):
-        return float(sum(self._each("norm2", _shards.dot, A, others=self._pairs(A))))
-
-    def dot(self, A, B):
-        return float(sum(self._each("dot", _shards.dot, A, others=self._pairs(B))))
-
     def is_zero(self, A):
         return all(self._each("is-zero", _shards.is_zero, A))
 
@@ -79,6 +75,8 @@ class ShardedProblem:
 
     def top_subspace(self, A, s):
         gram = sum(self._each("svd-gram", _shards.gram, A))
+        if not np.isfinite(np.trace(gram)):  # ||A||^2
+            return None
         values, vectors = np.linalg.eigh((gram + gram.T) / 2)
         V = np.ascontiguousarray(vectors[:, ::-1][:, :s])
         singular_values = np.sqrt(np.maximum(values[::-1][:s], 0.0))
@@ -102,11 +100,17 @@ class ShardedProblem:
                                     np.asfortranarray(B), self.n_threads,
                                     others=self._pairs(C))))
 
-    def curvature_pair(self, Cr, Cp, V):
-        others = list(zip(Cr, Cp))
-        return tuple(np.sum(self._each("curvature-pair", _shards.curvature_pair, self.shards,
-                                       np.ascontiguousarray(V.T), self.n_threads,
-                                       others=others), axis=0))
+    def line_search_sums(self, G, V, D=None):
+        others = list(zip(G, D if D is not None else [None] * len(G)))
+        sums = np.sum(self._each("line-search", _shards.line_search_sums, self.shards,
+                                 np.ascontiguousarray(V.T), self.n_threads, others=others),
+                      axis=0)
+        out = dict(zip(("projected", "gradient", "curvature"), sums[:3]))
+        if D is None:
+            return out, None
+        out.update(zip(("direction", "cross", "cross_curvature", "direction_curvature"),
+                       sums[3:]))
+        return out, self.times(D, V)
 
     # The polish's questions.
 
@@ -128,7 +132,30 @@ class ShardedProblem:
                            self.n_features, self.n_threads, others=self._pairs(heads))
         return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
+    def newton_operator(self, heads, V):
+        return _ShardedNewton(self, heads, np.asfortranarray(V))
+
     def relative_change(self, new, old):
         change, norm = np.sum(self._each("relative-change", _shards.change_sums, new[0], new[1],
                                          old[1], others=self._pairs(old[0])), axis=0)
         return float(np.sqrt(change / norm)) if norm > 0 else 0.0
+
+
+class _ShardedNewton:
+    """The polish's Newton system over shards, matrix-free (as :func:`metasp._polish.newton_cg`
+    reads it): each product is one kernel per shard (:func:`metasp.kernels.newton_product`)
+    and a d x s sum."""
+
+    def __init__(self, problem, heads, V):
+        self.problem, self.heads, self.V = problem, heads, V
+        parts = problem._each("newton-terms", _shards.newton_terms, problem.shards, V,
+                              problem.n_threads, others=problem._pairs(heads))
+        self.rhs = sum(p[0] for p in parts)
+        self.data_diagonal = sum(p[1] for p in parts)
+        self.scale = max(float(np.mean(self.data_diagonal)), np.finfo(float).tiny)
+
+    def apply(self, D):
+        p = self.problem
+        product = sum(p._each("newton-product", _shards.newton_product, p.shards, self.V,
+                              np.asfortranarray(D), p.n_threads, others=p._pairs(self.heads)))
+        return product + self.scale * (self.V @ (self.V.T @ D))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+from dask.sizeof import sizeof
 
 from .. import kernels
 from .._tasks import Tasks as LocalTasks
@@ -18,6 +19,18 @@ class Shard(NamedTuple):
     index: int  # partition number after the shuffle
     tasks: LocalTasks | None  # None where the shuffle left the partition empty
     labels: np.ndarray  # (T_p,) group labels, in task order
+
+
+@sizeof.register(Shard)
+def _shard_bytes(shard: Shard) -> int:
+    """The shard's memory, for Dask's scheduler: without it Dask's default for tuples sees a
+    few hundred bytes, finds a gigabyte shard cheap to move, and copies it to wherever a small
+    kernel on it could start sooner (its memory accounting misses the data too)."""
+    labels = sizeof(shard.labels)
+    if shard.tasks is None:
+        return labels
+    t = shard.tasks
+    return int(t.X.nbytes + t.y.nbytes + t.offsets.nbytes) + labels
 
 
 class ShardSummary(NamedTuple):
@@ -199,10 +212,6 @@ def combine(A: np.ndarray, B: np.ndarray, a: float, b: float) -> np.ndarray:
     return a * A + b * B
 
 
-def dot(A: np.ndarray, B: np.ndarray) -> float:
-    return float(np.sum(A * B))
-
-
 def is_zero(A: np.ndarray) -> bool:
     return not np.any(A)
 
@@ -240,18 +249,26 @@ def curvature_sum(shard: Shard, C: np.ndarray, B: np.ndarray, n_threads: int) ->
     return float(np.sum(kernels.curvature(shard.tasks, C, B, n_jobs=n_threads)))
 
 
-def curvature_pair(shard: Shard, Cr: np.ndarray, Cp: np.ndarray, B: np.ndarray,
-                   n_threads: int) -> np.ndarray:
-    """Sums over the shard's tasks of ||Z_t a_t||^2 / m_t, <Z_t a_t, Z_t c_t> / m_t and
-    ||Z_t c_t||^2 / m_t (a_t, c_t: rows of Cr, Cp; Z_t = X_t B^T), from Z_t^T Z_t."""
+def line_search_sums(shard: Shard, G: np.ndarray, D, B: np.ndarray,
+                     n_threads: int) -> np.ndarray:
+    """The shard's sums of the exact line search (``line_search_sums`` of
+    metasp._hard_thresholding) in the row space of B, from one pass over its rows: with
+    R = G B^T, P = D B^T and Z_t = X_t B^T, [||R||^2, ||G||^2, sum_t ||Z_t r_t||^2 / m_t, and
+    with D: ||P||^2, <R, P>, sum_t <Z_t r_t, Z_t p_t> / m_t, sum_t ||Z_t p_t||^2 / m_t]."""
     if shard.tasks is None:
-        return np.zeros(3)
+        return np.zeros(7)
+    R = G @ B.T
     gram = kernels.task_statistics(shard.tasks, B, n_jobs=n_threads).gram
-    GCr, GCp = np.einsum("tij,tj->ti", gram, Cr), np.einsum("tij,tj->ti", gram, Cp)
     sizes = shard.tasks.task_sizes
-    return np.array([np.sum(np.einsum("ti,ti->t", Cr, GCr) / sizes),
-                     np.sum(np.einsum("ti,ti->t", Cr, GCp) / sizes),
-                     np.sum(np.einsum("ti,ti->t", Cp, GCp) / sizes)])
+    ZR = np.einsum("tij,tj->ti", gram, R)
+    sums = [np.sum(R**2), np.sum(G**2), np.sum(np.einsum("ti,ti->t", R, ZR) / sizes)]
+    if D is None:
+        return np.array(sums + [0.0] * 4)
+    P = D @ B.T
+    ZP = np.einsum("tij,tj->ti", gram, P)
+    return np.array(sums + [np.sum(P**2), np.sum(R * P),
+                            np.sum(np.einsum("ti,ti->t", R, ZP) / sizes),
+                            np.sum(np.einsum("ti,ti->t", P, ZP) / sizes)])
 
 
 def polish_heads(shard: Shard, V: np.ndarray, n_threads: int):
@@ -280,6 +297,21 @@ def basis_system_sums(shard: Shard, heads: np.ndarray, V, d: int, n_threads: int
         n = d * heads.shape[1]
         return np.zeros((n, n)), np.zeros(n)
     return tuple(kernels.basis_system_sums(shard.tasks, heads, subspace=V, n_jobs=n_threads))
+
+
+def newton_terms(shard: Shard, heads: np.ndarray, V: np.ndarray, n_threads: int):
+    """kernels.newton_terms of the shard's tasks: (rhs, diagonal), (d, s) each."""
+    if shard.tasks is None:
+        return np.zeros(V.shape), np.zeros(V.shape)
+    return tuple(kernels.newton_terms(shard.tasks, heads, V, n_jobs=n_threads))
+
+
+def newton_product(shard: Shard, heads: np.ndarray, V: np.ndarray, D: np.ndarray,
+                   n_threads: int) -> np.ndarray:
+    """kernels.newton_product of the shard's tasks."""
+    if shard.tasks is None:
+        return np.zeros(V.shape)
+    return kernels.newton_product(shard.tasks, heads, V, D, n_jobs=n_threads)
 
 
 def change_sums(new: np.ndarray, old: np.ndarray, V_new: np.ndarray, V_old: np.ndarray):

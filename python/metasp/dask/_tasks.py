@@ -243,8 +243,9 @@ def _spread(client, shards, rows, token) -> list:
     for i in homeless:
         worker = min(load, key=lambda w: (load[w] + rows[i]) / threads[w])
         load[worker] += rows[i]
+        # Bound: a loose placement may run where the shard already is, undoing the spread.
         placed[i] = client.submit(_shards.placed, shards[i], workers=[worker],
-                                  allow_other_workers=True, key=f"metasp-placed-{i}-{token}")
+                                  allow_other_workers=False, key=f"metasp-placed-{i}-{token}")
     if homeless:
         wait_for(client, placed)
     return placed
