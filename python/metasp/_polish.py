@@ -208,7 +208,7 @@ def polish_sweeps(problem, V0: np.ndarray, *, max_iter: int, tol: float, sin_tol
     The same steps, acceptance rules and stopping rule as ``metasp::polish``. Returns the keys
     of ``metasp._core.polish`` but ``Theta``, with ``heads`` (the problem's, canonical) for
     ``W``. ``newton_solve``: ``"auto"``, ``"dense"`` (Cholesky) or ``"cg"``
-    (:func:`newton_cg` on the dense matrix; matrix-free in C++).
+    (:func:`newton_cg` on the problem's ``newton_operator``).
     """
     V = _orthonormal(V0)
     W, loss = problem.heads(V)

@@ -71,7 +71,7 @@ class DaskResult(MetaSPResult):
     :meth:`save` writes the model without heads.
     """
 
-    _heads = None  # (head futures per shard, labels per shard, R, right, exponent, client)
+    _heads = None  # (futures of heads and of labels per shard, R, right, exponent, client)
 
     def heads(self):
         """The per-task heads ``W`` (T, s) as a dask DataFrame indexed by the group label.
@@ -451,9 +451,9 @@ def _polished(cluster, polished, tasks, n_iter, history, scale) -> DaskResult:
 
 
 def _shard_labels(cluster, tasks):
-    """The group labels of every shard's tasks, in task order."""
-    return gather(cluster.client, cluster.submit_each("labels", _labels, tasks.shards),
-                  cluster.timeout)
+    """Futures of the group labels of every shard's tasks, in task order (T-sized: they stay
+    on the workers, for :meth:`DaskResult.heads`)."""
+    return cluster.submit_each("labels", _labels, tasks.shards)
 
 
 def _labels(shard):

@@ -22,7 +22,8 @@ from . import _shards
 
 
 class ShardedProblem:
-    """The fixed-heads solver's problem for tasks in shards on a cluster."""
+    """The problem of the fixed-heads solver and the polish for tasks in shards on a
+    cluster."""
 
     def __init__(self, cluster, shards, tasks, n_threads: int):
         self.cluster, self.shards, self.n_threads = cluster, shards, n_threads

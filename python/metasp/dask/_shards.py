@@ -230,8 +230,7 @@ def initial_loss_sum(shard: Shard) -> float:
     if shard.tasks is None:
         return 0.0
     t = shard.tasks
-    return float(np.sum(np.add.reduceat(t.y.astype(np.float64) ** 2, t.offsets[:-1])
-                        / t.task_sizes))
+    return float(np.sum(np.add.reduceat(t.y**2, t.offsets[:-1]) / t.task_sizes))
 
 
 def gradient_and_loss(shard: Shard, Theta: np.ndarray, d: int, n_threads: int):
@@ -287,8 +286,8 @@ def second(pair):
     return pair[1]
 
 
-def times(heads: np.ndarray, A: np.ndarray) -> np.ndarray:
-    return heads @ A
+def times(A: np.ndarray, M: np.ndarray) -> np.ndarray:
+    return A @ M
 
 
 def basis_system_sums(shard: Shard, heads: np.ndarray, V, d: int, n_threads: int):
