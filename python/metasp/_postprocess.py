@@ -37,6 +37,13 @@ def compiled_passes(n_threads: int) -> Passes:
                   partial(kernels.gradient, n_jobs=n_threads))
 
 
+def heads_shrunk(result: MetaSPResult) -> bool:
+    """Whether the fit ended with random heads (posterior means, shrunk on purpose), not with
+    least-squares heads (fixed heads, or the polish)."""
+    phase = result.history.get("phase", ())
+    return len(phase) > 0 and phase[-1] == "random_heads"
+
+
 def postprocess(result: MetaSPResult, given, work, scale: Scale,
                 passes: Passes | None = None) -> MetaSPResult:
     """The head prior, the diagnostics and the warnings of a fit, in the data's units.
@@ -50,8 +57,7 @@ def postprocess(result: MetaSPResult, given, work, scale: Scale,
     statistics = None
     # Random heads are shrunk on purpose; the rank check reads the residual correlations at
     # least-squares heads in the fitted subspace instead, outside that subspace.
-    phase = result.history.get("phase", ())
-    shrunk = len(phase) > 0 and phase[-1] == "random_heads"
+    shrunk = heads_shrunk(result)
     if result.status != "diverged":
         # The head prior behind adapt(prior="empirical") (what result.fit_prior(tasks) does).
         # The diagnostics reuse its per-task statistics, and the same pass over X gives them

@@ -312,7 +312,16 @@ def check_fit_arguments(
     accel=None, polish=None, n_starts=1, sin_tol=None, heads="fixed",
 ) -> FitArguments:
     """Validate everything :func:`metasp.fit` and :func:`metasp.reference.fit` accept."""
-    tasks = as_tasks(Xs, ys)
+    return check_fit_options(as_tasks(Xs, ys), s, step, init, max_iter, tol, n_jobs,
+                             lambda n: resolve_n_jobs(n, available_threads), random_state,
+                             reference_B, accel, polish, n_starts, sin_tol, heads)
+
+
+def check_fit_options(tasks, s, step, init, max_iter, tol, n_jobs, threads, random_state,
+                      reference_B, accel, polish, n_starts, sin_tol, heads) -> FitArguments:
+    """:func:`check_fit_arguments` for tasks already checked (anything with ``n_tasks`` and
+    ``n_features``: :func:`metasp.dask.fit` passes the cluster's); ``threads(n_jobs)`` gives
+    the thread count."""
     s = check_rank(s, tasks)
     adaptive, step = check_step(step)
     init, init_B = check_init(init, s, tasks.n_features)
@@ -325,7 +334,7 @@ def check_fit_arguments(
         step=step,
         max_iter=check_max_iter(max_iter),
         tol=check_tol(tol),
-        n_threads=resolve_n_jobs(n_jobs, available_threads),
+        n_threads=threads(n_jobs),
         seed=seed,
         reference_B=reference_B,
         conjugate=check_accel(accel) and adaptive,

@@ -456,11 +456,13 @@ def newton_terms(tasks: Tasks, W, subspace, *, n_jobs=None) -> NewtonTerms:
 
 
 def newton_product(tasks: Tasks, W, subspace, D, *, n_jobs=None) -> np.ndarray:
-    """The tasks' terms of the polish's Newton matrix times D, in two passes over X.
+    """The tasks' terms of the polish's Newton matrix times D.
 
     ``vec(out) = M vec(D)`` for the matrix ``M`` of :func:`basis_system_sums` (with the
     same ``W`` and ``subspace``), never formed; the polish adds the gauge penalty
-    ``scale V V^T D`` once, to the sum over all tasks.
+    ``scale V V^T D`` once, to the sum over all tasks. Each call builds the per-task terms
+    again (about five passes over X; ``metasp.fit``'s polish keeps them and applies them in
+    two).
 
     Parameters
     ----------

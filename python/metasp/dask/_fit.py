@@ -21,7 +21,7 @@ from .. import kernels, metrics
 from .._diagnostics import diagnose, spike_over_edge
 from .._hard_thresholding import best_start
 from .._polish import joined_history, polish_sweeps
-from .._postprocess import unscaled
+from .._postprocess import heads_shrunk, unscaled
 from .._prior import VARIANCE_FLOOR, squarem
 from .._random_heads import (
     HOLDOUT_FOLDS,
@@ -37,23 +37,7 @@ from .._result import (
     warn_about_status,
 )
 from .._scaling import SAFE_EXPONENT, SQUARE_EXPONENT, TASK_EXPONENT, Scale
-from .._validation import (
-    FitArguments,
-    check_accel,
-    check_heads,
-    check_init,
-    check_max_iter,
-    check_n_starts,
-    check_polish,
-    check_rank,
-    check_reference_B,
-    check_sin_tol,
-    check_step,
-    check_tol,
-    random_starts,
-    rescaled_step,
-    seed_from,
-)
+from .._validation import FitArguments, check_fit_options, rescaled_step
 from . import _shards
 from ._problem import ShardedProblem
 from ._tasks import Tasks, gather, no_answer
@@ -71,7 +55,7 @@ class DaskResult(MetaSPResult):
     :meth:`save` writes the model without heads.
     """
 
-    _heads = None  # (futures of heads and of labels per shard, R, right, exponent, client)
+    _heads = None  # (futures of heads and of labels per shard, exponent to the data, client)
 
     def heads(self):
         """The per-task heads ``W`` (T, s) as a dask DataFrame indexed by the group label.
@@ -85,11 +69,11 @@ class DaskResult(MetaSPResult):
         import dask.dataframe as dd
         import pandas as pd
 
-        futures, labels, R, right, exponent, client = self._heads
+        futures, labels, exponent, client = self._heads
         columns = [f"w{j}" for j in range(self.B.shape[0])]
 
         def frame(heads, labels):
-            W = _shards.canonical_heads(heads, R, right, exponent)
+            W = np.ldexp(heads, exponent)
             return pd.DataFrame(W, index=pd.Index(labels, name="group"), columns=columns)
 
         parts = [dask.delayed(frame)(f, lab) for f, lab in zip(futures, labels)]
@@ -266,24 +250,14 @@ def fit(tasks, s=None, *, heads="auto", step="auto", accel="cg", polish="auto", 
 
 def _fit_arguments(tasks, s, heads, step, accel, polish, init, n_starts, max_iter, tol, sin_tol,
                    n_jobs, random_state, reference_B) -> FitArguments:
-    """metasp.fit's checks (:func:`metasp._validation.check_fit_arguments`), on a cluster's
+    """metasp.fit's checks (:func:`metasp._validation.check_fit_options`), on a cluster's
     tasks; ``tasks`` of the result is None (they stay on the cluster)."""
-    s = check_rank(s, tasks)
+    args = check_fit_options(tasks, s, step, init, max_iter, tol, n_jobs,
+                             lambda n: 1 if n is None else int(n), random_state, reference_B,
+                             accel, polish, n_starts, sin_tol, heads)._replace(tasks=None)
     d = tasks.n_features
-    adaptive, gamma = check_step(step)
-    kind, init_B = check_init(init, s, d)
-    reference = check_reference_B(reference_B, s, d)
-    seed = seed_from(random_state)
-    args = FitArguments(
-        tasks=None, s=s, adaptive=adaptive, step=gamma, max_iter=check_max_iter(max_iter),
-        tol=check_tol(tol), n_threads=1 if n_jobs is None else int(n_jobs), seed=seed,
-        reference_B=reference, conjugate=check_accel(accel) and adaptive,
-        polish=check_polish(polish, adaptive), init=kind, init_B=init_B,
-        starts=random_starts(check_n_starts(n_starts), s, d, seed),
-        sin_tol=check_sin_tol(sin_tol, reference),
-        heads=check_heads(heads, adaptive, accel, polish, n_starts))
-    if args.heads == "fixed" and args.polish and d * s > kernels.MAX_DENSE_BASIS:
-        raise NotImplementedError(_dense_polish_only(d, s))
+    if args.heads == "fixed" and args.polish and d * args.s > kernels.MAX_DENSE_BASIS:
+        raise NotImplementedError(_dense_polish_only(d, args.s))
     return args
 
 
@@ -302,10 +276,7 @@ def _fit_fixed_heads(cluster, shards, tasks, args, scale, bar) -> DaskResult:
     run = best_start(work, problem)
     heads, s, d = run.W, args.s, tasks.n_features
     run.W, run.Theta = np.zeros((0, s)), np.zeros((0, d))
-    result = make_result(run, work, DaskResult)
-    result._heads = (heads, _shard_labels(cluster, tasks), np.eye(s), np.eye(s),
-                     scale.y - scale.x, cluster.client)
-    return result
+    return _keep_heads(make_result(run, work, DaskResult), cluster, tasks, heads, scale)
 
 
 def _fit_random_heads(cluster, shards, tasks, args, scale, on_iteration, bar) -> DaskResult:
@@ -359,7 +330,7 @@ def _fit_random_heads(cluster, shards, tasks, args, scale, on_iteration, bar) ->
                           on_iteration=record)
     history = fitted.history(sin if reference is not None else None)
     if not (fitted.noise_share < NEGLIGIBLE_NOISE and not reached):
-        return _canonical(cluster, fitted, tasks, s, d, history, scale)
+        return _canonical(cluster, shards, fitted, tasks, history, scale)
     # As metasp.fit: noise this small shrinks no head, and the least-squares polish finishes
     # the fit (exactly, on noiseless data) where L-BFGS crawls.
     if d * s > kernels.MAX_DENSE_BASIS:
@@ -421,20 +392,17 @@ def _power_of_two(largest: float) -> int:
     return int(np.frexp(largest)[1])
 
 
-def _canonical(cluster, fitted, tasks, s, d, history, scale) -> DaskResult:
-    """Orthonormal B and the singular values of Theta = heads U^T, from the s x s Gram matrix
-    of the heads (as metasp.fit's SVD of the T x s heads, without moving them)."""
-    Q, R = np.linalg.qr(fitted.U)
-    gram = sum(cluster.each("heads-gram", _shards.heads_gram, fitted.heads, R))
-    values, vectors = np.linalg.eigh((gram + gram.T) / 2)
-    right = vectors[:, ::-1]
-    singular_values = np.sqrt(np.maximum(values[::-1], 0.0))
-    result = DaskResult(B=right.T @ Q.T, W=np.zeros((0, s)), Theta=np.zeros((0, d)),
-                        singular_values=singular_values, n_iter=fitted.n_iter,
-                        status=fitted.status, history=history)
-    result._heads = (fitted.heads, _shard_labels(cluster, tasks), R, right, scale.y - scale.x,
-                     cluster.client)
-    return result
+def _canonical(cluster, shards, fitted, tasks, history, scale) -> DaskResult:
+    """Orthonormal B, the singular values of Theta = heads U^T and the heads in that form,
+    from the s x s Gram matrix of the heads (as metasp.fit's SVD of the T x s heads, without
+    moving them)."""
+    heads, V, singular_values = ShardedProblem(cluster, shards, tasks, 1).canonical(
+        fitted.heads, fitted.U)
+    s, d = V.shape[1], V.shape[0]
+    result = DaskResult(B=np.ascontiguousarray(V.T), W=np.zeros((0, s)),
+                        Theta=np.zeros((0, d)), singular_values=singular_values,
+                        n_iter=fitted.n_iter, status=fitted.status, history=history)
+    return _keep_heads(result, cluster, tasks, heads, scale)
 
 
 def _polished(cluster, polished, tasks, n_iter, history, scale) -> DaskResult:
@@ -445,15 +413,16 @@ def _polished(cluster, polished, tasks, n_iter, history, scale) -> DaskResult:
                         singular_values=polished["singular_values"],
                         n_iter=n_iter + polished["n_iter"], status=polished["status"],
                         history=history)
-    result._heads = (polished["heads"], _shard_labels(cluster, tasks), np.eye(s), np.eye(s),
-                     scale.y - scale.x, cluster.client)
+    return _keep_heads(result, cluster, tasks, polished["heads"], scale)
+
+
+def _keep_heads(result, cluster, tasks, heads, scale) -> DaskResult:
+    """``result`` with the futures of its heads (canonical, in the rescaled data's units) and
+    of the shards' group labels: T-sized, they stay on the workers, for
+    :meth:`DaskResult.heads`."""
+    labels = cluster.submit_each("labels", _labels, tasks.shards)
+    result._heads = (heads, labels, scale.y - scale.x, cluster.client)
     return result
-
-
-def _shard_labels(cluster, tasks):
-    """Futures of the group labels of every shard's tasks, in task order (T-sized: they stay
-    on the workers, for :meth:`DaskResult.heads`)."""
-    return cluster.submit_each("labels", _labels, tasks.shards)
 
 
 def _labels(shard):
@@ -488,9 +457,7 @@ def _postprocess(result, cluster, shards, tasks, args, scale) -> DaskResult:
                                axis=0)[2] / n
     # Random heads are shrunk on purpose: the rank check reads the residual correlations at
     # least-squares heads instead (as metasp.fit does).
-    phase = result.history.get("phase", ())
-    shrunk = len(phase) > 0 and phase[-1] == "random_heads"
-    heads = [None] * len(shards) if shrunk else result._heads[0]
+    heads = [None] * len(shards) if heads_shrunk(result) else result._heads[0]
 
     def spike():
         parts = cluster.each("rank", _shards.rank_gram, shards, result.B, n_threads,

@@ -197,11 +197,6 @@ def heads_gram(heads: np.ndarray, R: np.ndarray) -> np.ndarray:
     return A.T @ A
 
 
-def canonical_heads(heads: np.ndarray, R: np.ndarray, right: np.ndarray, exponent: int):
-    """W = H R^T right (left singular vectors times singular values), in the data's units."""
-    return np.ldexp(heads @ R.T @ right, exponent)
-
-
 # ---- row blocks of the fixed-heads solver: (T_p, k) arrays kept on the worker ------------
 
 def zeros(shard: Shard, k: int) -> np.ndarray:
@@ -315,8 +310,7 @@ def newton_product(shard: Shard, heads: np.ndarray, V: np.ndarray, D: np.ndarray
 
 def change_sums(new: np.ndarray, old: np.ndarray, V_new: np.ndarray, V_old: np.ndarray):
     """[||new V_new^T - old V_old^T||_F^2, ||new V_new^T||_F^2] over the shard's tasks."""
-    theta = new @ V_new.T
-    return np.array([np.sum((theta - old @ V_old.T) ** 2), np.sum(theta**2)])
+    return difference_sums(new @ V_new.T, old @ V_old.T)
 
 
 def statistics(shard: Shard, B: np.ndarray, n_threads: int):
